@@ -1,0 +1,106 @@
+"""The ``falemu`` command: a thin layer over the library.
+
+Subcommands live one per module and are imported only when invoked, so ``falemu --help`` stays fast.
+This module is the single error boundary: a :class:`~falemu.errors.FalemuError` prints
+``error: <message>`` (and ``hint: <hint>``) on stderr and exits with the error's code; anything else
+exits 70 with a request to report it. ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from falemu import __version__
+
+# command name -> "module:attribute"; modules are imported on first use only.
+COMMANDS: dict[str, str] = {
+    "config": "falemu.cli.config_cmd:config",
+    "up": "falemu.cli.up:up",
+    "down": "falemu.cli.down:down",
+    "doctor": "falemu.cli.doctor:doctor",
+    "ps": "falemu.cli.ps:ps",
+    "logs": "falemu.cli.logs:logs",
+    "keys": "falemu.cli.keys:keys",
+    "env": "falemu.cli.env:env",
+    "check": "falemu.cli.check:check",
+}
+
+SHORT_HELP: dict[str, str] = {
+    "config": "Validate and show [tool.fal.apps.*] as fal reads it.",
+    "up": "Build, start runners and serve the gateway at fal-shaped URLs.",
+    "down": "Remove every container falemu made.",
+    "doctor": "Report the Docker engine, GPU support, data folder and ports.",
+    "ps": "List running falemu runners.",
+    "logs": "Show runner logs.",
+    "keys": "List, create and revoke local API keys.",
+    "env": "Print the exports that point fal_client at falemu.",
+    "check": "Pre-deploy contract gate: build, start, and check the app's OpenAPI.",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module_name), attr)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Listing short help from a table keeps `falemu --help` from importing every subcommand.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, SHORT_HELP.get(name, "")) for name in self.list_commands(ctx)])
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from falemu.errors import FalemuError
+
+        try:
+            return super().invoke(ctx)
+        except FalemuError as exc:
+            debug = bool(ctx.obj and ctx.obj.get("debug"))
+            if debug:
+                import traceback
+
+                traceback.print_exc()
+            click.echo(f"error: {exc.message}", err=True)
+            if exc.hint:
+                click.echo(f"hint: {exc.hint}", err=True)
+            ctx.exit(exc.exit_code)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # the boundary: anything unexpected is a bug in falemu
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: internal error: {type(exc).__name__}: {exc}", err=True)
+            click.echo("hint: run again with --debug for the traceback, and please report it", err=True)
+            ctx.exit(70)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="falemu")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """falemu runs fal's serverless deploy path on your machine.
+
+    Reads [tool.fal.apps.<name>] from pyproject.toml the way `fal deploy` does, builds the image,
+    starts runners on your Docker engine and serves them behind fal-shaped URLs.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="falemu", standalone_mode=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

@@ -1,0 +1,124 @@
+"""falemu's own settings, separate from fal's app config.
+
+Precedence, lowest to highest: defaults, ``[tool.falemu]`` in the pyproject, ``FALEMU_*`` environment
+variables, command-line flags. Resolved once into a frozen :class:`Settings` that records where each
+value came from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from falemu.errors import ConfigError
+
+RuntimeName = Literal["auto", "docker", "process"]
+GpuMode = Literal["auto", "require", "off"]
+SettingSource = Literal["default", "pyproject", "env", "cli"]
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "falemu"
+
+
+def config_dir() -> Path:
+    """Where falemu keeps keys and its local CA (``$XDG_CONFIG_HOME/falemu``)."""
+    override = os.environ.get("FALEMU_CONFIG_DIR")
+    if override:
+        return Path(override)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "falemu"
+
+
+@dataclass(frozen=True)
+class Settings:
+    owner: str = "local"
+    host: str = "127.0.0.1"
+    port: int = 8787
+    data_dir: Path = field(default_factory=lambda: _cache_dir() / "data")
+    runtime: RuntimeName = "auto"
+    gpu: GpuMode = "auto"
+    machine_limits: bool = False
+    tls: bool = False
+    keep_failed: bool = False
+    sources: Mapping[str, SettingSource] = field(default_factory=dict, compare=False)
+
+    def with_overrides(self, values: Mapping[str, Any], source: SettingSource) -> Settings:
+        """Return a copy with ``values`` (already in this class's vocabulary) applied from ``source``."""
+        known = {f.name: f for f in fields(self) if f.name != "sources"}
+        changes: dict[str, Any] = {}
+        sources = dict(self.sources)
+        for key, raw in values.items():
+            if raw is None:
+                continue
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ConfigError(
+                    f"Unknown falemu setting {key!r}",
+                    hint="known settings: " + ", ".join(sorted(known)),
+                )
+            changes[name] = _coerce(name, raw, source)
+            sources[name] = source
+        return replace(self, **changes, sources=sources)
+
+
+_BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def _coerce(name: str, raw: Any, source: SettingSource) -> Any:
+    where = {"pyproject": "[tool.falemu]", "env": f"FALEMU_{name.upper()}", "cli": f"--{name.replace('_', '-')}"}.get(
+        source, name
+    )
+    if name in ("machine_limits", "tls", "keep_failed"):
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in _BOOL:
+            return _BOOL[raw.lower()]
+        raise ConfigError(f"{where} {name} must be a boolean, got {raw!r}", hint="use true or false")
+    if name == "port":
+        try:
+            port = int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} port must be an integer, got {raw!r}", hint="for example 8787") from None
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{where} port must be between 0 and 65535, got {port}", hint="for example 8787")
+        return port
+    if name == "data_dir":
+        return Path(str(raw)).expanduser()
+    if name == "runtime":
+        return _choice(where, raw, get_args(RuntimeName))
+    if name == "gpu":
+        return _choice(where, raw, get_args(GpuMode))
+    return str(raw)
+
+
+def _choice(where: str, raw: Any, allowed: tuple[str, ...]) -> str:
+    value = str(raw).lower()
+    if value not in allowed:
+        raise ConfigError(f"{where} must be one of {', '.join(allowed)}, got {raw!r}", hint=f"use {allowed[0]}")
+    return value
+
+
+ENV_KEYS = ("owner", "host", "port", "data_dir", "runtime", "gpu", "machine_limits", "tls", "keep_failed")
+
+
+def load_settings(
+    pyproject_table: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    cli: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Resolve falemu's settings: defaults < ``[tool.falemu]`` < ``FALEMU_*`` < CLI flags."""
+    settings = Settings()
+    settings = replace(settings, sources={f.name: "default" for f in fields(settings) if f.name != "sources"})
+    if pyproject_table:
+        settings = settings.with_overrides(pyproject_table, "pyproject")
+    env = os.environ if environ is None else environ
+    from_env = {key: env[f"FALEMU_{key.upper()}"] for key in ENV_KEYS if f"FALEMU_{key.upper()}" in env}
+    settings = settings.with_overrides(from_env, "env")
+    if cli:
+        settings = settings.with_overrides(cli, "cli")
+    return settings

@@ -1,0 +1,171 @@
+"""Typed events the core emits; the CLI renders them and tests assert on them.
+
+Nobody has to parse log text: ``falemu up`` prints these, ``--json`` prints them as JSON lines, and
+the pytest fixtures keep them in ``falemu_app.events``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Event:
+    app: str
+    ts: float = field(default_factory=time.time, kw_only=True)
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["event"] = self.kind
+        return data
+
+
+@dataclass(frozen=True)
+class BuildStarted(Event):
+    image: str
+    steps: int
+
+
+@dataclass(frozen=True)
+class BuildStep(Event):
+    step: int
+    steps: int
+    text: str
+
+
+@dataclass(frozen=True)
+class BuildOutput(Event):
+    line: str
+
+
+@dataclass(frozen=True)
+class BuildFinished(Event):
+    image: str
+    cached: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RunnerStateChanged(Event):
+    runner: str
+    state: str  # fal's runner states: PENDING, SETUP, IDLE, RUNNING, DRAINING, TERMINATING, TERMINATED, FAILURE_DELAY
+
+
+@dataclass(frozen=True)
+class RunnerReady(Event):
+    runner: str
+    address: str
+    timeline: dict[str, float]  # phase -> seconds
+    cold_start: bool = True
+
+
+@dataclass(frozen=True)
+class RunnerFailed(Event):
+    runner: str
+    error_type: str
+    message: str
+    logs: str = ""
+
+
+@dataclass(frozen=True)
+class RunnerStopped(Event):
+    runner: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RunnerLog(Event):
+    runner: str
+    line: str
+    stream: str = "stdout"
+
+
+@dataclass(frozen=True)
+class Notice(Event):
+    level: str  # info | warning
+    message: str
+
+
+@dataclass(frozen=True)
+class RequestQueued(Event):
+    request_id: str
+    queue_position: int
+
+
+@dataclass(frozen=True)
+class RequestStarted(Event):
+    request_id: str
+    runner: str
+
+
+@dataclass(frozen=True)
+class RequestCompleted(Event):
+    request_id: str
+    runner: str
+    status_code: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ScaledUp(Event):
+    runners: int
+    target: int
+
+
+@dataclass(frozen=True)
+class ScaledDown(Event):
+    runners: int
+    target: int
+    reason: str
+
+
+class EventSink(Protocol):
+    def __call__(self, event: Event) -> None: ...
+
+
+class EventBus:
+    """Fan-out of events to subscribers; thread-safe, keeps the last ``history`` events."""
+
+    def __init__(self, history: int = 10_000) -> None:
+        self._subscribers: list[Callable[[Event], None]] = []
+        self._lock = threading.Lock()
+        self._history: list[Event] = []
+        self._max = history
+
+    def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
+        with self._lock:
+            self._subscribers.append(fn)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if fn in self._subscribers:
+                    self._subscribers.remove(fn)
+
+        return unsubscribe
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            self._history.append(event)
+            if len(self._history) > self._max:
+                del self._history[: len(self._history) - self._max]
+            subscribers = list(self._subscribers)
+        for fn in subscribers:
+            fn(event)
+
+    @property
+    def history(self) -> list[Event]:
+        with self._lock:
+            return list(self._history)
+
+
+def null_sink(event: Event) -> None:
+    """An event sink that drops everything."""

@@ -1,0 +1,86 @@
+"""The Runtime interface: how a parsed app becomes running runners.
+
+Two implementations: :class:`falemu.runtime.docker.DockerRuntime` (the real path: image build,
+containers, GPU device requests) and :class:`falemu.runtime.process.ProcessRuntime` (runners as host
+subprocesses, when no engine answers). The gateway and the scaling controller drive runners only
+through this interface; they never import docker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from falemu.config.model import AppConfig
+from falemu.config.settings import GpuMode
+from falemu.events import EventSink, null_sink
+
+
+@dataclass(frozen=True)
+class PreparedApp:
+    """An app whose image is built or found: what every runner of it starts from."""
+
+    app: AppConfig
+    image: str | None  # image id or reference; None for the process runtime
+    built: bool  # False when an existing image was reused
+    build_seconds: float = 0.0
+    arch: str | None = None
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    prepared: PreparedApp
+    runner_id: str
+    owner: str  # the fal owner part of URLs: FAL_APP_NAME=<owner>/<alias>
+    data_dir: Path
+    gpu: GpuMode = "auto"
+    machine_limits: bool = False
+    env: Mapping[str, str] = field(default_factory=dict)  # extra environment (secrets resolved)
+    command: tuple[str, ...] | None = None  # --cmd override for the process runtime
+    on_log: Callable[[str], None] | None = None  # receives each log line while the runner lives
+
+
+@dataclass
+class Runner:
+    """A started runner. ``host``/``port`` is where falemu reaches its exposed port."""
+
+    id: str
+    app: str
+    host: str
+    port: int
+    timeline: dict[str, float] = field(default_factory=dict)  # phase -> seconds taken
+    gpu_ids: tuple[str, ...] = ()
+    handle: object = None  # the runtime's own handle (container, Popen)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+class Runtime(Protocol):
+    name: str
+
+    def prepare(self, app: AppConfig, events: EventSink = null_sink, verbose: bool = False) -> PreparedApp:
+        """Build or find the app's image. Reuses an unchanged image without building."""
+        ...
+
+    def start(self, spec: RunnerSpec, events: EventSink = null_sink) -> Runner:
+        """Start one runner and wait until it is ready; raise RunnerError/StartupTimeout otherwise."""
+        ...
+
+    def stop(self, runner: Runner, grace: float | None = None) -> None:
+        """SIGTERM, wait ``grace`` seconds (the app's termination grace period), kill, remove."""
+        ...
+
+    def logs(self, runner: Runner, follow: bool = False) -> Iterator[str]:
+        """The runner's log lines."""
+        ...
+
+    def is_alive(self, runner: Runner) -> bool: ...
+
+    def close(self) -> None:
+        """Stop every runner this runtime started."""
+        ...

@@ -1,0 +1,1 @@
+"""falemu pytest plugin (placeholder until fixtures land)."""

@@ -1,0 +1,1 @@
+"""Autoscaling: a pure policy (no I/O, clock injected) and a controller that applies it."""

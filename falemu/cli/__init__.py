@@ -76,6 +76,13 @@ class LazyGroup(click.Group):
             ctx.exit(exc.exit_code)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
             raise
+        except BrokenPipeError:
+            # `falemu ... | head`: the reader went away; that is not an error of falemu.
+            import os
+
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(0)
         except Exception as exc:  # the boundary: anything unexpected is a bug in falemu
             if ctx.obj and ctx.obj.get("debug"):
                 raise

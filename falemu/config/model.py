@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from falemu.errors import ConfigError
+
 Source = Literal["pyproject", "default"]
 
 
@@ -34,8 +36,12 @@ class ImageConfig:
     build_args: Mapping[str, str] = field(default_factory=dict)
     secrets: Mapping[str, str] = field(default_factory=dict)
     registries: Mapping[str, RegistryAuth] = field(default_factory=dict)
+    # entrypoint/cmd: a toml string is split with shlex.split (as the docker SDK splits a string command);
+    # a toml list is kept as written.
     entrypoint: tuple[str, ...] | None = None
     cmd: tuple[str, ...] | None = None
+    use_isolate: bool | None = None  # False for direct-server apps: no fal runtime injected
+    context_dir: Path | None = None  # the build context: always the pyproject folder for toml apps
 
 
 @dataclass(frozen=True)
@@ -91,11 +97,27 @@ class AppConfig:
     raw: Mapping[str, Any] = field(default_factory=dict)  # the table as written
     sources: Mapping[str, Source] = field(default_factory=dict)  # key -> where its value came from
     warnings: tuple[str, ...] = ()  # what fal would reject later (auth, machine_type, numbers...)
+    pyproject: Path | None = None
+    metrics_port: int | None = None
+    deployment_strategy: str | None = None  # as written; fal's default is "rolling"
+    team: str | None = None
+    reset_scale: bool = False  # app_scale_settings (or `not no_scale`)
+    requirements: tuple[Any, ...] = ()  # strings, or lists of strings (one install step each)
+    requirements_context_dir: Path | None = None
+    python_version: str | None = None
+    app_files: tuple[str, ...] = ()
+    app_files_ignore: tuple[str, ...] | None = None
+    app_files_context_dir: Path | None = None
 
     @property
     def effective_auth(self) -> str:
         """The auth mode the app runs with: `fal deploy` makes an app private when none is set."""
         return self.auth if self.auth in ("public", "private", "shared") else "private"
+
+    @property
+    def uses_fal_runtime(self) -> bool:
+        """False for direct-server apps, whose container runs its own ENTRYPOINT/CMD."""
+        return self.shape is not AppShape.DIRECT_SERVER
 
     @property
     def wants_gpu(self) -> bool:
@@ -108,9 +130,30 @@ class AppConfig:
 
 @dataclass(frozen=True)
 class Project:
-    """A project folder with its pyproject and every app it declares."""
+    """A project folder with its pyproject and every app it declares.
+
+    ``apps`` maps every app name to its config. As in fal, each app is parsed on its own: the mapping
+    that :func:`falemu.config.load_project` returns parses an app when it is first looked up, so
+    ``project.apps["greeter"]`` (or :meth:`app`) raises :class:`~falemu.errors.ConfigError` for a
+    broken ``greeter`` only, and listing names or using another app never touches it.
+    """
 
     root: Path
     pyproject: Path
     apps: Mapping[str, AppConfig]
     falemu: Mapping[str, Any] = field(default_factory=dict)  # the raw [tool.falemu] table
+
+    @property
+    def app_names(self) -> tuple[str, ...]:
+        """Every ``[tool.fal.apps.<name>]`` in file order, without parsing any."""
+        return tuple(self.apps)
+
+    def app(self, name: str) -> AppConfig:
+        """The parsed app ``name``; ConfigError with fal's message if it is missing or invalid."""
+        if name not in self.apps:
+            names = ", ".join(self.app_names) or "none"
+            raise ConfigError(
+                f"App {name} not found in pyproject.toml",
+                hint=f"apps in {self.pyproject}: {names}",
+            )
+        return self.apps[name]

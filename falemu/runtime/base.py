@@ -40,6 +40,8 @@ class RunnerSpec:
     env: Mapping[str, str] = field(default_factory=dict)  # extra environment (secrets resolved)
     command: tuple[str, ...] | None = None  # --cmd override for the process runtime
     on_log: Callable[[str], None] | None = None  # receives each log line while the runner lives
+    startup_timeout: float | None = None  # overrides the app's scaling.startup_timeout
+    keep_failed: bool = False  # leave a runner that failed to start in place for inspection
 
 
 @dataclass

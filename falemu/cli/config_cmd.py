@@ -1,0 +1,132 @@
+"""``falemu config``: check and show ``[tool.fal.apps.*]`` as fal reads it, and falemu's own settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from falemu.cli.options import project_option
+
+
+def _load(project: Path | None) -> Any:
+    from falemu.config import load_project
+
+    return load_project(project)
+
+
+def _format(value: Any) -> str:
+    from falemu.config.report import jsonable
+
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return json.dumps(jsonable(value))
+
+
+@click.group("config")
+def config() -> None:
+    """Validate and show [tool.fal.apps.*] as fal reads it."""
+
+
+@config.command("validate")
+@project_option
+@click.argument("apps", nargs=-1)
+@click.pass_context
+def validate(ctx: click.Context, project: Path | None, apps: tuple[str, ...]) -> None:
+    """Check APPS (every app when none is named) with fal's rules.
+
+    Prints one line per valid app with its warnings; for an invalid app prints fal's own message and
+    exits 2.
+    """
+    from falemu.config import get_app
+    from falemu.errors import ConfigError
+
+    loaded = _load(project)
+    names = apps or loaded.app_names
+    if not names:
+        raise ConfigError(
+            f"No apps in {loaded.pyproject}",
+            hint="declare [tool.fal.apps.<name>] there; fal reads the pyproject.toml of the first folder, "
+            "from the current one upward, that has .git or a [tool.fal] table",
+        )
+    if len(names) == 1:  # one app: its error goes through the CLI boundary unchanged
+        _report_ok(get_app(loaded, names[0]))
+        return
+    failed = 0
+    for name in names:
+        try:
+            app = get_app(loaded, name)
+        except ConfigError as exc:
+            failed += 1
+            click.echo(f"invalid {name}", err=False)
+            click.echo(f"error: {exc.message}", err=True)
+            if exc.hint:
+                click.echo(f"hint: {exc.hint}", err=True)
+            continue
+        _report_ok(app)
+    if failed:
+        ctx.exit(2)
+
+
+def _report_ok(app: Any) -> None:
+    image = ""
+    if app.image is not None:
+        image = f", image {app.image.dockerfile or app.image.image}"
+    port = f", port {app.exposed_port}" if app.exposed_port is not None else ""
+    click.echo(f"ok {app.name} ({app.shape.value}{port}{image})")
+    for warning in app.warnings:
+        click.echo(f"  warning: {warning}")
+
+
+@config.command("show")
+@project_option
+@click.argument("app")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def show(project: Path | None, app: str, as_json: bool) -> None:
+    """Show APP's resolved config: every value with its source (pyproject, default or derived)."""
+    from falemu.config import get_app
+    from falemu.config.report import app_entries, app_report
+
+    loaded = _load(project)
+    resolved = get_app(loaded, app)
+    if as_json:
+        click.echo(json.dumps(app_report(resolved), indent=2))
+        return
+    click.echo(f"[tool.fal.apps.{resolved.name}] in {resolved.pyproject}")
+    entries = app_entries(resolved)
+    width = max(len(e.key) for e in entries)
+    for entry in entries:
+        click.echo(f"  {entry.key.ljust(width)}  {_format(entry.value)}  ({entry.source})")
+    for warning in resolved.warnings:
+        click.echo(f"warning: {warning}")
+
+
+@config.command("show-settings")
+@project_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def show_settings(project: Path | None, as_json: bool) -> None:
+    """Show falemu's own settings: defaults < [tool.falemu] < FALEMU_* < flags, each with its source."""
+    from falemu.config import load_project, project_settings
+    from falemu.config.report import settings_entries, settings_report
+    from falemu.errors import ConfigError
+
+    try:
+        loaded = load_project(project)
+    except ConfigError as exc:
+        if exc.message != "No pyproject.toml file found.":
+            raise
+        loaded = None
+    settings = project_settings(loaded)
+    pyproject = loaded.pyproject if loaded is not None else None
+    if as_json:
+        click.echo(json.dumps(settings_report(settings, pyproject), indent=2))
+        return
+    click.echo(f"falemu settings ([tool.falemu] in {pyproject or 'no pyproject.toml'})")
+    entries = settings_entries(settings)
+    width = max(len(e.key) for e in entries)
+    for entry in entries:
+        click.echo(f"  {entry.key.ljust(width)}  {_format(entry.value)}  ({entry.source})")

@@ -1,0 +1,26 @@
+"""``falemu down``: remove every container falemu made (and nothing else)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("down")
+@click.option("--app", "app", default=None, help="Only the runners of this app (its deployed name).")
+@click.option("--orphans", is_flag=True, help="Only runners whose falemu process is gone.")
+def down(app: str | None, orphans: bool) -> None:
+    """Remove every runner container labelled by falemu, running or not.
+
+    Containers without falemu's labels are never touched.
+    """
+    from falemu.runtime.cleanup import reap_orphans, remove_containers
+    from falemu.runtime.engine import connect
+
+    client = connect()
+    try:
+        removed = reap_orphans(client) if orphans else remove_containers(client, app)
+    finally:
+        client.close()
+    for item in removed:
+        click.echo(f"removed {item.name} ({item.app} runner {item.runner})")
+    click.echo(f"{len(removed)} container(s) removed")

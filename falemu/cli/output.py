@@ -1,0 +1,227 @@
+"""All terminal rendering of ``falemu up``, ``ps`` and ``logs``: the only place that prints.
+
+Human output is one line per event, prefixed by the app or the runner id (``[greeter-1a2b] ...``);
+``--json`` prints every event as one JSON line (``Event.to_dict()``), plus ``Serving`` lines for the
+URLs and endpoints of each app.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
+
+import click
+
+from falemu.events import (
+    BuildFinished,
+    BuildOutput,
+    BuildStarted,
+    BuildStep,
+    Event,
+    Notice,
+    RequestCompleted,
+    RequestQueued,
+    RequestStarted,
+    RunnerFailed,
+    RunnerLog,
+    RunnerReady,
+    RunnerStateChanged,
+    RunnerStopped,
+    ScaledDown,
+    ScaledUp,
+)
+
+STATE_COLORS = {
+    "PENDING": "yellow",
+    "SETUP": "yellow",
+    "IDLE": "green",
+    "RUNNING": "cyan",
+    "DRAINING": "magenta",
+    "TERMINATING": "magenta",
+    "TERMINATED": "bright_black",
+    "FAILURE_DELAY": "red",
+}
+NO_OPENAPI_WARNING = (
+    "{app}: the server has no /openapi.json; on fal the Playground and the endpoint listing will not be "
+    "available for this app (serve an OpenAPI document at /openapi.json, as FastAPI does by default)"
+)
+
+
+def _fmt_seconds(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
+
+def timeline_text(timeline: Mapping[str, float]) -> str:
+    return ", ".join(f"{phase} {_fmt_seconds(sec)}" for phase, sec in timeline.items())
+
+
+class Renderer:
+    """Renders events as they come, from any thread."""
+
+    def __init__(
+        self,
+        *,
+        json_lines: bool = False,
+        verbose: bool = False,
+        stream: TextIO | None = None,
+        color: bool | None = None,
+    ) -> None:
+        self.json_lines = json_lines
+        self.verbose = verbose
+        self.stream = stream or sys.stdout
+        self.color = color
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, int] = {}
+
+    def _echo(self, text: str, *, err: bool = False) -> None:
+        with self._lock:
+            click.echo(text, file=sys.stderr if err else self.stream, color=self.color)
+
+    def _style(self, text: str, **kwargs: Any) -> str:
+        return click.style(text, **kwargs)
+
+    def __call__(self, event: Event) -> None:
+        if self.json_lines:
+            self.json(event.to_dict())
+            return
+        line = self.render(event)
+        if line is not None:
+            self._echo(line)
+
+    def json(self, data: Mapping[str, Any]) -> None:
+        self._echo(json.dumps(dict(data), default=str, sort_keys=False))
+
+    def render(self, event: Event) -> str | None:
+        app = event.app
+        if isinstance(event, BuildStarted):
+            return f"{app}: building {event.image} ({event.steps} steps)"
+        if isinstance(event, BuildStep):
+            return f"{app}: step {event.step}/{event.steps} {event.text}"
+        if isinstance(event, BuildOutput):
+            return f"{app}:   {event.line}" if self.verbose else None
+        if isinstance(event, BuildFinished):
+            how = "reused unchanged image" if event.cached else f"built in {_fmt_seconds(event.seconds)}"
+            return f"{app}: image {event.image} {how}"
+        if isinstance(event, RunnerStateChanged):
+            state = self._style(event.state, fg=STATE_COLORS.get(event.state))
+            return f"[{event.runner}] {state}"
+        if isinstance(event, RunnerReady):
+            kind = "cold start" if event.cold_start else "warm start"
+            timeline = timeline_text(event.timeline)
+            return f"[{event.runner}] ready at {event.address} ({kind}" + (f": {timeline})" if timeline else ")")
+        if isinstance(event, RunnerFailed):
+            text = f"[{event.runner}] " + self._style(f"failed ({event.error_type}): {event.message}", fg="red")
+            if event.logs:
+                tail = event.logs.strip().splitlines()[-20:]
+                text += "\n" + "\n".join(f"[{event.runner}] | {line}" for line in tail)
+            return text
+        if isinstance(event, RunnerStopped):
+            return f"[{event.runner}] stopped ({event.reason})"
+        if isinstance(event, RunnerLog):
+            return f"[{event.runner}] {event.line}"
+        if isinstance(event, ScaledUp):
+            return f"{app}: scaling up, {event.runners} runner(s) (target {event.target})"
+        if isinstance(event, ScaledDown):
+            return f"{app}: scaling down, {event.runners} runner(s) left ({event.reason})"
+        if isinstance(event, RequestQueued):
+            return f"{app}: request {event.request_id} queued (position {event.queue_position})"
+        if isinstance(event, RequestStarted):
+            with self._lock:
+                self._in_flight[app] = self._in_flight.get(app, 0) + 1
+                n = self._in_flight[app]
+            return f"{app}: request {event.request_id} -> {event.runner} ({n} in flight)"
+        if isinstance(event, RequestCompleted):
+            with self._lock:
+                n = max(0, self._in_flight.get(app, 0) - 1)
+                self._in_flight[app] = n
+            status = self._style(str(event.status_code), fg="green" if event.status_code < 400 else "red")
+            return f"{app}: request {event.request_id} {status} in {_fmt_seconds(event.seconds)} ({n} in flight)"
+        if isinstance(event, Notice):
+            prefix = "warning: " if event.level == "warning" else ""
+            return self._style(f"{prefix}{event.message}", fg="yellow" if event.level == "warning" else None)
+        return None
+
+    # -- summaries --------------------------------------------------------------------------------
+
+    def serving(
+        self,
+        *,
+        app: str,
+        url: str,
+        queue_url: str,
+        auth: str,
+        endpoints: Sequence[str] | None,
+        runners: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """What ``fal deploy`` prints after a deploy: the app's URLs and its endpoints."""
+        if self.json_lines:
+            self.json(
+                {
+                    "event": "Serving",
+                    "app": app,
+                    "url": url,
+                    "queue_url": queue_url,
+                    "auth": auth,
+                    "endpoints": list(endpoints) if endpoints is not None else None,
+                    "runners": list(runners),
+                    "ts": time.time(),
+                }
+            )
+            return
+        lines = [self._style(f"── {app} ", bold=True) + self._style(f"(auth: {auth})", dim=True)]
+        lines.append(f"  Sync   {url}")
+        lines.append(f"  Async  {queue_url}")
+        if endpoints:
+            lines.append(self._style("  API Endpoints", bold=True))
+            for path in endpoints:
+                lines.append(f"    Sync   {url}{path}")
+                lines.append(f"    Async  {queue_url}{path}")
+        for runner in runners:
+            lines.append(f"  runner {runner['id']} at {runner.get('url')} ({runner.get('state')})")
+        self._echo("\n".join(lines))
+        if endpoints is None:
+            self._echo(self._style("warning: " + NO_OPENAPI_WARNING.format(app=app), fg="yellow"))
+
+    def info(self, text: str) -> None:
+        if self.json_lines:
+            return
+        self._echo(text)
+
+    def ps(self, instances: Sequence[Mapping[str, Any]]) -> None:
+        if self.json_lines:
+            self._echo(json.dumps(list(instances), default=str))
+            return
+        if not instances:
+            self._echo("no falemu up is running")
+            return
+        rows: list[tuple[str, ...]] = [("APP", "RUNNER", "STATE", "IN FLIGHT", "SERVED", "AGE", "ADDRESS")]
+        for instance in instances:
+            self._echo(f"falemu up (pid {instance['pid']}) at {instance['url']}  project {instance['project']}")
+            for app in instance["apps"]:
+                stats = app.get("stats", {})
+                summary = (
+                    f"  {app['name']}: {app['url']}  cold starts {stats.get('cold_starts', 0)}, "
+                    f"peak {stats.get('peak_runners', 0)} runner(s), {app.get('waiting', 0)} waiting"
+                )
+                self._echo(summary)
+                for r in app["runners"]:
+                    age = _fmt_seconds(float(r.get("age", 0.0)))
+                    rows.append(
+                        (app["name"], r["id"], r["state"], str(r["in_flight"]), str(r["served"]), age, r["url"] or "-")
+                    )
+        if len(rows) == 1:
+            self._echo("no runners")
+            return
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            self._echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+    def log_line(self, data: Mapping[str, Any]) -> None:
+        if self.json_lines:
+            self.json(data)
+            return
+        self._echo(f"[{data.get('runner')}] {data.get('line')}")

@@ -1,0 +1,135 @@
+"""A flat view of a resolved app or of falemu's settings: each value with where it came from.
+
+Used by ``falemu config show`` (text and ``--json``). Build secrets and literal registry passwords are
+masked; a ``$NAME`` password reference is shown as written.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from falemu.config.model import AppConfig
+from falemu.config.settings import Settings
+
+MASK = "***"
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    value: Any
+    source: str  # "pyproject", "default", "derived" (for apps); "default", "pyproject", "env", "cli" (settings)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with paths, tuples, enums and mappings turned into JSON types."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: jsonable(getattr(value, f.name)) for f in fields(value)}
+    return value
+
+
+def app_entries(app: AppConfig) -> list[Entry]:
+    src = app.sources
+
+    def of(key: str) -> str:
+        return src.get(key, "default")
+
+    entries = [
+        Entry("shape", app.shape.value, "derived"),
+        Entry("alias", app.alias, of("name")),
+        Entry("ref", app.ref, of("ref")),
+        Entry("python_entry_point", app.python_entry_point, of("python_entry_point")),
+        Entry("auth", app.effective_auth, of("auth") if app.auth is not None else "default"),
+        Entry("deployment_strategy", app.deployment_strategy or "rolling", of("deployment_strategy")),
+        Entry("team", app.team, of("team")),
+        Entry(
+            "reset_scale",
+            app.reset_scale,
+            "pyproject" if "no_scale" in src or of("app_scale_settings") == "pyproject" else "default",
+        ),
+        Entry("exposed_port", app.exposed_port, of("exposed_port")),
+        Entry("metrics_port", app.metrics_port, of("metrics_port")),
+        Entry("machine_type", list(app.machine_types), of("machine_type")),
+        Entry("num_gpus", app.num_gpus, of("num_gpus")),
+    ]
+    for f in fields(app.scaling):
+        entries.append(Entry(f.name, getattr(app.scaling, f.name), of(f.name)))
+    for key, value in (
+        ("regions", app.regions),
+        ("secrets", app.secrets),
+        ("data_mounts", app.data_mounts),
+        ("private_logs", app.private_logs),
+        ("skip_retry_conditions", app.skip_retry_conditions),
+        ("retry_config", app.retry_config),
+        ("requirements", app.requirements),
+        ("requirements_context_dir", app.requirements_context_dir),
+        ("python_version", app.python_version),
+        ("app_files", app.app_files),
+        ("app_files_ignore", app.app_files_ignore),
+        ("app_files_context_dir", app.app_files_context_dir),
+        ("_scheduler", app.raw.get("_scheduler")),
+        ("_scheduler_options", app.raw.get("_scheduler_options")),
+    ):
+        entries.append(Entry(key, value, of(key)))
+    if app.image is not None:
+        image = app.image
+        registries = {
+            host: {"username": auth.username, "password": auth.password if auth.password.startswith("$") else MASK}
+            for host, auth in image.registries.items()
+        }
+        for key, value in (
+            ("dockerfile", image.dockerfile),
+            ("image", image.image),
+            ("build_args", image.build_args),
+            ("secrets", {k: MASK for k in image.secrets}),
+            ("registries", registries),
+            ("entrypoint", image.entrypoint),
+            ("cmd", image.cmd),
+        ):
+            entries.append(Entry(f"image.{key}", value, of(f"image.{key}")))
+        entries.append(Entry("image.use_isolate", image.use_isolate, "derived"))
+        entries.append(Entry("image.context_dir", image.context_dir, "derived"))
+    if app.health_check is not None:
+        for f in fields(app.health_check):
+            key = f"health_check.{f.name}"
+            source = of(key)
+            if f.name == "method" and source == "default" and app.health_check.method is not None:
+                source = "derived"
+            entries.append(Entry(key, getattr(app.health_check, f.name), source))
+    return entries
+
+
+def app_report(app: AppConfig) -> dict[str, Any]:
+    return {
+        "app": app.name,
+        "pyproject": jsonable(app.pyproject),
+        "values": {e.key: {"value": jsonable(e.value), "source": e.source} for e in app_entries(app)},
+        "warnings": list(app.warnings),
+    }
+
+
+def settings_entries(settings: Settings) -> list[Entry]:
+    return [
+        Entry(f.name, getattr(settings, f.name), settings.sources.get(f.name, "default"))
+        for f in fields(settings)
+        if f.name != "sources"
+    ]
+
+
+def settings_report(settings: Settings, pyproject: Path | None) -> dict[str, Any]:
+    return {
+        "pyproject": jsonable(pyproject),
+        "values": {e.key: {"value": jsonable(e.value), "source": e.source} for e in settings_entries(settings)},
+    }

@@ -1,0 +1,241 @@
+"""The whole ``falemu check`` for one app: config, build, start, then the URL checks through the gateway.
+
+Each app runs in its own :class:`~falemu.emulator.Emulator` (gateway on a free port), started warm so
+the first runner's start-up is measured and a runner that cannot start fails here, with the runtime's
+diagnosis (a server bound to 127.0.0.1 is named as such). The contract checks then go through the
+gateway, the path a fal caller's request takes. With ``min_concurrency = 0`` the idle runner is
+expired and one more request measures a real cold start, to compare with ``keep_alive``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from falemu.config.model import AppConfig, Project
+from falemu.config.settings import Settings
+from falemu.contract.gate import GateOptions, check_app_url
+from falemu.contract.results import AppReport, CheckResult, Finding
+from falemu.errors import ConfigError, FalemuError, ImageError, RunnerError, StartupTimeout
+from falemu.events import Event, EventBus, RunnerFailed, RunnerReady
+
+if TYPE_CHECKING:
+    from falemu.emulator import Emulator
+
+Progress = Callable[[str], None]
+
+BIND_TITLE = "the server listens on 0.0.0.0 (fal cannot reach 127.0.0.1 inside the container)"
+START_PHASES = ("create", "start", "port_open", "http_ready")
+WARN_FRACTION = 0.8  # start-up above this share of startup_timeout is a warning
+
+
+@dataclass
+class AppRun:
+    """What one app's run observed, besides the report."""
+
+    document: dict[str, Any] | None = None
+    startup_seconds: float | None = None
+    cold_start_seconds: float | None = None
+    events: list[Event] = field(default_factory=list)
+
+
+def _quiet(message: str) -> None:
+    """The default progress sink: drops everything."""
+
+
+def config_report(project: Project, names: Sequence[str]) -> tuple[list[AppReport], list[AppConfig]]:
+    """Parse each app as fal would: a ``config`` check per app, and the apps that parsed."""
+    from falemu.config import get_app
+
+    reports: list[AppReport] = []
+    apps: list[AppConfig] = []
+    for name in names:
+        report = AppReport(app=name)
+        check = report.add(CheckResult("config", "[tool.fal.apps] table as `fal deploy` reads it"))
+        try:
+            app = get_app(project, name)
+        except ConfigError as exc:
+            check.fail(exc.message, detail=f"hint: {exc.hint}" if exc.hint else "")
+        else:
+            apps.append(app)
+            check.summary = f"{app.shape.value}, port {app.exposed_port or 8080}, auth {app.effective_auth}"
+            check.advice.extend(app.warnings)
+        reports.append(report)
+    return reports, apps
+
+
+def check_app(
+    project: Project,
+    settings: Settings,
+    app: AppConfig,
+    report: AppReport,
+    options: GateOptions,
+    *,
+    progress: Progress = _quiet,
+    emulator_factory: Callable[..., Emulator] | None = None,
+) -> AppRun:
+    """Build, start and check ``app``; adds every check to ``report`` and never raises for app faults."""
+    run = AppRun()
+    bus = EventBus()
+    bus.subscribe(run.events.append)
+    if emulator_factory is None:
+        from falemu.emulator import Emulator
+
+        emulator_factory = Emulator
+    emu = emulator_factory(project, settings, apps=[app.name], events=bus, warm=True)
+    build = report.add(CheckResult("build", "the image builds"))
+    start = report.add(CheckResult("start", "a runner starts and becomes ready"))
+    bind = report.add(CheckResult("bind", BIND_TITLE))
+    progress(f"{app.name}: building and starting (startup_timeout {app.scaling.startup_timeout} s)")
+    started = time.monotonic()
+    try:
+        emu.start()
+    except ImageError as exc:
+        build.fail(exc.message, detail=f"hint: {exc.hint}" if exc.hint else "")
+        build.seconds = time.monotonic() - started
+        for check in (start, bind):
+            check.skip("the image did not build")
+        _skip_rest(report, options, "the image did not build")
+        return run
+    except RunnerError as exc:
+        _record_build(emu, app, build)
+        start.seconds = time.monotonic() - started - build.seconds
+        _start_failed(app, exc, start, bind, report, options, run)
+        return run
+    except FalemuError:
+        emu.stop()
+        raise
+    try:
+        _record_build(emu, app, build)
+        ready = [e for e in run.events if isinstance(e, RunnerReady)]
+        if ready:
+            run.startup_seconds = sum(ready[0].timeline.get(phase, 0.0) for phase in START_PHASES)
+        start.seconds = time.monotonic() - started - build.seconds
+        start.summary = (
+            f"ready in {run.startup_seconds:.2f} s" if run.startup_seconds is not None else "ready"
+        ) + f" ({len(emu.runners(app.name))} runner(s))"
+        bind.summary = "the gateway reaches the runner"
+        url = emu.app_url(app.name)
+        report.url = url
+        headers = {"Authorization": f"Key {emu.api_key}"} if emu.api_key else {}
+        progress(f"{app.name}: checking the contract at {url}")
+        run.document = check_app_url(report, url, headers=headers, options=options)
+        report.add(_startup_check(app, run.startup_seconds))
+        report.add(_cold_start_check(emu, app, url, headers, run))
+    finally:
+        emu.stop()
+    return run
+
+
+def _record_build(emu: Emulator, app: AppConfig, build: CheckResult) -> None:
+    prepared = emu.prepared.get(app.name)
+    if prepared is None:
+        return
+    build.seconds = prepared.build_seconds
+    image = prepared.image or ""
+    if image.startswith("sha256:"):
+        image = image.removeprefix("sha256:")[:12]
+    build.summary = ("built" if prepared.built else "reused") + (f" {image}" if image else "")
+    if prepared.built:
+        build.summary += f" in {prepared.build_seconds:.1f} s"
+
+
+def _start_failed(
+    app: AppConfig,
+    exc: RunnerError,
+    start: CheckResult,
+    bind: CheckResult,
+    report: AppReport,
+    options: GateOptions,
+    run: AppRun,
+) -> None:
+    text = f"{exc.message} {exc.hint or ''}"
+    logs = exc.logs.strip().splitlines()[-10:]
+    detail = "\n".join(["last log lines:", *logs]) if logs else ""
+    if "0.0.0.0" in text:
+        bind.fail(exc.message, detail=detail)
+        bind.advice.append(exc.hint or "bind the server to 0.0.0.0 (for example uvicorn --host 0.0.0.0)")
+        start.fail("no runner became ready: the server is not reachable on its exposed port")
+    else:
+        start.fail(exc.message, detail=detail)
+        if exc.hint:
+            start.advice.append(exc.hint)
+        bind.skip("no runner started")
+    failed = [e for e in run.events if isinstance(e, RunnerFailed)]
+    if failed and failed[-1].message != exc.message:
+        start.findings.append(Finding(failed[-1].message))
+    _skip_rest(report, options, "no runner started")
+    startup = report.add(
+        CheckResult("startup_time", f"start-up within startup_timeout ({app.scaling.startup_timeout} s)")
+    )
+    if isinstance(exc, StartupTimeout):
+        startup.fail(exc.message)
+    else:
+        startup.skip("no runner started")
+    report.add(CheckResult("cold_start", "keep_alive vs cold start").skip("no runner started"))
+
+
+def _skip_rest(report: AppReport, options: GateOptions, reason: str) -> None:
+    from falemu.contract.fuzz import CHECK_TITLES
+
+    names = [
+        ("openapi.present", "GET /openapi.json answers with a document"),
+        ("openapi.valid", "the document is valid OpenAPI 3.0/3.1"),
+        ("fal.schemas", "every operation has request and response schemas"),
+        *[(f"fuzz.{n}", CHECK_TITLES.get(n, n)) for n in options.checks],
+    ]
+    if options.baseline is not None:
+        names.append(("baseline", "no breaking change against the baseline"))
+    for name, title in names:
+        report.add(CheckResult(name, title).skip(reason))
+
+
+def _startup_check(app: AppConfig, seconds: float | None) -> CheckResult:
+    limit = float(app.scaling.startup_timeout)
+    check = CheckResult("startup_time", f"start-up within startup_timeout ({limit:g} s)")
+    if seconds is None:
+        return check.skip("no start-up was measured")
+    check.summary = f"{seconds:.2f} s of {limit:g} s"
+    if seconds > limit:
+        check.fail(f"the runner took {seconds:.1f} s to become ready; startup_timeout is {limit:g} s")
+        check.advice.append("raise startup_timeout, or move work out of start-up")
+    elif seconds > WARN_FRACTION * limit:
+        check.status = "warning"
+        check.advice.append(
+            f"start-up uses {seconds / limit:.0%} of startup_timeout: a slower machine would hit it; "
+            "raise startup_timeout"
+        )
+    return check
+
+
+def _cold_start_check(emu: Emulator, app: AppConfig, url: str, headers: dict[str, str], run: AppRun) -> CheckResult:
+    keep_alive = app.scaling.keep_alive
+    check = CheckResult("cold_start", f"keep_alive ({keep_alive} s) vs cold start")
+    cold: float | None = None
+    how = "measured"
+    if app.scaling.min_concurrency == 0:
+        try:
+            emu.expire_idle(app.name)
+            path = app.health_check.path if app.health_check else "/openapi.json"
+            started = time.monotonic()
+            httpx.get(url + path, headers=headers, timeout=float(app.scaling.startup_timeout) + 30)
+            cold = time.monotonic() - started
+        except (httpx.HTTPError, FalemuError):
+            cold = None
+    if cold is None:
+        cold, how = run.startup_seconds, "runner start-up"
+    if cold is None:
+        return check.skip("no cold start was measured")
+    run.cold_start_seconds = cold
+    check.summary = f"cold start {cold:.2f} s ({how}), keep_alive {keep_alive} s"
+    if keep_alive < cold:
+        check.status = "warning"
+        check.advice.append(
+            f"keep_alive ({keep_alive} s) is shorter than a cold start ({cold:.1f} s): idle runners stop before "
+            "they pay for their start; raise keep_alive or set min_concurrency = 1"
+        )
+    return check

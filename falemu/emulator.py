@@ -1,0 +1,394 @@
+"""The Emulator facade: parsed apps + a Runtime + one scaling controller per app + the gateway.
+
+Used by ``falemu up``, the pytest plugin and ``falemu check``::
+
+    from falemu.config import load_project, project_settings
+    from falemu.emulator import Emulator
+
+    project = load_project("examples/direct-server")
+    with Emulator(project, project_settings(project).with_overrides({"port": 0}, "cli")) as emu:
+        httpx.post(emu.app_url("greeter") + "/greet", json={"name": "fal"})
+
+``start()`` parses the apps, prepares (builds) their images in the calling thread, then runs one
+asyncio event loop in a background thread. In that loop it creates the controllers, starts each app's
+``min_concurrency`` runners (at least one with ``warm=True``), and serves the gateway with uvicorn on
+``settings.host:settings.port`` (port 0 picks a free one; :attr:`base_url` has the real one). The
+controllers and the gateway share that loop. ``stop()`` stops the server, every runner and the loop,
+and leaves no thread, socket or runner behind.
+
+Besides the gateway's routes, the server answers a few admin routes under ``/_falemu/`` (``ps``,
+``logs``, ``events``) that ``falemu ps`` and ``falemu logs`` use from another terminal; they need the
+``X-Falemu-Admin-Token`` header with :attr:`admin_token`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import secrets
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from falemu.clock import Clock, MonotonicClock
+from falemu.config.model import AppConfig, Project, ScalingConfig
+from falemu.config.settings import Settings
+from falemu.errors import FalemuError, UsageError
+from falemu.events import EventBus
+from falemu.runtime.base import PreparedApp, RunnerSpec, Runtime
+from falemu.scaling.controller import AppController
+from falemu.scaling.pool import RunnerInfo, RunnerPool
+
+if TYPE_CHECKING:
+    import uvicorn
+
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+
+SCALING_FIELDS = frozenset(f.name for f in dataclasses.fields(ScalingConfig))
+STOP_TIMEOUT = 60.0
+
+
+class Emulator:
+    """fal's serverless path for a set of apps of one project (see the module docstring)."""
+
+    def __init__(
+        self,
+        project: Project,
+        settings: Settings,
+        *,
+        apps: Sequence[str] | None = None,
+        runtime: Runtime | None = None,
+        clock: Clock | None = None,
+        events: EventBus | None = None,
+        overrides: Mapping[str, Mapping[str, Any]] | None = None,
+        verbose: bool = False,
+        warm: bool = False,
+        command: Sequence[str] | None = None,
+        tick: float = 0.2,
+    ) -> None:
+        self.project = project
+        self.settings = settings
+        self.events: EventBus = events if events is not None else EventBus()
+        self.clock: Clock = clock or MonotonicClock()
+        self.verbose = verbose
+        self.warm = warm
+        self.admin_token = secrets.token_urlsafe(24)
+        self.api_key: str | None = None
+        self.base_url = ""
+        self.port = 0
+        self._names = list(apps) if apps else list(project.app_names)
+        self._overrides = {k: dict(v) for k, v in (overrides or {}).items()}
+        self._runtime = runtime
+        self._own_runtime = runtime is None
+        self._command = tuple(command) if command else None
+        self._tick = tick
+        self.configs: dict[str, AppConfig] = {}
+        self.prepared: dict[str, PreparedApp] = {}
+        self._controllers: dict[str, AppController] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: uvicorn.Server | None = None
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._started = False
+        self._stopped = False
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def __enter__(self) -> Emulator:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        try:
+            self._parse()
+            runtime = self.runtime
+            for name, config in self.configs.items():
+                self.prepared[name] = runtime.prepare(config, self.events, self.verbose)
+            self.api_key = self._default_key()
+            sock = self._bind()
+            self._thread = threading.Thread(target=self._thread_main, args=(sock,), name="falemu-gateway", daemon=True)
+            self._thread.start()
+            self._ready.wait()
+            if self._startup_error is not None:
+                raise self._startup_error
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop the gateway, every runner and the loop; safe to call more than once."""
+        if self._stopped:
+            return
+        self._stopped = True
+        loop, server, thread = self._loop, self._server, self._thread
+        if loop is not None and server is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(setattr, server, "should_exit", True)
+        if thread is not None:
+            thread.join(STOP_TIMEOUT)
+        if self._own_runtime and self._runtime is not None:
+            self._runtime.close()
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            from falemu.runtime import select_runtime
+
+            self._runtime = select_runtime(self.settings, self.events, exit_cleanup=True)
+        return self._runtime
+
+    # -- what callers use ---------------------------------------------------------------------------
+
+    @property
+    def apps(self) -> list[str]:
+        return list(self._names)
+
+    def app_url(self, app: str) -> str:
+        config = self._config(app)
+        return f"{self.base_url}/{self.settings.owner}/{config.alias}"
+
+    def queue_url(self, app: str) -> str:
+        """The app's queue API; on the same port as the sync API, under ``/queue``.
+
+        fal_client reaches it with ``FAL_QUEUE_RUN_HOST=<host>:<port>/queue``.
+        """
+        config = self._config(app)
+        return f"{self.base_url}/queue/{self.settings.owner}/{config.alias}"
+
+    def pool(self, app: str) -> RunnerPool:
+        return self._controller(app)
+
+    def controller(self, app: str) -> AppController:
+        return self._controller(app)
+
+    def runners(self, app: str | None = None) -> list[RunnerInfo]:
+        names = [app] if app is not None else list(self._controllers)
+        return [info for name in names for info in self._controller(name).runners()]
+
+    def expire_idle(self, app: str | None = None) -> None:
+        """Stop now the idle runners keep_alive would stop later (above min_concurrency and the buffer)."""
+        names = [app] if app is not None else list(self._controllers)
+        for name in names:
+            self._call(self._controller(name).expire_idle())
+
+    def call(self, coro: Awaitable[Any], timeout: float | None = None) -> Any:
+        """Run a coroutine on the emulator's event loop from another thread and return its result."""
+        return self._call(coro, timeout)
+
+    def openapi(self, app: str, timeout: float = 5.0) -> dict[str, Any] | None:
+        """The app's ``/openapi.json`` from one of its ready runners; None when it has none."""
+        import httpx
+
+        urls = [r.url for r in self._controller(app).runners() if r.url and r.state in ("IDLE", "RUNNING")]
+        if not urls:
+            return None
+        try:
+            response = httpx.get(f"{urls[0]}/openapi.json", timeout=timeout)
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        try:
+            document = response.json()
+        except ValueError:
+            return None
+        return document if isinstance(document, dict) and isinstance(document.get("paths"), dict) else None
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _config(self, app: str) -> AppConfig:
+        for name, config in self.configs.items():
+            if app in (name, config.alias):
+                return config
+        raise UsageError(f"app {app!r} is not running in this emulator", hint=f"running apps: {', '.join(self._names)}")
+
+    def _controller(self, app: str) -> AppController:
+        name = self._config(app).name
+        controller = self._controllers.get(name)
+        if controller is None:
+            raise UsageError(f"app {app!r} has not started", hint="call start() first")
+        return controller
+
+    def _call(self, coro: Awaitable[Any], timeout: float | None = None) -> Any:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            if asyncio.iscoroutine(coro):
+                coro.close()
+            raise UsageError("the emulator is not running", hint="call start() first")
+
+        async def wrapper() -> Any:
+            return await coro
+
+        future: concurrent.futures.Future[Any] = asyncio.run_coroutine_threadsafe(wrapper(), loop)
+        return future.result(timeout)
+
+    def _parse(self) -> None:
+        from falemu.config import get_app
+
+        if not self._names:
+            raise UsageError(
+                f"{self.project.pyproject} declares no [tool.fal.apps.<name>] table",
+                hint="add one, see `falemu config --help`",
+            )
+        unknown = set(self._overrides) - set(self._names)
+        if unknown:
+            raise UsageError(f"overrides for apps that are not started: {', '.join(sorted(unknown))}")
+        for name in self._names:
+            config = get_app(self.project, name)
+            changes = self._overrides.get(name) or self._overrides.get(config.alias) or {}
+            bad = set(changes) - SCALING_FIELDS
+            if bad:
+                raise UsageError(
+                    f"unknown scaling setting(s) for {name}: {', '.join(sorted(bad))}",
+                    hint="known: " + ", ".join(sorted(SCALING_FIELDS)),
+                )
+            if changes:
+                config = dataclasses.replace(config, scaling=dataclasses.replace(config.scaling, **changes))
+            self.configs[name] = config
+
+    def _default_key(self) -> str | None:
+        try:
+            from falemu.gateway.keys import KeyStore
+        except ImportError:  # pragma: no cover - the gateway ships with falemu
+            return None
+        return KeyStore(user=self.settings.owner).default_key()
+
+    def _bind(self) -> socket.socket:
+        host, port = self.settings.host, self.settings.port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise UsageError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                hint="another falemu up may be running (see `falemu ps`); pick another port with --port or 0",
+            ) from None
+        sock.listen(2048)
+        sock.setblocking(False)
+        self.port = int(sock.getsockname()[1])
+        scheme = "https" if self.settings.tls else "http"
+        shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+        shown = f"[{shown}]" if ":" in shown else shown
+        self.base_url = f"{scheme}://{shown}:{self.port}"
+        return sock
+
+    def _thread_main(self, sock: socket.socket) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(self._main(sock))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            sock.close()
+            loop.close()
+            self._ready.set()
+
+    async def _main(self, sock: socket.socket) -> None:
+        import uvicorn
+
+        try:
+            for name, config in self.configs.items():
+                spec = RunnerSpec(
+                    prepared=self.prepared[name],
+                    runner_id="",
+                    owner=self.settings.owner,
+                    data_dir=self.settings.data_dir,
+                    gpu=self.settings.gpu,
+                    machine_limits=self.settings.machine_limits,
+                    command=self._command,
+                    keep_failed=self.settings.keep_failed,
+                )
+                self._controllers[name] = AppController(
+                    config, self.runtime, spec, clock=self.clock, events=self.events, tick=self._tick
+                )
+            await asyncio.gather(*(c.start(warm=1 if self.warm else 0) for c in self._controllers.values()))
+            app = self._asgi_app()
+            kwargs: dict[str, Any] = {}
+            if self.settings.tls:
+                from falemu.gateway.tls import server_ssl_files
+
+                certfile, keyfile, _ = server_ssl_files()
+                kwargs = {"ssl_certfile": certfile, "ssl_keyfile": keyfile}
+            server_config = uvicorn.Config(
+                app,
+                log_level="warning",
+                access_log=False,
+                lifespan="on",
+                server_header=False,
+                date_header=False,
+                timeout_graceful_shutdown=2,
+                **kwargs,
+            )
+            server = uvicorn.Server(server_config)
+            self._server = server
+            serving = asyncio.create_task(server.serve(sockets=[sock]))
+            while not server.started and not serving.done():
+                await asyncio.sleep(0.01)
+            if serving.done():
+                serving.result()
+                raise FalemuError("the gateway stopped during start-up", hint="run with --debug for details")
+            self._ready.set()
+            await serving
+        except BaseException as exc:
+            if not self._ready.is_set():
+                self._startup_error = exc if isinstance(exc, Exception) else FalemuError(str(exc) or type(exc).__name__)
+            elif not isinstance(exc, asyncio.CancelledError | SystemExit | KeyboardInterrupt):
+                raise
+        finally:
+            await self._shutdown()
+            self._ready.set()
+
+    async def _shutdown(self) -> None:
+        controllers = list(self._controllers.values())
+        await asyncio.gather(*(c.close(wait_starts=0.5) for c in controllers), return_exceptions=True)
+        if self._own_runtime and self._runtime is not None:
+            # Kills runners whose start is still in progress, so their start threads end too.
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._runtime.close)
+        for controller in controllers:
+            with contextlib.suppress(Exception):
+                await controller.settle(timeout=30)
+
+    def _asgi_app(self) -> ASGIApp:
+        from falemu.state import ADMIN_ROUTES, admin_app
+
+        gateway = self._gateway_app()
+        admin = admin_app(self)
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and str(scope.get("path", "")).rstrip("/") in ADMIN_ROUTES:
+                await admin(scope, receive, send)
+                return
+            await gateway(scope, receive, send)
+
+        return app
+
+    def _gateway_app(self) -> ASGIApp:
+        from falemu.gateway import GatewayApp, create_app
+        from falemu.gateway.keys import KeyStore
+
+        apps = {
+            config.alias: GatewayApp(config=config, pool=self._controllers[name])
+            for name, config in self.configs.items()
+        }
+        return create_app(
+            apps, settings=self.settings, events=self.events, keys=KeyStore(user=self.settings.owner), clock=self.clock
+        )

@@ -1,0 +1,108 @@
+"""Which headers cross the gateway, and which the platform keeps for itself.
+
+Callers may not set ``x-fal-*`` headers on a runner: the gateway drops them all, after reading the
+platform headers it acts on (request timeout, no-retry, queue priority, runner hint). Runners get
+``x-fal-request-id``, ``x-fal-endpoint`` and ``x-fal-caller-user-id`` from the gateway instead. A fal
+key in ``Authorization`` is consumed by the gateway and not forwarded; any other ``Authorization``
+passes through. Hop-by-hop headers are dropped both ways, and the framing of each hop is the
+gateway's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from falemu.gateway.keys import parse_authorization
+from falemu.gateway.upstream import Headers
+
+HOP_BY_HOP_REQUEST = frozenset(
+    {
+        b"host",
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+    }
+)
+HOP_BY_HOP_RESPONSE = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"x-fal-request-id",
+    }
+)
+
+
+@dataclass
+class Incoming:
+    """What the gateway read from a caller's headers."""
+
+    forward: Headers
+    authorization: str | None = None
+    request_timeout: str | None = None  # X-Fal-Request-Timeout: time-to-start, seconds
+    no_retry: bool = False
+    priority: str = "normal"
+    runner_hint: str | None = None
+    content_length: int | None = None
+    host: str | None = None
+
+
+def split_headers(raw: Headers) -> Incoming:
+    """Split a caller's headers into what goes to the runner and what the platform consumes."""
+    forward: Headers = []
+    incoming = Incoming(forward)
+    for name, value in raw:
+        if name.startswith(b"x-fal-"):
+            if name == b"x-fal-request-timeout":
+                incoming.request_timeout = value.decode("latin-1")
+            elif name == b"x-fal-no-retry":
+                incoming.no_retry = value.strip().lower() not in (b"0", b"false", b"no", b"")
+            elif name == b"x-fal-queue-priority":
+                incoming.priority = value.decode("latin-1").strip().lower() or "normal"
+            elif name == b"x-fal-runner-hint":
+                incoming.runner_hint = value.decode("latin-1")
+            continue
+        if name in HOP_BY_HOP_REQUEST:
+            if name == b"content-length":
+                try:
+                    incoming.content_length = int(value)
+                except ValueError:
+                    incoming.content_length = None
+            elif name == b"host":
+                incoming.host = value.decode("latin-1")
+            continue
+        if name == b"authorization":
+            text = value.decode("latin-1")
+            incoming.authorization = text
+            if parse_authorization(text) is not None:
+                continue  # a fal key: the platform's, not the app's
+        forward.append((name, value))
+    return incoming
+
+
+def identity_headers(request_id: str, endpoint: str, caller: str | None) -> Headers:
+    """The headers fal's gateway adds to every request it hands a runner."""
+    headers: Headers = [
+        (b"x-fal-request-id", request_id.encode()),
+        (b"x-fal-endpoint", endpoint.encode()),
+    ]
+    if caller is not None:
+        headers.append((b"x-fal-caller-user-id", caller.encode()))
+    return headers
+
+
+def response_headers(raw: Headers, request_id: bytes) -> Headers:
+    """A runner's response headers for the caller, with the gateway's request id."""
+    out: Headers = [(name, value) for name, value in raw if name not in HOP_BY_HOP_RESPONSE]
+    out.append((b"x-fal-request-id", request_id))
+    return out

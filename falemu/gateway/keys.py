@@ -1,0 +1,196 @@
+"""Local API keys: ``FAL_KEY = "<key_id>:<key_secret>"`` as fal issues them.
+
+Keys live in ``<config_dir>/keys.json`` (mode 0600). The file holds each key's id, user, label and
+the SHA-256 of its secret, never the secret itself: a secret is shown once, when it is created. The
+one exception is the *default* key, made on first use so ``falemu env`` and the pytest plugin have a
+key to hand out: its full value is also kept in ``<config_dir>/default-key`` (mode 0600), and
+revoking it removes that file.
+
+Secrets are compared with :func:`hmac.compare_digest`; an unknown id costs the same comparison as a
+known one. Nothing here logs or emits a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from falemu.errors import FalemuError
+
+KEYS_FILE = "keys.json"
+DEFAULT_KEY_FILE = "default-key"
+_DUMMY_HASH = hashlib.sha256(b"falemu-no-such-key").hexdigest()
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A stored key, without its secret."""
+
+    id: str
+    user: str
+    label: str
+    created: float
+    secret_sha256: str
+    default: bool = False
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a request comes from, once its key checked out."""
+
+    user: str
+    key_id: str
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def parse_authorization(value: str | None) -> tuple[str, str] | None:
+    """``Key <id>:<secret>`` or ``Bearer <id>:<secret>`` -> (id, secret); None for anything else."""
+    if not value:
+        return None
+    scheme, _, credential = value.strip().partition(" ")
+    if scheme.lower() not in ("key", "bearer"):
+        return None
+    key_id, sep, secret = credential.strip().partition(":")
+    if not sep or not key_id or not secret:
+        return None
+    return key_id, secret
+
+
+class KeyStore:
+    """The key file, re-read when it changes on disk (``falemu keys revoke`` takes effect at once)."""
+
+    def __init__(self, directory: Path | None = None, *, user: str = "local") -> None:
+        if directory is None:
+            from falemu.config.settings import config_dir
+
+            directory = config_dir()
+        self.directory = directory
+        self.path = directory / KEYS_FILE
+        self.default_path = directory / DEFAULT_KEY_FILE
+        self.user = user
+        self._lock = threading.Lock()
+        self._keys: dict[str, ApiKey] = {}
+        self._stamp: tuple[int, int, int] | None = None
+
+    # -- reading -------------------------------------------------------------------------------
+    def _load(self) -> dict[str, ApiKey]:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            self._keys, self._stamp = {}, None
+            return self._keys
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
+            return self._keys
+        try:
+            data = json.loads(self.path.read_text())
+            keys = {item["id"]: ApiKey(**item) for item in data.get("keys", [])}
+        except (ValueError, TypeError, KeyError) as exc:
+            raise FalemuError(
+                f"{self.path} is not a falemu key file ({type(exc).__name__})",
+                hint=f"remove {self.path} and run `falemu keys create`",
+            ) from None
+        self._keys, self._stamp = keys, stamp
+        return keys
+
+    def list(self) -> list[ApiKey]:
+        with self._lock:
+            return sorted(self._load().values(), key=lambda k: k.created)
+
+    def verify(self, key_id: str, secret: str) -> Caller | None:
+        """The caller a key belongs to, or None when the id is unknown or the secret is wrong."""
+        with self._lock:
+            key = self._load().get(key_id)
+        expected = key.secret_sha256 if key is not None else _DUMMY_HASH
+        ok = hmac.compare_digest(_hash(secret), expected)
+        if key is None or not ok:
+            return None
+        return Caller(user=key.user, key_id=key.id)
+
+    def authenticate(self, authorization: str | None) -> Caller | None:
+        parsed = parse_authorization(authorization)
+        if parsed is None:
+            return None
+        return self.verify(*parsed)
+
+    # -- writing -------------------------------------------------------------------------------
+    def _write(self, keys: dict[str, ApiKey]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        payload = json.dumps({"version": 1, "keys": [asdict(k) for k in keys.values()]}, indent=2)
+        _write_private(self.path, payload)
+        self._stamp = None
+
+    def create(self, label: str = "", *, user: str | None = None, default: bool = False) -> tuple[ApiKey, str]:
+        """Make a key; returns it with its full ``id:secret`` value, which is not stored anywhere else."""
+        key_id = str(uuid.uuid4())
+        secret = secrets.token_hex(32)
+        key = ApiKey(
+            id=key_id,
+            user=user or self.user,
+            label=label,
+            created=time.time(),
+            secret_sha256=_hash(secret),
+            default=default,
+        )
+        with self._lock:
+            keys = dict(self._load())
+            keys[key_id] = key
+            self._write(keys)
+            if default:
+                _write_private(self.default_path, f"{key_id}:{secret}\n")
+        return key, f"{key_id}:{secret}"
+
+    def revoke(self, key_id: str) -> ApiKey:
+        with self._lock:
+            keys = dict(self._load())
+            matches = [k for k in keys if k == key_id or k.startswith(key_id)] if key_id else []
+            if len(matches) != 1:
+                raise FalemuError(
+                    f"no key with id {key_id!r}" if not matches else f"key id prefix {key_id!r} is ambiguous",
+                    hint="`falemu keys list` shows the key ids",
+                )
+            key = keys.pop(matches[0])
+            self._write(keys)
+            if key.default:
+                self.default_path.unlink(missing_ok=True)
+        return key
+
+    def default_key(self) -> str:
+        """The default key's ``id:secret``, made on first use."""
+        with self._lock:
+            keys = self._load()
+            try:
+                value = self.default_path.read_text().strip()
+            except FileNotFoundError:
+                value = ""
+            key_id = value.partition(":")[0]
+            if value and key_id in keys:
+                return value
+        _, value = self.create("default", default=True)
+        return value
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically with mode 0600 from the first byte."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

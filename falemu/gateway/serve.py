@@ -1,0 +1,91 @@
+"""Serve an ASGI app with uvicorn on a background thread (tests, benchmarks, embedding)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+from falemu.errors import FalemuError
+
+
+class ThreadedServer:
+    """uvicorn on ``host:port`` (0 picks a free port) in a daemon thread; ``url`` once started."""
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+        **config: Any,
+    ) -> None:
+        import uvicorn
+
+        options: dict[str, Any] = {
+            "log_level": "warning",
+            "access_log": False,
+            "lifespan": "on",
+            "server_header": False,
+            "date_header": False,
+            "timeout_graceful_shutdown": 2,
+        }
+        options.update(config)
+        self.config = uvicorn.Config(
+            app, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, **options
+        )
+        self.server = uvicorn.Server(self.config)
+        self.tls = ssl_certfile is not None
+        self.host = host
+        self.port = port
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self.loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self.server.serve())
+        finally:
+            loop.close()
+
+    def start(self, timeout: float = 20.0) -> ThreadedServer:
+        self._thread = threading.Thread(target=self._run, name="falemu-uvicorn", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise FalemuError(
+                    f"the server on {self.host}:{self.port} did not start", hint="is the port already in use?"
+                )
+            time.sleep(0.01)
+        servers = getattr(self.server, "servers", [])
+        for server in servers:
+            for sock in server.sockets:
+                self.port = sock.getsockname()[1]
+                break
+        return self
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> ThreadedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

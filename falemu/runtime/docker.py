@@ -1,0 +1,523 @@
+"""DockerRuntime: runners as containers on a real Docker engine.
+
+The engine is the one ``DOCKER_HOST`` names (the default socket otherwise). Runners are reached at
+the engine's address: ``tcp://x`` means ``x``, a local socket means 127.0.0.1. Every method may be
+called from several threads at once.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from falemu.config.model import AppConfig
+from falemu.errors import GpuUnavailable, ImageError, RunnerError, StartupTimeout
+from falemu.events import EventSink, Notice, RunnerFailed, RunnerLog, RunnerReady, null_sink
+from falemu.runtime import labels
+from falemu.runtime.base import PreparedApp, Runner, RunnerSpec
+from falemu.runtime.cleanup import install_exit_cleanup, reap_orphans
+from falemu.runtime.engine import arch_mismatch, connect, engine_address, engine_is_local, first_line, normalize_arch
+from falemu.runtime.environment import data_binds, machine_for, resolve_secrets, runner_environment
+from falemu.runtime.gpu import GpuAllocator, GpuGrant, detect_gpu_count, is_no_gpu_error
+from falemu.runtime.images import build_image, ensure_image
+from falemu.runtime.readiness import (
+    Exited,
+    NotReady,
+    ReadinessProbe,
+    listening_sockets,
+    loopback_message,
+    wrong_port_message,
+)
+
+LOG_TAIL = 50
+DEFAULT_PORT = 8080  # fal.App and entry-point apps serve on 8080
+
+
+@dataclass
+class ContainerHandle:
+    """The runtime's handle on one runner container (``Runner.handle``)."""
+
+    id: str
+    name: str
+    grace: float
+    gpu: GpuGrant | None = None
+    log_thread: threading.Thread | None = None
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+
+class DockerRuntime:
+    name = "docker"
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        gpu_count: int | None = None,
+        events: EventSink = null_sink,
+        reap: bool = True,
+        poll_interval: float = 0.02,
+        exit_cleanup: bool = False,
+    ) -> None:
+        self._client = connect(base_url)
+        self.address = engine_address(base_url)
+        self._publish_ip = "127.0.0.1" if engine_is_local(base_url) else "0.0.0.0"
+        total = gpu_count if gpu_count is not None else detect_gpu_count(engine_is_local(base_url))
+        self._gpus = GpuAllocator(total)
+        self._no_gpu = False
+        self._gpu_warned = False
+        self._poll = poll_interval
+        self._lock = threading.Lock()
+        self._build_locks: dict[str, threading.Lock] = {}
+        self._runners: dict[str, Runner] = {}
+        self._info: dict[str, Any] | None = None
+        self._closed = False
+        if reap:
+            reap_orphans(self._client, events)
+        if exit_cleanup:
+            install_exit_cleanup(self.close)
+
+    @property
+    def client(self) -> Any:
+        """The Docker SDK client (for diagnostics and tests)."""
+        return self._client
+
+    def engine_info(self) -> dict[str, Any]:
+        if self._info is None:
+            self._info = dict(self._client.info())
+        return self._info
+
+    # -- images -------------------------------------------------------------------------------
+
+    def prepare(self, app: AppConfig, events: EventSink = null_sink, verbose: bool = False) -> PreparedApp:
+        if app.image is None:
+            raise ImageError(
+                f"{app.alias} has no image table: the docker runtime runs apps from a Dockerfile or an image",
+                hint=f"add [tool.fal.apps.{app.name}.image] with dockerfile = ... or image = ..., "
+                "or use --runtime process",
+            )
+        with self._lock:
+            build_lock = self._build_locks.setdefault(app.alias, threading.Lock())
+        with build_lock:
+            if app.image.dockerfile is not None:
+                image, built, seconds = build_image(self._client, app, events, verbose)
+            else:
+                image, built, seconds = ensure_image(self._client, app, events), False, 0.0
+        arch = self._check_arch(app, image, events)
+        return PreparedApp(app=app, image=image, built=built, build_seconds=seconds, arch=arch)
+
+    def _check_arch(self, app: AppConfig, image: str, events: EventSink) -> str | None:
+        try:
+            image_arch = normalize_arch(self._client.images.get(image).attrs.get("Architecture"))
+        except Exception:
+            return None
+        warning = arch_mismatch(image_arch, self.engine_info().get("Architecture"))
+        if warning:
+            events(Notice(app.alias, level="warning", message=f"{image}: {warning}"))
+        return image_arch
+
+    # -- runners ------------------------------------------------------------------------------
+
+    def start(self, spec: RunnerSpec, events: EventSink = null_sink) -> Runner:
+        from docker.errors import APIError
+
+        if self._closed:
+            raise RunnerError("the docker runtime is closed", hint="create a new runtime")
+        app = spec.prepared.app
+        if spec.prepared.image is None:
+            raise RunnerError(f"{app.alias} has no image to start", hint="prepare the app with the docker runtime")
+        started = time.monotonic()
+        timeline: dict[str, float] = {"build": spec.prepared.build_seconds}
+        port = app.exposed_port or DEFAULT_PORT
+        grant = self._plan_gpu(spec, events)
+        try:
+            container_id, name = self._create(spec, port, grant, events)
+        except BaseException:
+            self._gpus.release(spec.runner_id)
+            raise
+        timeline["create"] = time.monotonic() - started
+        handle = ContainerHandle(container_id, name, float(app.scaling.termination_grace_period_seconds), gpu=grant)
+        runner = Runner(id=spec.runner_id, app=app.alias, host=self.address, port=0, handle=handle)
+        with self._lock:
+            self._runners[spec.runner_id] = runner
+        try:
+            mark = time.monotonic()
+            try:
+                self._client.api.start(container_id)
+            except APIError as exc:
+                if grant is None or not is_no_gpu_error(str(exc)):
+                    reason = first_line(str(exc.explanation or exc))
+                    raise RunnerError(
+                        f"runner {spec.runner_id} of {app.alias} could not start: {reason}",
+                        hint="check the image's entrypoint/cmd and the engine's logs",
+                    ) from None
+                # The engine has no GPU support: start again on CPU (or fail under --gpu require).
+                self._remove_quietly(container_id)
+                self._gpu_refused(spec, events, first_line(str(exc.explanation or exc)))
+                container_id, name = self._create(spec, port, None, events)
+                handle.id, handle.name, handle.gpu = container_id, name, None
+                self._client.api.start(container_id)
+            timeline["start"] = time.monotonic() - mark
+            runner.port = self._host_port(container_id, port)
+            runner.gpu_ids = handle.gpu.device_ids if handle.gpu else ()
+            self._wait_ready(spec, runner, port, started, timeline, events)
+        except BaseException:
+            if not spec.keep_failed:
+                self._discard(runner)
+            else:
+                with self._lock:
+                    self._runners.pop(spec.runner_id, None)
+                self._gpus.release(spec.runner_id)
+            raise
+        runner.timeline = timeline
+        if spec.on_log is not None or events is not null_sink:
+            handle.log_thread = threading.Thread(
+                target=self._follow_logs, args=(runner, spec, events), name=f"falemu-logs-{runner.id}", daemon=True
+            )
+            handle.log_thread.start()
+        events(RunnerReady(app.alias, runner=runner.id, address=runner.url, timeline=dict(timeline)))
+        return runner
+
+    def _plan_gpu(self, spec: RunnerSpec, events: EventSink) -> GpuGrant | None:
+        app = spec.prepared.app
+        if not app.wants_gpu or spec.gpu == "off":
+            return None
+        if self._no_gpu:
+            if spec.gpu == "require":
+                raise GpuUnavailable(
+                    f"{app.alias} needs {app.gpu_count} GPU(s) and the engine cannot give GPUs",
+                    hint="install the NVIDIA Container Toolkit on the engine's host, or run with --gpu auto",
+                )
+            return None
+        try:
+            grant = self._gpus.allocate(spec.runner_id, app.gpu_count)
+        except ValueError as exc:
+            if spec.gpu == "require":
+                raise GpuUnavailable(f"{app.alias}: {exc}", hint="lower num_gpus, or run with --gpu auto") from None
+            total = self._gpus.total or 0
+            events(Notice(app.alias, level="warning", message=f"{exc}; runner {spec.runner_id} gets all {total}"))
+            if total == 0:
+                return None
+            grant = self._gpus.allocate(spec.runner_id, total)
+        if grant.shared:
+            if spec.gpu == "require":
+                self._gpus.release(spec.runner_id)
+                raise GpuUnavailable(
+                    f"{app.alias}: every GPU of the engine ({self._gpus.total}) is held by another runner",
+                    hint="lower max_concurrency, stop other runners, or run with --gpu auto to share GPUs",
+                )
+            events(
+                Notice(
+                    app.alias,
+                    level="warning",
+                    message=f"not enough free GPUs: runner {spec.runner_id} shares GPU {','.join(grant.device_ids)} "
+                    "with another runner",
+                )
+            )
+        return grant
+
+    def _gpu_refused(self, spec: RunnerSpec, events: EventSink, reason: str) -> None:
+        app = spec.prepared.app
+        self._gpus.release(spec.runner_id)
+        with self._lock:
+            self._no_gpu = True
+            warn = not self._gpu_warned
+            self._gpu_warned = True
+        if spec.gpu == "require":
+            raise GpuUnavailable(
+                f"{app.alias} needs {app.gpu_count} GPU(s) and the engine cannot give GPUs ({reason})",
+                hint="install the NVIDIA Container Toolkit on the engine's host, or run with --gpu auto",
+            )
+        if warn:
+            events(
+                Notice(
+                    app.alias,
+                    level="warning",
+                    message=f"the Docker engine cannot give GPUs ({reason}); GPU runners start on CPU "
+                    "(use --gpu require to fail instead, --gpu off to silence this)",
+                )
+            )
+
+    def _create(self, spec: RunnerSpec, port: int, grant: GpuGrant | None, events: EventSink) -> tuple[str, str]:
+        import secrets as pysecrets
+
+        from docker.errors import APIError
+
+        app = spec.prepared.app
+        found, missing = resolve_secrets(app)
+        if missing:
+            events(
+                Notice(
+                    app.alias,
+                    level="warning",
+                    message=f"secret(s) {', '.join(missing)} not set in the environment or {app.project_root / '.env'}",
+                )
+            )
+        env = runner_environment(app, owner=spec.owner, runner_id=spec.runner_id, secrets=found, extra=spec.env)
+        binds = {host: {"bind": target, "mode": "rw"} for host, target in data_binds(app, spec.data_dir).items()}
+        limits = self._limits(spec, events) if spec.machine_limits else {}
+        host_config = self._client.api.create_host_config(
+            port_bindings={port: (self._publish_ip,)},
+            binds=binds,
+            extra_hosts={"host.docker.internal": "host-gateway"},
+            device_requests=[grant.device_request()] if grant else None,
+            **limits,
+        )
+        safe = "".join(c if c.isalnum() or c in "_.-" else "-" for c in f"{app.alias}-{spec.runner_id}")
+        name = f"falemu-{safe}-{pysecrets.token_hex(3)}"
+        image_cfg = app.image
+        command = list(spec.command) if spec.command else (list(image_cfg.cmd) if image_cfg and image_cfg.cmd else None)
+        entrypoint = list(image_cfg.entrypoint) if image_cfg and image_cfg.entrypoint else None
+        try:
+            created = self._client.api.create_container(
+                spec.prepared.image,
+                name=name,
+                command=command,
+                entrypoint=entrypoint,
+                environment=env,
+                labels=labels.runner_labels(app.alias, spec.runner_id),
+                ports=[port],
+                host_config=host_config,
+            )
+        except APIError as exc:
+            text = first_line(str(exc.explanation or exc))
+            if grant is not None and is_no_gpu_error(text):
+                self._gpu_refused(spec, events, text)
+                return self._create(spec, port, None, events)
+            raise RunnerError(
+                f"runner {spec.runner_id} of {app.alias} could not be created: {text}",
+                hint="check the image and the engine (falemu doctor)",
+            ) from None
+        return str(created["Id"]), name
+
+    def _limits(self, spec: RunnerSpec, events: EventSink) -> dict[str, Any]:
+        app = spec.prepared.app
+        machine_name, machine = machine_for(app)
+        if machine is None:
+            events(
+                Notice(app.alias, level="warning", message=f"unknown machine_type {machine_name}: no CPU/memory limits")
+            )
+            return {}
+        cpus = machine.cpus
+        host_cpus = int(self.engine_info().get("NCPU") or 0)
+        if host_cpus and cpus > host_cpus:
+            events(
+                Notice(
+                    app.alias,
+                    level="warning",
+                    message=f"{machine_name} has {cpus:g} CPUs but the engine has {host_cpus}: limited to {host_cpus}",
+                )
+            )
+            cpus = host_cpus
+        return {"nano_cpus": int(cpus * 1e9), "mem_limit": machine.memory_mb * 1024 * 1024}
+
+    def _host_port(self, container_id: str, port: int) -> int:
+        attrs = self._client.api.inspect_container(container_id)
+        bindings = (attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{port}/tcp") or []
+        for binding in bindings:
+            if binding.get("HostPort"):
+                return int(binding["HostPort"])
+        state = attrs.get("State", {})
+        if not state.get("Running"):
+            return 0  # exited already: the readiness wait reports it with its logs
+        raise RunnerError(
+            f"the engine published no host port for port {port} of container {attrs.get('Name', container_id)}",
+            hint="the engine's network may be disabled (--bridge=none); check `docker info`",
+        )
+
+    def _exited(self, container_id: str, spec: RunnerSpec) -> Exited | None:
+        from docker.errors import NotFound
+
+        try:
+            state = self._client.api.inspect_container(container_id).get("State", {})
+        except NotFound:
+            return Exited(None, "the container was removed")
+        if state.get("Running") or state.get("Status") in ("created", "restarting"):
+            return None
+        detail = state.get("Error") or ""
+        if state.get("OOMKilled"):
+            name, machine = machine_for(spec.prepared.app)
+            size = f" ({machine.memory_mb} MB on {name})" if machine and spec.machine_limits else ""
+            detail = f"killed for using more memory than its limit{size}"
+        return Exited(state.get("ExitCode"), detail)
+
+    def _diagnose(self, container_id: str, port: int, seen: list[list[tuple[str, int]]]) -> str | None:
+        try:
+            result = self._client.api.exec_create(container_id, ["cat", "/proc/net/tcp", "/proc/net/tcp6"])
+            output = self._client.api.exec_start(result["Id"])
+        except Exception:
+            return None
+        text = output.decode(errors="replace") if isinstance(output, bytes) else str(output)
+        sockets = listening_sockets(text)
+        seen[:] = [sockets]
+        return loopback_message(sockets, port)
+
+    def _wait_ready(
+        self, spec: RunnerSpec, runner: Runner, port: int, started: float, timeline: dict[str, float], events: EventSink
+    ) -> None:
+        app = spec.prepared.app
+        handle = runner.handle
+        assert isinstance(handle, ContainerHandle)
+        limit = float(spec.startup_timeout if spec.startup_timeout is not None else app.scaling.startup_timeout)
+        remaining = max(0.0, limit - (time.monotonic() - started))
+        probe = ReadinessProbe(
+            runner.host,
+            runner.port,
+            app.health_check.path if app.health_check else None,
+            poll_interval=self._poll,
+        )
+        seen: list[list[tuple[str, int]]] = []
+        try:
+            timeline.update(
+                probe.wait(
+                    remaining,
+                    exited=lambda: self._exited(handle.id, spec),
+                    diagnose=lambda: self._diagnose(handle.id, port, seen),
+                )
+            )
+        except NotReady as exc:
+            logs = self._tail(handle.id)
+            last = logs.strip().splitlines()[-1] if logs.strip() else "(no output)"
+            error: RunnerError
+            if exc.reason == "exited":
+                gone = exc.exited or Exited(None)
+                code = "" if gone.code is None else f" with code {gone.code}"
+                extra = f" ({gone.detail})" if gone.detail else ""
+                error = RunnerError(
+                    f"runner {runner.id} of {app.alias} exited{code} during start-up{extra}",
+                    hint=f"its last log line: {last} (RunnerError.logs has the last {LOG_TAIL})",
+                    error_type="runner_scheduling_failure",
+                    logs=logs,
+                    exit_code=gone.code,
+                )
+            elif exc.reason == "diagnosed":
+                error = RunnerError(
+                    exc.message,
+                    hint="bind the server to 0.0.0.0 (for example uvicorn --host 0.0.0.0)",
+                    error_type="startup_timeout",
+                    logs=logs,
+                )
+            else:
+                wrong = wrong_port_message(seen[0], port) if seen else None
+                path = app.health_check.path if app.health_check else "/"
+                error = StartupTimeout(
+                    f"runner {runner.id} of {app.alias} was not ready within startup_timeout ({limit:g} s): "
+                    f"GET {path} on port {port} never answered" + (" 2xx" if app.health_check else ""),
+                    hint=wrong or f"its last log line: {last}",
+                    logs=logs,
+                )
+            events(
+                RunnerFailed(app.alias, runner=runner.id, error_type=error.error_type, message=error.message, logs=logs)
+            )
+            raise error from None
+
+    def _tail(self, container_id: str, lines: int = LOG_TAIL) -> str:
+        try:
+            raw = self._client.api.logs(container_id, tail=lines)
+        except Exception:
+            return ""
+        return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+
+    def _follow_logs(self, runner: Runner, spec: RunnerSpec, events: EventSink) -> None:
+        handle = runner.handle
+        assert isinstance(handle, ContainerHandle)
+        try:
+            for line in self._stream_lines(handle.id, follow=True, since_start=True):
+                if spec.on_log is not None:
+                    spec.on_log(line)
+                if events is not null_sink:
+                    events(RunnerLog(runner.app, runner=runner.id, line=line))
+        except Exception:
+            return  # the container went away
+
+    def _stream_lines(self, container_id: str, follow: bool, since_start: bool = True) -> Iterator[str]:
+        pending = b""
+        for chunk in self._client.api.logs(container_id, stream=True, follow=follow):
+            pending += chunk
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                yield line.decode(errors="replace").rstrip("\r")
+        if pending:
+            yield pending.decode(errors="replace")
+
+    def stop(self, runner: Runner, grace: float | None = None) -> None:
+        from docker.errors import APIError, NotFound
+
+        handle = runner.handle
+        if not isinstance(handle, ContainerHandle):
+            return
+        wait = handle.grace if grace is None else grace
+        handle.stopped.set()
+        try:
+            self._client.api.stop(handle.id, timeout=max(0, math.ceil(wait)))
+        except NotFound:
+            pass
+        except APIError:
+            pass  # removed below with force
+        self._discard(runner)
+
+    def _discard(self, runner: Runner) -> None:
+        handle = runner.handle
+        if isinstance(handle, ContainerHandle):
+            self._remove_quietly(handle.id)
+        with self._lock:
+            self._runners.pop(runner.id, None)
+        self._gpus.release(runner.id)
+
+    def _remove_quietly(self, container_id: str) -> None:
+        from docker.errors import APIError, NotFound
+
+        try:
+            self._client.api.remove_container(container_id, force=True, v=True)
+        except NotFound:
+            pass
+        except APIError as exc:
+            if getattr(exc, "status_code", None) != 409:  # 409: removal already in progress
+                raise
+
+    def logs(self, runner: Runner, follow: bool = False) -> Iterator[str]:
+        handle = runner.handle
+        if not isinstance(handle, ContainerHandle):
+            return iter(())
+        return self._stream_lines(handle.id, follow=follow)
+
+    def is_alive(self, runner: Runner) -> bool:
+        from docker.errors import NotFound
+
+        handle = runner.handle
+        if not isinstance(handle, ContainerHandle):
+            return False
+        try:
+            return bool(self._client.api.inspect_container(handle.id)["State"].get("Running"))
+        except NotFound:
+            return False
+
+    def runners(self) -> list[Runner]:
+        with self._lock:
+            return list(self._runners.values())
+
+    def close(self) -> None:
+        """Stop every runner this runtime started (in parallel, each with its grace period)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            runners = list(self._runners.values())
+        threads = [threading.Thread(target=self._stop_quietly, args=(r,), daemon=True) for r in runners]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        try:
+            self._client.close()
+        except Exception:
+            pass
+
+    def _stop_quietly(self, runner: Runner) -> None:
+        try:
+            self.stop(runner)
+        except Exception:
+            pass

@@ -1,0 +1,96 @@
+"""GPU device requests and which runner holds which GPU.
+
+Runners of ``GPU-*`` machine types (or with ``num_gpus``) ask the engine for NVIDIA GPUs through the
+Engine API's device requests. When the number of GPUs on the engine is known (``FALEMU_GPU_COUNT``,
+or ``nvidia-smi -L`` for a local engine), each runner gets its own device ids, like runners on
+separate fal machines; when they run out, ``--gpu require`` fails and ``auto`` shares the least used
+GPUs with a warning. When the count is unknown, runners ask for a number of GPUs and the engine picks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+NO_GPU_DRIVER = 'could not select device driver ""'
+
+
+def is_no_gpu_error(text: str) -> bool:
+    """The engine's answer when it has no NVIDIA runtime: ``could not select device driver "" ...``."""
+    return NO_GPU_DRIVER in text or "could not select device driver" in text
+
+
+def detect_gpu_count(local_engine: bool) -> int | None:
+    """GPUs on the engine: ``$FALEMU_GPU_COUNT``, else ``nvidia-smi -L`` when the engine is local."""
+    override = os.environ.get("FALEMU_GPU_COUNT", "").strip()
+    if override.isdigit():
+        return int(override)
+    if not local_engine or shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+@dataclass(frozen=True)
+class GpuGrant:
+    """What one runner asked the engine for: explicit ids, or a count when ids are unknown."""
+
+    count: int
+    device_ids: tuple[str, ...] = ()
+    shared: bool = False  # True when some ids are also held by another runner
+
+    def device_request(self) -> Any:
+        from docker.types import DeviceRequest
+
+        if self.device_ids:
+            return DeviceRequest(device_ids=list(self.device_ids), capabilities=[["gpu"]])
+        return DeviceRequest(count=self.count, capabilities=[["gpu"]])
+
+
+class GpuAllocator:
+    """Thread-safe bookkeeping of GPU ids held by runners."""
+
+    def __init__(self, total: int | None) -> None:
+        self.total = total
+        self._held: dict[str, tuple[str, ...]] = {}
+        self._lock = threading.Lock()
+
+    def allocate(self, runner: str, count: int) -> GpuGrant:
+        """Free ids for ``runner``; the least used ones (``shared=True``) when too few are free.
+
+        Raises ``ValueError`` when the engine has fewer GPUs than one runner needs.
+        """
+        if self.total is None:
+            return GpuGrant(count=count)
+        if count > self.total:
+            raise ValueError(f"the app needs {count} GPUs per runner but the engine has {self.total}")
+        with self._lock:
+            use = Counter({str(i): 0 for i in range(self.total)})
+            for ids in self._held.values():
+                use.update(ids)
+            ranked = sorted(use, key=lambda gpu: (use[gpu], int(gpu)))
+            chosen = tuple(sorted(ranked[:count], key=int))
+            shared = any(use[gpu] for gpu in chosen)
+            self._held[runner] = chosen
+            return GpuGrant(count=count, device_ids=chosen, shared=shared)
+
+    def free_count(self) -> int | None:
+        if self.total is None:
+            return None
+        with self._lock:
+            held = {gpu for ids in self._held.values() for gpu in ids}
+        return self.total - len(held)
+
+    def release(self, runner: str) -> None:
+        with self._lock:
+            self._held.pop(runner, None)

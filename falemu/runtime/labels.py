@@ -1,0 +1,90 @@
+"""Labels on everything falemu creates, and who owns it.
+
+Every runner container carries ``falemu.app``, ``falemu.runner``, ``falemu.owner`` (``<pid>@<host>`` of
+the falemu process that made it, plus that process's start time so a reused pid is not mistaken for
+the owner) and ``falemu.version``. Cleanup only ever looks at containers with these labels.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from falemu import __version__
+
+APP = "falemu.app"
+RUNNER = "falemu.runner"
+OWNER = "falemu.owner"
+OWNER_STARTED = "falemu.owner-started"
+VERSION = "falemu.version"
+IMAGE_HASH = "falemu.image-hash"
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def process_start_time(pid: int) -> str:
+    """The start time of ``pid`` in clock ticks since boot (Linux), or "" where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            stat = fh.read()
+    except OSError:
+        return ""
+    # The command name (field 2) may contain spaces; fields after its closing parenthesis are fixed.
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else ""
+
+
+def owner_label() -> str:
+    return f"{os.getpid()}@{hostname()}"
+
+
+def runner_labels(app: str, runner: str) -> dict[str, str]:
+    return {
+        APP: app,
+        RUNNER: runner,
+        OWNER: owner_label(),
+        OWNER_STARTED: process_start_time(os.getpid()),
+        VERSION: __version__,
+    }
+
+
+@dataclass(frozen=True)
+class Owner:
+    pid: int
+    host: str
+    started: str = ""
+
+
+def parse_owner(labels: Mapping[str, str]) -> Owner | None:
+    pid_text, sep, host = labels.get(OWNER, "").partition("@")
+    if not sep or not pid_text.isdigit():
+        return None
+    return Owner(int(pid_text), host, labels.get(OWNER_STARTED, ""))
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def owner_gone(labels: Mapping[str, str]) -> bool:
+    """True when the container's owner ran on this host and that process no longer exists.
+
+    Containers made on another host are never judged gone: their owner cannot be checked from here.
+    """
+    owner = parse_owner(labels)
+    if owner is None or owner.host != hostname():
+        return False
+    if not pid_alive(owner.pid):
+        return True
+    # The pid is alive; it is the owner only when it started at the recorded time.
+    return bool(owner.started) and process_start_time(owner.pid) not in ("", owner.started)

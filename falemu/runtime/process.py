@@ -1,0 +1,275 @@
+"""ProcessRuntime: runners as host subprocesses, for machines without a Docker engine.
+
+Each runner runs the app's command in the project folder: ``RunnerSpec.command`` (``--cmd``), else
+``image.entrypoint`` + ``image.cmd`` from the pyproject, else the ``ENTRYPOINT``/``CMD`` (exec form) of
+the app's Dockerfile. A leading ``python``/``python3`` runs with the interpreter falemu runs on. The
+runner gets fal's runner environment plus ``PORT=<exposed_port>``.
+
+What it does not emulate (``falemu up`` says so in one line when it falls back to it):
+
+* no image build: the app runs with the host's Python and packages, not its image;
+* one runner per fixed port: ``exposed_port`` is bound on 127.0.0.1 directly, so a second runner of
+  the same app cannot start while the first lives (max_concurrency is effectively 1);
+* ``/data`` is not at ``/data``: ``FAL_PERSISTENT_DIR`` and ``HF_HOME`` point into the data folder,
+  and apps that hard-code ``/data`` do not see it;
+* no GPU isolation (every runner sees every GPU of the host), no machine-type CPU/memory limits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO
+
+from falemu.config.model import AppConfig
+from falemu.errors import RunnerError, StartupTimeout
+from falemu.events import EventSink, RunnerFailed, RunnerLog, RunnerReady, null_sink
+from falemu.runtime.base import PreparedApp, Runner, RunnerSpec
+from falemu.runtime.environment import resolve_secrets, runner_environment
+from falemu.runtime.readiness import Exited, NotReady, ReadinessProbe
+
+LOG_TAIL = 50
+LIMITS = "process runtime: no image build, one runner per exposed_port, /data is FAL_PERSISTENT_DIR, no GPU isolation"
+
+
+@dataclass
+class ProcessHandle:
+    process: subprocess.Popen[bytes]
+    grace: float
+    lines: deque[str] = field(default_factory=lambda: deque(maxlen=1000))
+    total: int = 0  # lines read so far (the deque keeps the last 1000)
+    done: threading.Event = field(default_factory=threading.Event)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    reader: threading.Thread | None = None
+
+
+def _dockerfile_command(app: AppConfig) -> list[str] | None:
+    if app.image is None or app.image.dockerfile is None:
+        return None
+    path = app.image.dockerfile if app.image.dockerfile.is_absolute() else app.project_root / app.image.dockerfile
+    try:
+        text = re.sub(r"\\[ \t]*\r?\n", " ", path.read_text(encoding="utf-8"))
+    except OSError:
+        return None
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        match = re.match(r"^\s*(ENTRYPOINT|CMD)\s+(.*)$", line, re.IGNORECASE)
+        if not match:
+            continue
+        raw = match[2].strip()
+        try:
+            value = json.loads(raw)
+            parts = [str(v) for v in value] if isinstance(value, list) else ["/bin/sh", "-c", raw]
+        except json.JSONDecodeError:
+            parts = ["/bin/sh", "-c", raw]
+        found[match[1].upper()] = parts
+    command = found.get("ENTRYPOINT", []) + found.get("CMD", [])
+    return command or None
+
+
+def app_command(app: AppConfig, override: tuple[str, ...] | None = None) -> list[str]:
+    """The command a process runner runs (see the module docstring for the order)."""
+    if override:
+        command = list(override)
+    elif app.image is not None and (app.image.entrypoint or app.image.cmd):
+        command = list(app.image.entrypoint or ()) + list(app.image.cmd or ())
+    else:
+        found = _dockerfile_command(app)
+        if found is None:
+            raise RunnerError(
+                f"{app.alias} has no command for the process runtime",
+                hint="pass --cmd '<command>', or set image.cmd in the pyproject",
+            )
+        command = found
+    if command and os.path.basename(command[0]) in ("python", "python3", f"python3.{sys.version_info[1]}"):
+        command[0] = sys.executable
+    return command
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class ProcessRuntime:
+    name = "process"
+
+    def __init__(self, poll_interval: float = 0.02) -> None:
+        self._poll = poll_interval
+        self._lock = threading.Lock()
+        self._runners: dict[str, Runner] = {}
+
+    def prepare(self, app: AppConfig, events: EventSink = null_sink, verbose: bool = False) -> PreparedApp:
+        return PreparedApp(app=app, image=None, built=False)
+
+    def start(self, spec: RunnerSpec, events: EventSink = null_sink) -> Runner:
+        app = spec.prepared.app
+        port = app.exposed_port or 8080
+        started = time.monotonic()
+        if _port_in_use(port):
+            raise RunnerError(
+                f"port {port} is already in use: the process runtime runs one runner per exposed_port",
+                hint="stop whatever listens there, or use the docker runtime for several runners",
+            )
+        command = app_command(app, spec.command)
+        spec.data_dir.mkdir(parents=True, exist_ok=True)
+        found, _missing = resolve_secrets(app)
+        env = dict(os.environ)
+        env.update(
+            runner_environment(
+                app,
+                owner=spec.owner,
+                runner_id=spec.runner_id,
+                data_path=str(spec.data_dir.resolve()),
+                secrets=found,
+                extra=spec.env,
+            )
+        )
+        env["PORT"] = str(port)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        try:
+            process = subprocess.Popen(
+                command,
+                cwd=app.project_root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise RunnerError(
+                f"runner {spec.runner_id} of {app.alias} could not run {command[0]}: {exc.strerror}",
+                hint="check the command (--cmd) and PATH",
+            ) from None
+        handle = ProcessHandle(process, float(app.scaling.termination_grace_period_seconds))
+        runner = Runner(id=spec.runner_id, app=app.alias, host="127.0.0.1", port=port, handle=handle)
+        timeline = {"build": 0.0, "create": 0.0, "start": time.monotonic() - started}
+        assert process.stdout is not None
+        handle.reader = threading.Thread(
+            target=self._read, args=(runner, process.stdout, spec, events), name=f"falemu-proc-{spec.runner_id}"
+        )
+        handle.reader.daemon = True
+        handle.reader.start()
+        with self._lock:
+            self._runners[runner.id] = runner
+        limit = float(spec.startup_timeout if spec.startup_timeout is not None else app.scaling.startup_timeout)
+        probe = ReadinessProbe(
+            "127.0.0.1", port, app.health_check.path if app.health_check else None, poll_interval=self._poll
+        )
+        try:
+            timeline.update(
+                probe.wait(max(0.0, limit - (time.monotonic() - started)), exited=lambda: self._exited(handle))
+            )
+        except NotReady as exc:
+            self.stop(runner, grace=0)
+            handle.done.wait(2)
+            logs = "\n".join(list(handle.lines)[-LOG_TAIL:])
+            error: RunnerError
+            if exc.reason == "exited":
+                code = exc.exited.code if exc.exited else None
+                error = RunnerError(
+                    f"runner {runner.id} of {app.alias} exited with code {code} during start-up",
+                    hint=f"its last log line: {logs.splitlines()[-1] if logs else '(no output)'}",
+                    logs=logs,
+                    exit_code=code,
+                )
+            else:
+                error = StartupTimeout(
+                    f"runner {runner.id} of {app.alias} was not ready within startup_timeout ({limit:g} s)",
+                    hint=f"it must serve HTTP on 127.0.0.1:{port} (PORT is set to {port})",
+                    logs=logs,
+                )
+            events(
+                RunnerFailed(app.alias, runner=runner.id, error_type=error.error_type, message=error.message, logs=logs)
+            )
+            raise error from None
+        runner.timeline = timeline
+        events(RunnerReady(app.alias, runner=runner.id, address=runner.url, timeline=dict(timeline)))
+        return runner
+
+    @staticmethod
+    def _exited(handle: ProcessHandle) -> Exited | None:
+        code = handle.process.poll()
+        return None if code is None else Exited(code)
+
+    def _read(self, runner: Runner, stream: IO[bytes], spec: RunnerSpec, events: EventSink) -> None:
+        handle = runner.handle
+        assert isinstance(handle, ProcessHandle)
+        for raw in iter(stream.readline, b""):
+            line = raw.decode(errors="replace").rstrip("\r\n")
+            with handle.cond:
+                handle.lines.append(line)
+                handle.total += 1
+                handle.cond.notify_all()
+            if spec.on_log is not None:
+                spec.on_log(line)
+            if events is not null_sink:
+                events(RunnerLog(runner.app, runner=runner.id, line=line))
+        stream.close()
+        with handle.cond:
+            handle.done.set()
+            handle.cond.notify_all()
+
+    def stop(self, runner: Runner, grace: float | None = None) -> None:
+        handle = runner.handle
+        if not isinstance(handle, ProcessHandle):
+            return
+        wait = handle.grace if grace is None else grace
+        process = handle.process
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        with self._lock:
+            self._runners.pop(runner.id, None)
+
+    def logs(self, runner: Runner, follow: bool = False) -> Iterator[str]:
+        handle = runner.handle
+        if not isinstance(handle, ProcessHandle):
+            return
+        with handle.cond:
+            seen = list(handle.lines)
+            count = handle.total
+        yield from seen
+        while follow:
+            with handle.cond:
+                while handle.total == count and not handle.done.is_set():
+                    handle.cond.wait(0.5)
+                lines = list(handle.lines)
+                fresh = lines[max(0, len(lines) - (handle.total - count)) :] if handle.total > count else []
+                count = handle.total
+                finished = handle.done.is_set()
+            yield from fresh
+            if finished and not fresh:
+                return
+
+    def is_alive(self, runner: Runner) -> bool:
+        handle = runner.handle
+        return isinstance(handle, ProcessHandle) and handle.process.poll() is None
+
+    def close(self) -> None:
+        with self._lock:
+            runners = list(self._runners.values())
+        threads = [threading.Thread(target=self.stop, args=(r,), daemon=True) for r in runners]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()

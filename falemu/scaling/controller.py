@@ -1,0 +1,531 @@
+"""The scaling controller: one :class:`AppController` per app applies the policy through the Runtime.
+
+It is the :class:`~falemu.scaling.pool.RunnerPool` the gateway talks to. Everything runs on one asyncio
+event loop (the gateway's); the Runtime's blocking calls run in worker threads. The policy
+(:mod:`falemu.scaling.policy`) is evaluated on a periodic tick and after every acquire, release, start
+and stop. Requests that find no runner with spare ``max_multiplexing`` capacity wait in FIFO order.
+
+Runner states follow fal's: PENDING (start ordered) -> SETUP (the runtime is starting it) -> IDLE /
+RUNNING (ready; RUNNING while it has requests in flight) -> DRAINING (asked to stop while busy) ->
+TERMINATING -> TERMINATED; a failed start goes to FAILURE_DELAY and holds further starts back
+(+30 s per consecutive failure, capped at 600 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field, replace
+
+from falemu.clock import Clock, MonotonicClock
+from falemu.config.model import AppConfig
+from falemu.errors import FalemuError, RunnerError
+from falemu.events import (
+    Event,
+    EventSink,
+    Notice,
+    RunnerFailed,
+    RunnerLog,
+    RunnerReady,
+    RunnerStateChanged,
+    RunnerStopped,
+    ScaledDown,
+    ScaledUp,
+    null_sink,
+)
+from falemu.runtime.base import Runner, RunnerSpec, Runtime
+from falemu.scaling.policy import (
+    LIVE_STATES,
+    NEVER_SERVED_REAP_SECONDS,
+    SERVING_STATES,
+    Decision,
+    RunnerState,
+    RunnerView,
+    WaitingRequest,
+    backoff_seconds,
+    decide,
+)
+from falemu.scaling.pool import Lease, Outcome, RequestStartTimeout, RunnerInfo
+
+S = RunnerState
+
+
+@dataclass
+class PoolStats:
+    """Counters of one app's pool since it started."""
+
+    starts: int = 0
+    cold_starts: int = 0  # starts ordered while a request was waiting for a runner
+    failed_starts: int = 0
+    stops: int = 0
+    replaced: int = 0  # runners stopped after release(outcome="replace")
+    served: int = 0
+    peak_runners: int = 0  # most live runners at once (PENDING, SETUP, IDLE, RUNNING)
+
+
+@dataclass
+class _Slot:
+    id: str
+    state: RunnerState
+    started_at: float
+    cold: bool = False
+    ready_at: float | None = None
+    last_request_at: float | None = None
+    in_flight: int = 0
+    served: int = 0
+    runner: Runner | None = None
+    stop_reason: str = ""
+
+
+@dataclass
+class _Waiter:
+    request_id: str
+    enqueued_at: float
+    future: asyncio.Future[Lease] = field(repr=False)
+
+
+class AppController:
+    """A :class:`~falemu.scaling.pool.RunnerPool` for one app on top of a Runtime.
+
+    ``spec`` is the template every runner starts from; its ``runner_id`` and ``on_log`` are filled in
+    per runner. Create it inside the event loop it will run in, then ``await start()``.
+    """
+
+    def __init__(
+        self,
+        app: AppConfig,
+        runtime: Runtime,
+        spec: RunnerSpec,
+        *,
+        clock: Clock | None = None,
+        events: EventSink = null_sink,
+        tick: float = 0.2,
+        health_interval: float = 2.0,
+    ) -> None:
+        self.app = app
+        self.runtime = runtime
+        self.clock: Clock = clock or MonotonicClock()
+        self.events = events
+        self.stats = PoolStats()
+        self._spec = spec
+        self._tick_seconds = tick
+        self._health_interval = health_interval
+        self._slots: dict[str, _Slot] = {}
+        self._waiters: collections.deque[_Waiter] = collections.deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()  # guards _slots for readers on other threads (runners())
+        self._failures = 0
+        self._last_failure_at: float | None = None
+        self._last_error: RunnerError | None = None
+        self._closed = False
+        self._last_health = time.monotonic()
+        self._next_change: float | None = None
+        self._health_task: asyncio.Task[None] | None = None
+
+    # -- RunnerPool ---------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The app's deployed name (alias): what events and runner infos carry, as the runtime's do."""
+        return self.app.alias
+
+    async def start(self, warm: int = 0) -> None:
+        """Start the tick, plus ``max(min_concurrency, warm)`` runners; return once those are ready.
+
+        Raises :class:`RunnerError` when one of them fails to start.
+        """
+        if self._loop_task is None:
+            self._loop_task = asyncio.create_task(self._run_loop(), name=f"falemu-scaler-{self.name}")
+        initial = min(max(self.app.scaling.min_concurrency, warm), max(0, self.app.scaling.max_concurrency))
+        slots = [self._launch(cold=False) for _ in range(initial - self._live_count())]
+        if not slots:
+            return
+        await self.settle()
+        failed = [s for s in slots if s.runner is None]
+        if failed and self._last_error is not None:
+            raise self._last_error
+
+    async def acquire(self, request_id: str, *, start_timeout: float | None = None) -> Lease:
+        self._check_open()
+        timeout = start_timeout if start_timeout is not None else self.app.scaling.request_start_timeout
+        if timeout is not None and timeout <= 0:
+            timeout = None
+        if not self._waiters:
+            slot = self._free_slot()
+            if slot is not None:
+                lease = self._lease(slot, request_id)
+                self._reconcile()
+                return lease
+        self._raise_if_backing_off()
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(request_id, self.clock.now(), loop.create_future())
+        self._waiters.append(waiter)
+        self._reconcile()
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(waiter.future)
+        except BaseException as exc:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+            fut = waiter.future
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                lease = fut.result()
+                if isinstance(exc, TimeoutError):
+                    return lease  # granted in the same instant the timeout fired: use it
+                self._give_back(lease, served=False)
+            elif not fut.done():
+                fut.cancel()
+            if isinstance(exc, TimeoutError):
+                raise RequestStartTimeout(
+                    f"no runner of {self.app.alias} could take request {request_id} within {timeout:g} s"
+                ) from None
+            raise
+
+    async def release(self, lease: Lease, outcome: Outcome = "ok") -> None:
+        slot = self._slots.get(lease.runner.id)
+        if slot is None:
+            return
+        if outcome == "replace" and slot.state in LIVE_STATES:
+            self.stats.replaced += 1
+            slot.stop_reason = "replaced"
+            self._set_state(slot, S.DRAINING)
+        self._give_back(lease, served=True)
+
+    def runners(self) -> list[RunnerInfo]:
+        with self._lock:
+            slots = list(self._slots.values())
+        return [
+            RunnerInfo(
+                id=s.id,
+                app=self.name,
+                state=str(s.state),
+                url=s.runner.url if s.runner is not None else None,
+                in_flight=s.in_flight,
+                served=s.served,
+                started_at=s.started_at,
+                last_request_at=s.last_request_at,
+            )
+            for s in slots
+        ]
+
+    # -- control ------------------------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    async def tick(self) -> None:
+        """Apply the policy now (the periodic tick does this on its own)."""
+        self._reconcile()
+
+    async def settle(self, timeout: float | None = None) -> None:
+        """Wait until no start or stop is in progress."""
+        async with asyncio.timeout(timeout):
+            while self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def expire_idle(self) -> None:
+        """Time warp: stop now the idle runners the policy would stop once keep_alive ran out.
+
+        Runners needed for ``min_concurrency``, the buffer or current demand stay. Returns once they
+        are stopped.
+        """
+        warp = max(self.app.scaling.keep_alive, NEVER_SERVED_REAP_SECONDS) + 1.0
+        decision = self._decide(self.clock.now() + warp)
+        for order in decision.stop:
+            slot = self._slots.get(order.runner)
+            if slot is not None:
+                self._stop(slot, str(order.reason), target=decision.target)
+        await self.settle()
+
+    async def close(self, wait_starts: float = 5.0) -> None:
+        """Fail waiting requests, stop every runner and the tick. Runners still starting get
+        ``wait_starts`` seconds to finish (then are stopped); the runtime's own close() kills the rest."""
+        if self._closed:
+            return
+        self._closed = True
+        error = RunnerError(f"{self.app.alias} is shutting down", error_type="runner_disconnected")
+        self._fail_waiters(error)
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for slot in list(self._slots.values()):
+            if slot.runner is not None:
+                self._stop(slot, "shutdown")
+        with contextlib.suppress(TimeoutError):
+            await self.settle(timeout=wait_starts)
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RunnerError(f"{self.app.alias} is shutting down", error_type="runner_disconnected")
+
+    def _live_count(self) -> int:
+        return sum(1 for s in self._slots.values() if s.state in LIVE_STATES)
+
+    def _free_slot(self) -> _Slot | None:
+        cap = max(1, self.app.scaling.max_multiplexing)
+        free = [s for s in self._slots.values() if s.state in SERVING_STATES and s.in_flight < cap]
+        if not free:
+            return None
+        return min(free, key=lambda s: (s.in_flight, s.started_at))
+
+    def _lease(self, slot: _Slot, request_id: str) -> Lease:
+        assert slot.runner is not None
+        slot.in_flight += 1
+        if slot.state is not S.RUNNING:
+            self._set_state(slot, S.RUNNING)
+        return Lease(runner=slot.runner, request_id=request_id, started=self.clock.now())
+
+    def _give_back(self, lease: Lease, *, served: bool) -> None:
+        slot = self._slots.get(lease.runner.id)
+        if slot is None:
+            return
+        slot.in_flight = max(0, slot.in_flight - 1)
+        if served:
+            slot.served += 1
+            self.stats.served += 1
+            slot.last_request_at = self.clock.now()
+        if slot.state is S.DRAINING:
+            if slot.in_flight == 0:
+                self._stop(slot, slot.stop_reason or "drained")
+        elif slot.state in SERVING_STATES and slot.in_flight == 0:
+            self._set_state(slot, S.IDLE)
+        self._dispatch()
+        self._reconcile()
+
+    def _dispatch(self) -> None:
+        while self._waiters:
+            slot = self._free_slot()
+            if slot is None:
+                return
+            waiter = self._waiters.popleft()
+            if waiter.future.done():
+                continue
+            waiter.future.set_result(self._lease(slot, waiter.request_id))
+
+    def _backoff_remaining(self) -> float:
+        if self._failures <= 0 or self._last_failure_at is None:
+            return 0.0
+        return max(0.0, self._last_failure_at + backoff_seconds(self._failures) - self.clock.now())
+
+    def _raise_if_backing_off(self) -> None:
+        error = self._last_error
+        if error is None or self._live_count() > 0:
+            return
+        remaining = self._backoff_remaining()
+        if remaining <= 0:
+            return
+        raise RunnerError(
+            error.message,
+            hint=f"falemu starts it again in {remaining:.0f} s (back-off after {self._failures} failed starts)"
+            + (f"; {error.hint}" if error.hint else ""),
+            error_type=error.error_type,
+            logs=error.logs,
+        )
+
+    def _decide(self, now: float) -> Decision:
+        return decide(
+            self.app.scaling,
+            [self._view(s) for s in self._slots.values()],
+            [WaitingRequest(w.request_id, w.enqueued_at) for w in self._waiters],
+            now,
+            failures=self._failures,
+            last_failure_at=self._last_failure_at,
+        )
+
+    @staticmethod
+    def _view(slot: _Slot) -> RunnerView:
+        return RunnerView(
+            id=slot.id,
+            state=slot.state,
+            in_flight=slot.in_flight,
+            started_at=slot.started_at,
+            ready_at=slot.ready_at,
+            last_request_at=slot.last_request_at,
+            ever_served=slot.served > 0,
+        )
+
+    def _reconcile(self) -> None:
+        if self._closed:
+            return
+        decision = self._decide(self.clock.now())
+        self._next_change = decision.next_change
+        for order in decision.stop:
+            slot = self._slots.get(order.runner)
+            if slot is not None:
+                self._stop(slot, str(order.reason), target=decision.target)
+        if decision.start > 0:
+            cold = bool(self._waiters)
+            for _ in range(decision.start):
+                self._launch(cold=cold)
+            self.events(ScaledUp(self.name, runners=self._live_count(), target=decision.target))
+
+    def _new_id(self) -> str:
+        while True:
+            rid = f"{self.app.alias}-{secrets.token_hex(2)}"
+            if rid not in self._slots:
+                return rid
+
+    def _launch(self, *, cold: bool) -> _Slot:
+        slot = _Slot(id=self._new_id(), state=S.PENDING, started_at=self.clock.now(), cold=cold)
+        with self._lock:
+            self._slots[slot.id] = slot
+        self.stats.starts += 1
+        if cold:
+            self.stats.cold_starts += 1
+        self.stats.peak_runners = max(self.stats.peak_runners, self._live_count())
+        self._emit_state(slot)
+        self._spawn(self._run_start(slot), f"start-{slot.id}")
+        return slot
+
+    def _spawn(self, coro: collections.abc.Coroutine[object, object, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=f"falemu-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_start(self, slot: _Slot) -> None:
+        app = self.name
+
+        def on_log(line: str) -> None:
+            self.events(RunnerLog(app, runner=slot.id, line=line))
+
+        spec = replace(self._spec, runner_id=slot.id, on_log=on_log)
+        self._set_state(slot, S.SETUP)
+        try:
+            runner = await asyncio.to_thread(self.runtime.start, spec, self._runtime_events)
+        except Exception as exc:
+            self._start_failed(slot, _as_runner_error(exc))
+            return
+        slot.runner = runner
+        if self._closed or slot.stop_reason:
+            self._stop(slot, slot.stop_reason or "shutdown", force=True)
+            return
+        slot.ready_at = self.clock.now()
+        self._failures = 0
+        self._last_failure_at = None
+        self._last_error = None
+        self._set_state(slot, S.IDLE)
+        self.events(
+            RunnerReady(app, runner=slot.id, address=runner.url, timeline=dict(runner.timeline), cold_start=slot.cold)
+        )
+        self._dispatch()
+        self._reconcile()
+
+    def _start_failed(self, slot: _Slot, error: RunnerError) -> None:
+        self.stats.failed_starts += 1
+        self._failures += 1
+        self._last_failure_at = self.clock.now()
+        self._last_error = error
+        self._set_state(slot, S.FAILURE_DELAY)
+        self.events(
+            RunnerFailed(self.name, runner=slot.id, error_type=error.error_type, message=error.message, logs=error.logs)
+        )
+        with self._lock:
+            self._slots.pop(slot.id, None)
+        if self._live_count() == 0:
+            self._fail_waiters(error)
+        self._reconcile()
+
+    def _fail_waiters(self, error: BaseException) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.future.done():
+                waiter.future.set_exception(error)
+
+    def _stop(self, slot: _Slot, reason: str, *, target: int | None = None, force: bool = False) -> None:
+        if slot.state in (S.TERMINATING, S.TERMINATED) and not force:
+            return
+        if slot.state in (S.PENDING, S.SETUP) and not force:
+            slot.stop_reason = reason  # stopped as soon as its start returns
+            return
+        was_live = slot.state in LIVE_STATES
+        slot.stop_reason = reason
+        self._set_state(slot, S.TERMINATING)
+        self.stats.stops += 1
+        if was_live and not self._closed:
+            self.events(
+                ScaledDown(
+                    self.name,
+                    runners=self._live_count(),
+                    target=target if target is not None else self._decide(self.clock.now()).target,
+                    reason=reason,
+                )
+            )
+        self._spawn(self._run_stop(slot, reason), f"stop-{slot.id}")
+
+    async def _run_stop(self, slot: _Slot, reason: str) -> None:
+        if slot.runner is not None:
+            grace = float(self.app.scaling.termination_grace_period_seconds)
+            try:
+                await asyncio.to_thread(self.runtime.stop, slot.runner, grace)
+            except Exception as exc:
+                self.events(Notice(self.name, level="warning", message=f"stopping {slot.id} failed: {exc}"))
+        self._set_state(slot, S.TERMINATED)
+        with self._lock:
+            self._slots.pop(slot.id, None)
+        self.events(RunnerStopped(self.name, runner=slot.id, reason=reason))
+        self._dispatch()
+        self._reconcile()
+
+    def _runtime_events(self, event: Event) -> None:
+        """The runtime's own events, minus those the controller emits itself with more to say."""
+        if not isinstance(event, RunnerReady | RunnerFailed | RunnerLog):
+            self.events(event)
+
+    def _set_state(self, slot: _Slot, state: RunnerState) -> None:
+        if slot.state is state and state is not S.PENDING:
+            return
+        slot.state = state
+        self._emit_state(slot)
+
+    def _emit_state(self, slot: _Slot) -> None:
+        self.events(RunnerStateChanged(self.name, runner=slot.id, state=str(slot.state)))
+
+    async def _run_loop(self) -> None:
+        while not self._closed:
+            # Wake at the next keep_alive deadline (or scaling_delay, back-off end) when it comes before
+            # the next regular tick, so runners stop on time rather than up to a tick late.
+            delay = self._tick_seconds
+            if self._next_change is not None:
+                delay = min(delay, max(0.002, self._next_change - self.clock.now()))
+            await asyncio.sleep(delay)
+            try:
+                self._reconcile()
+                if time.monotonic() - self._last_health >= self._health_interval and (
+                    self._health_task is None or self._health_task.done()
+                ):
+                    self._last_health = time.monotonic()
+                    self._health_task = asyncio.create_task(self._check_health())
+            except Exception as exc:  # the tick must survive anything one round throws
+                self.events(Notice(self.name, level="warning", message=f"scaling tick failed: {exc}"))
+
+    async def _check_health(self) -> None:
+        """Notice idle runners that died on their own (a crashed or OOM-killed container)."""
+        for slot in [s for s in self._slots.values() if s.state is S.IDLE and s.runner is not None]:
+            assert slot.runner is not None
+            try:
+                alive = await asyncio.to_thread(self.runtime.is_alive, slot.runner)
+            except Exception:
+                continue
+            if alive or slot.state is not S.IDLE or self._closed:
+                continue
+            self.events(
+                RunnerFailed(self.name, runner=slot.id, error_type="runner_disconnected", message="the runner exited")
+            )
+            self._stop(slot, "exited")
+
+
+def _as_runner_error(exc: BaseException) -> RunnerError:
+    if isinstance(exc, RunnerError):
+        return exc
+    if isinstance(exc, FalemuError):
+        return RunnerError(exc.message, hint=exc.hint)
+    return RunnerError(f"starting the runner failed: {type(exc).__name__}: {exc}")

@@ -1,0 +1,128 @@
+"""GPU passthrough: ids granted on an engine that has the NVIDIA driver, CPU fallback on one that has not.
+
+The GPU engine is a second dockerd started by the ``gpu_engine`` fixture with a fake
+``nvidia-container-runtime-hook``; it is reached over TCP at its bridge address, which also proves that
+runners are reached at the engine's address and not at an assumed 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from falemu.errors import GpuUnavailable
+from falemu.events import EventBus, Notice
+from falemu.runtime.base import RunnerSpec
+from falemu.runtime.docker import ContainerHandle, DockerRuntime
+
+pytestmark = pytest.mark.docker
+
+
+def _visible_devices(runtime: DockerRuntime, runner: Any) -> str:
+    handle = runner.handle
+    assert isinstance(handle, ContainerHandle)
+    # The NVIDIA driver sets the variable on the container's process, not in its config: read PID 1's.
+    result = runtime.client.containers.get(handle.id).exec_run(["cat", "/proc/1/environ"])
+    env = dict(item.split("=", 1) for item in result.output.decode().split("\0") if "=" in item)
+    return env.get("NVIDIA_VISIBLE_DEVICES", "")
+
+
+@pytest.fixture(scope="module")
+def gpu_runtime(gpu_engine: Any, build_base_override: str) -> Iterator[DockerRuntime]:
+    """A runtime that finds the GPU engine the way users point Docker elsewhere: DOCKER_HOST and TLS."""
+    saved = {key: os.environ.get(key) for key in gpu_engine.env}
+    os.environ.update(gpu_engine.env)
+    try:
+        runtime = DockerRuntime(gpu_count=2, reap=False)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    yield runtime
+    runtime.close()
+
+
+def test_each_runner_gets_its_own_gpu_on_a_gpu_engine(
+    gpu_runtime: DockerRuntime, gpu_engine: Any, rt_apps: Any, tmp_path: Path
+):
+    prepared = gpu_runtime.prepare(rt_apps.example())  # machine_type GPU-H100
+    assert prepared.app.wants_gpu
+    events = EventBus()
+    spec = RunnerSpec(prepared, "g1", "local", tmp_path, gpu="require")
+    first = gpu_runtime.start(spec, events)
+    second = gpu_runtime.start(dataclasses.replace(spec, runner_id="g2"), events)
+    try:
+        assert first.gpu_ids == ("0",)
+        assert second.gpu_ids == ("1",)
+        assert _visible_devices(gpu_runtime, first) == "0"
+        assert _visible_devices(gpu_runtime, second) == "1"
+        # Reached at the engine's address (its bridge IP over TCP), not at 127.0.0.1.
+        assert first.host == gpu_engine.address
+        assert httpx.get(f"{first.url}/health", timeout=10).json() == {"ok": True}
+
+        # Both GPUs are held: --gpu require refuses a third runner, auto shares with a warning.
+        with pytest.raises(GpuUnavailable, match="held by another runner"):
+            gpu_runtime.start(dataclasses.replace(spec, runner_id="g3"), events)
+        third = gpu_runtime.start(dataclasses.replace(spec, runner_id="g3", gpu="auto"), events)
+        assert third.gpu_ids == ("0",)
+        assert any(isinstance(e, Notice) and "shares GPU 0" in e.message for e in events.history)
+        gpu_runtime.stop(third, grace=1)
+    finally:
+        gpu_runtime.stop(first, grace=1)
+    # A freed GPU goes to the next runner.
+    fourth = gpu_runtime.start(dataclasses.replace(spec, runner_id="g4"), events)
+    try:
+        assert fourth.gpu_ids == ("0",)
+    finally:
+        gpu_runtime.stop(fourth, grace=1)
+        gpu_runtime.stop(second, grace=1)
+
+    two = dataclasses.replace(prepared, app=dataclasses.replace(prepared.app, num_gpus=2))
+    both = gpu_runtime.start(RunnerSpec(two, "g5", "local", tmp_path, gpu="require"))
+    try:
+        assert both.gpu_ids == ("0", "1")
+        assert _visible_devices(gpu_runtime, both) == "0,1"
+    finally:
+        gpu_runtime.stop(both, grace=1)
+    assert rt_apps.containers(gpu_runtime.client, prepared.app.alias) == []
+
+
+def test_cpu_fallback_on_an_engine_without_gpus(prepared_example: Any, rt_apps: Any, tmp_path: Path):
+    runtime = DockerRuntime(reap=False)  # the main engine: no NVIDIA runtime
+    events = EventBus()
+    try:
+        spec = RunnerSpec(prepared_example, "c1", "local", tmp_path, gpu="auto")
+        runners = [runtime.start(spec, events), runtime.start(dataclasses.replace(spec, runner_id="c2"), events)]
+        for runner in runners:
+            assert runner.gpu_ids == ()
+            assert httpx.get(f"{runner.url}/health", timeout=10).status_code == 200
+        warnings = [e for e in events.history if isinstance(e, Notice) and e.level == "warning"]
+        assert len(warnings) == 1, warnings  # one clear warning, not one per runner
+        assert 'could not select device driver "" with capabilities: [[gpu]]' in warnings[0].message
+        assert "start on CPU" in warnings[0].message
+        with pytest.raises(GpuUnavailable, match="cannot give GPUs"):
+            runtime.start(dataclasses.replace(spec, runner_id="c3", gpu="require"), events)
+    finally:
+        runtime.close()
+
+    fresh = DockerRuntime(reap=False)
+    quiet = EventBus()
+    try:
+        off = fresh.start(RunnerSpec(prepared_example, "c4", "local", tmp_path, gpu="off"), quiet)
+        handle = off.handle
+        assert isinstance(handle, ContainerHandle)
+        assert not fresh.client.api.inspect_container(handle.id)["HostConfig"].get("DeviceRequests")
+        assert not [e for e in quiet.history if isinstance(e, Notice)]
+        with pytest.raises(GpuUnavailable, match="cannot give GPUs"):
+            fresh.start(RunnerSpec(prepared_example, "c5", "local", tmp_path, gpu="require"))
+    finally:
+        fresh.close()
+    assert rt_apps.containers(fresh.client, prepared_example.app.alias) == []

@@ -1,0 +1,127 @@
+"""``falemu up`` end to end as a user runs it: a subprocess, real engine, then Ctrl-C.
+
+While it runs, ``falemu ps`` and ``falemu logs`` from "another terminal" (other subprocesses with the
+same user folders) see its runners and their logs. After SIGINT no container made by it is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.docker
+
+SLOW = Path(__file__).resolve().parents[1] / "apps" / "slow"
+
+
+def falemu(*args: str) -> list[str]:
+    return [sys.executable, "-m", "falemu", *args]
+
+
+class Up:
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, event: str, timeout: float = 240) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            self.seen.append(line)
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(data, dict) and data.get("event") == event:
+                return data
+        pytest.fail(f"falemu up printed no {event} event; output:\n" + "\n".join(self.seen[-50:]))
+
+
+@pytest.fixture
+def env(tmp_path: Path, base_image: str) -> dict[str, str]:
+    return dict(
+        os.environ,
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+        XDG_RUNTIME_DIR=str(tmp_path / "run"),
+        FALEMU_DATA_DIR=str(tmp_path / "data"),
+        FALEMU_BUILD_ARG_BASE_IMAGE=base_image,
+        PYTHONUNBUFFERED="1",
+    )
+
+
+@pytest.fixture
+def up(env: dict[str, str]) -> Iterator[Up]:
+    proc = subprocess.Popen(
+        falemu("up", "--project", str(SLOW), "--port", "0", "--runtime", "docker", "--json"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield Up(proc)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_up_serves_then_sigint_leaves_nothing_behind(up: Up, env: dict[str, str], docker_client: Any) -> None:
+    serving = up.wait_for("Serving")
+    url = serving["url"]
+    assert url.endswith("/local/slowpoke")
+    assert serving["endpoints"] == ["/health", "/record", "/slow"]
+    (warm,) = serving["runners"]
+
+    answer = httpx.post(f"{url}/slow?seconds=0", timeout=60)
+    assert answer.status_code == 200
+    assert answer.json()["runner"] == warm["id"]
+
+    # Another terminal: `falemu ps` and `falemu logs` find this falemu up through its state file.
+    ps = subprocess.run(falemu("ps", "--json"), env=env, capture_output=True, text=True, timeout=60, check=True)
+    (instance,) = json.loads(ps.stdout)
+    assert instance["pid"] == up.proc.pid
+    (app,) = instance["apps"]
+    assert [r["id"] for r in app["runners"]] == [warm["id"]]
+    assert app["runners"][0]["served"] == 1
+    logs = subprocess.run(falemu("logs", "slowpoke"), env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert any(line.startswith(f"[{warm['id']}] ") for line in logs.stdout.splitlines()), logs.stdout
+
+    owner = f"{up.proc.pid}@{socket.gethostname()}"
+    assert docker_client.containers.list(all=True, filters={"label": f"falemu.owner={owner}"})
+
+    up.proc.send_signal(signal.SIGINT)
+    assert up.proc.wait(timeout=60) == 0
+    assert docker_client.containers.list(all=True, filters={"label": f"falemu.owner={owner}"}) == []
+    gone = subprocess.run(falemu("ps", "--json"), env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(gone.stdout) == []

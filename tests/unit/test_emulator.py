@@ -1,0 +1,164 @@
+"""The Emulator facade on the FakeRuntime: real gateway, real uvicorn, real HTTP runners in-process."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from falemu.config.model import AppConfig, AppShape, Project, ScalingConfig
+from falemu.config.settings import Settings
+from falemu.emulator import Emulator
+from falemu.errors import UsageError
+from falemu.events import RunnerReady, RunnerStopped
+from falemu.runtime.fake import FakeRuntime
+from falemu.state import ADMIN_HEADER
+
+
+def make_project(tmp_path: Path, **scaling: Any) -> Project:
+    apps = {
+        name: AppConfig(
+            name=name,
+            alias=name,
+            shape=AppShape.DIRECT_SERVER,
+            project_root=tmp_path,
+            exposed_port=8000,
+            auth="public",
+            scaling=ScalingConfig(**scaling),
+        )
+        for name in ("greeter", "other")
+    }
+    return Project(root=tmp_path, pyproject=tmp_path / "pyproject.toml", apps=apps)
+
+
+@pytest.fixture
+def settings(isolated_home: Path) -> Settings:
+    return Settings(port=0, data_dir=isolated_home / "data")
+
+
+def live_threads() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name.startswith(("falemu", "fake-"))}
+
+
+@pytest.fixture
+def emulator(tmp_path: Path, settings: Settings) -> Iterator[Emulator]:
+    runtime = FakeRuntime()
+    emu = Emulator(make_project(tmp_path, keep_alive=300), settings, apps=["greeter"], runtime=runtime)
+    with emu:
+        yield emu
+    assert runtime.running() == []
+
+
+def test_requests_through_the_gateway_cold_start_a_runner(emulator: Emulator) -> None:
+    assert emulator.runners() == []
+    assert emulator.base_url.startswith("http://127.0.0.1:")
+    assert emulator.port != 0
+    response = httpx.post(emulator.app_url("greeter") + "/echo?x=1", json={"a": 1}, timeout=10)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["path"] == "/echo"
+    assert body["body"] == {"a": 1}
+    (runner,) = emulator.runners("greeter")
+    assert body["runner"] == runner.id
+    assert runner.served == 1
+    assert [e.cold_start for e in emulator.events.history if isinstance(e, RunnerReady)] == [True]
+
+
+def test_expire_idle_makes_the_next_request_a_cold_start(emulator: Emulator) -> None:
+    first = httpx.post(emulator.app_url("greeter") + "/echo", json={}, timeout=10).json()["runner"]
+    emulator.expire_idle("greeter")
+    assert emulator.runners("greeter") == []
+    stopped = [e for e in emulator.events.history if isinstance(e, RunnerStopped)]
+    assert [(e.runner, e.reason) for e in stopped] == [(first, "keep_alive")]
+    second = httpx.post(emulator.app_url("greeter") + "/echo", json={}, timeout=10).json()["runner"]
+    assert second != first
+    assert emulator.controller("greeter").stats.cold_starts == 2
+
+
+def test_queue_url_serves_the_queue_api(emulator: Emulator) -> None:
+    assert emulator.queue_url("greeter") == f"{emulator.base_url}/queue/local/greeter"
+    submitted = httpx.post(emulator.queue_url("greeter") + "/echo", json={"q": 1}, timeout=10)
+    assert submitted.status_code in (200, 202)
+    urls = submitted.json()
+    for _ in range(200):
+        status = httpx.get(urls["status_url"], timeout=10)
+        if status.json()["status"] == "COMPLETED":
+            break
+        time.sleep(0.02)
+    result = httpx.get(urls["response_url"], timeout=10).json()
+    assert result["body"] == {"q": 1}
+
+
+def test_admin_routes_need_the_token(emulator: Emulator) -> None:
+    assert httpx.get(emulator.base_url + "/_falemu/ps", timeout=10).status_code == 401
+    httpx.post(emulator.app_url("greeter") + "/echo", json={}, timeout=10)
+    headers = {ADMIN_HEADER: emulator.admin_token}
+    ps = httpx.get(emulator.base_url + "/_falemu/ps", headers=headers, timeout=10).json()
+    (app,) = ps["apps"]
+    assert app["name"] == "greeter"
+    assert app["url"] == emulator.app_url("greeter")
+    assert [r["state"] for r in app["runners"]] == ["IDLE"]
+    assert app["stats"]["cold_starts"] == 1
+    logs = httpx.get(emulator.base_url + "/_falemu/logs?app=greeter", headers=headers, timeout=10)
+    lines = [line for line in logs.text.splitlines() if line]
+    assert lines
+    assert all('"RunnerLog"' in line for line in lines)
+    missing = httpx.get(emulator.base_url + "/_falemu/logs?app=nope", headers=headers, timeout=10)
+    assert missing.status_code == 404
+
+
+def test_warm_start_and_min_concurrency(tmp_path: Path, settings: Settings) -> None:
+    runtime = FakeRuntime()
+    project = make_project(tmp_path, min_concurrency=2, max_concurrency=3)
+    with Emulator(project, settings, runtime=runtime, warm=True) as emu:
+        assert len(emu.runners("greeter")) == 2
+        assert len(emu.runners("other")) == 2
+        assert len(emu.runners()) == 4
+        assert emu.openapi("greeter") is not None
+    assert runtime.running() == []
+
+
+def test_overrides_change_scaling_settings(tmp_path: Path, settings: Settings) -> None:
+    project = make_project(tmp_path)
+    with Emulator(
+        project, settings, apps=["greeter"], runtime=FakeRuntime(), overrides={"greeter": {"keep_alive": 2}}
+    ) as emu:
+        assert emu.configs["greeter"].scaling.keep_alive == 2
+    with pytest.raises(UsageError, match="keep_alivee"):
+        Emulator(
+            project, settings, apps=["greeter"], runtime=FakeRuntime(), overrides={"greeter": {"keep_alivee": 2}}
+        ).start()
+
+
+def test_stop_leaves_no_threads_or_port_behind(tmp_path: Path, settings: Settings) -> None:
+    before = live_threads()
+    runtime = FakeRuntime()
+    emu = Emulator(make_project(tmp_path), settings, apps=["greeter"], runtime=runtime, warm=True)
+    emu.start()
+    port = emu.port
+    httpx.post(emu.app_url("greeter") + "/echo", json={}, timeout=10)
+    emu.stop()
+    emu.stop()  # twice is fine
+    assert runtime.running() == []
+    assert live_threads() <= before
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+
+
+def test_port_in_use_is_a_usage_error(tmp_path: Path, settings: Settings) -> None:
+    with Emulator(make_project(tmp_path), settings, apps=["greeter"], runtime=FakeRuntime()) as first:
+        taken = Settings(port=first.port, data_dir=settings.data_dir)
+        runtime = FakeRuntime()
+        with pytest.raises(UsageError, match="cannot listen"):
+            Emulator(make_project(tmp_path), taken, apps=["greeter"], runtime=runtime).start()
+        assert runtime.running() == []
+
+
+def test_unknown_app_is_a_usage_error(emulator: Emulator) -> None:
+    with pytest.raises(UsageError):
+        emulator.app_url("nope")

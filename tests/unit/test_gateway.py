@@ -1,0 +1,364 @@
+"""The gateway's sync API, headers, errors and auth, over real sockets.
+
+Runners are probe apps (falemu.gateway.probe) served by uvicorn on 127.0.0.1 in threads, behind a
+StaticPool; the gateway is served the same way and called with httpx.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from falemu.config.model import AppConfig, AppShape, ScalingConfig
+from falemu.config.settings import Settings
+from falemu.events import Event, EventBus, RequestCompleted, RequestStarted, RunnerLog
+from falemu.gateway import GatewayApp, create_app
+from falemu.gateway.keys import KeyStore
+from falemu.gateway.probe import Probe
+from falemu.gateway.serve import ThreadedServer
+from falemu.gateway.static_pool import StaticPool
+from falemu.runtime.base import Runner
+
+
+def app_config(alias: str, auth: str | None = "public", **scaling: Any) -> AppConfig:
+    return AppConfig(
+        name=alias,
+        alias=alias,
+        shape=AppShape.DIRECT_SERVER,
+        project_root=Path("."),
+        auth=auth,
+        scaling=ScalingConfig(**scaling),
+    )
+
+
+@dataclass
+class Harness:
+    """Probe runners, pools and a gateway, all on real loopback sockets."""
+
+    keys: KeyStore
+    events: EventBus = field(default_factory=EventBus)
+    servers: list[ThreadedServer] = field(default_factory=list)
+    probes: dict[str, Probe] = field(default_factory=dict)
+    pools: dict[str, StaticPool] = field(default_factory=dict)
+    gateway: ThreadedServer | None = None
+    replacements: int = 0
+
+    def runner(self, runner_id: str, app: str) -> Runner:
+        def on_log(line: str) -> None:
+            self.events(RunnerLog(app, runner=runner_id, line=line))
+
+        probe = Probe(runner_id, on_log=on_log)
+        server = ThreadedServer(probe).start()
+        self.servers.append(server)
+        self.probes[runner_id] = probe
+        return Runner(id=runner_id, app=app, host="127.0.0.1", port=server.port)
+
+    def replace(self, old: Runner) -> Runner:
+        """A replacement runner: same probe server, new id (what matters to the pool is the id)."""
+        self.replacements += 1
+        return Runner(id=f"{old.id}-r{self.replacements}", app=old.app, host=old.host, port=old.port)
+
+    def serve(self, configs: list[AppConfig], runners_per_app: int = 1) -> str:
+        apps = {}
+        for config in configs:
+            runners = [self.runner(f"{config.alias}-{i}", config.alias) for i in range(runners_per_app)]
+            pool = StaticPool(config, runners, replace=self.replace)
+            self.pools[config.alias] = pool
+            apps[config.alias] = GatewayApp(config, pool)
+        gateway = create_app(apps, settings=Settings(), events=self.events, keys=self.keys)
+        self.gateway = ThreadedServer(gateway).start()
+        self.servers.append(self.gateway)
+        return self.gateway.url
+
+    def close(self) -> None:
+        for server in reversed(self.servers):
+            server.stop()
+
+    def events_of(self, kind: type[Event]) -> list[Any]:
+        return [e for e in self.events.history if isinstance(e, kind)]
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> KeyStore:
+    return KeyStore(tmp_path / "config", user="local")
+
+
+@pytest.fixture
+def harness(keys: KeyStore) -> Iterator[Harness]:
+    h = Harness(keys)
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=httpx.Timeout(20.0)) as c:
+        yield c
+
+
+# -- forwarding ---------------------------------------------------------------------------------------
+
+
+def test_sync_forwards_method_path_query_and_body_unmodified(harness: Harness, client: httpx.Client) -> None:
+    url = harness.serve([app_config("echo")])
+    body = b'{"prompt": "a cat", "n": 2}'
+    resp = client.put(f"{url}/local/echo/v1/items/?a=1&b=two", content=body, headers={"content-type": "text/odd"})
+    assert resp.status_code == 200
+    seen = resp.json()
+    assert seen["method"] == "PUT"
+    assert seen["path"] == "/v1/items/"
+    assert seen["query"] == "a=1&b=two"
+    assert seen["body"] == body.decode()
+    assert seen["headers"]["content-type"] == "text/odd"
+    assert seen["headers"]["content-length"] == str(len(body))
+
+
+def test_sync_keeps_percent_encoding_of_the_path(harness: Harness, client: httpx.Client) -> None:
+    url = harness.serve([app_config("echo")])
+    seen = client.get(f"{url}/local/echo/files/a%2Fb%20c").json()
+    assert seen["raw_path"] == "/files/a%2Fb%20c"
+
+
+def test_app_root_with_and_without_trailing_slash_reaches_runner_root(harness: Harness, client: httpx.Client) -> None:
+    url = harness.serve([app_config("echo")])
+    assert client.post(f"{url}/local/echo", json={}).json()["path"] == "/"
+    assert client.post(f"{url}/local/echo/", json={}).json()["path"] == "/"
+
+
+def test_identity_headers_added_and_caller_fal_headers_stripped(
+    harness: Harness, client: httpx.Client, keys: KeyStore
+) -> None:
+    url = harness.serve([app_config("echo", auth="private")])
+    _, key = keys.create("test")
+    resp = client.post(
+        f"{url}/local/echo/run",
+        json={"x": 1},
+        headers={
+            "Authorization": f"Key {key}",
+            "x-fal-request-id": "forged",
+            "x-fal-caller-user-id": "admin",
+            "X-Fal-Something": "nope",
+            "X-Fal-Request-Timeout": "30",
+            "X-Fal-Runner-Hint": "warm",
+            "x-custom": "kept",
+        },
+    )
+    assert resp.status_code == 200
+    seen = resp.json()["headers"]
+    fal = {k: v for k, v in seen.items() if k.startswith("x-fal-")}
+    request_id = resp.headers["x-fal-request-id"]
+    assert fal == {
+        "x-fal-request-id": request_id,
+        "x-fal-endpoint": "local/echo/run",
+        "x-fal-caller-user-id": "local",
+    }
+    assert request_id != "forged"
+    assert seen["x-custom"] == "kept"
+    assert "authorization" not in seen  # the fal key is the platform's, not the app's
+
+
+def test_non_key_authorization_passes_through_on_public_app(harness: Harness, client: httpx.Client) -> None:
+    url = harness.serve([app_config("echo")])
+    seen = client.get(f"{url}/local/echo/", headers={"Authorization": "Basic dXNlcjpwYXNz"}).json()
+    assert seen["headers"]["authorization"] == "Basic dXNlcjpwYXNz"
+    assert "x-fal-caller-user-id" not in seen["headers"]
+
+
+def test_every_response_carries_a_request_id(harness: Harness, client: httpx.Client) -> None:
+    url = harness.serve([app_config("echo")])
+    ok = client.get(f"{url}/local/echo/")
+    missing = client.get(f"{url}/local/nope/")
+    assert ok.headers["x-fal-request-id"]
+    assert missing.headers["x-fal-request-id"]
+    assert ok.headers["x-fal-request-id"] != missing.headers["x-fal-request-id"]
+
+
+def test_response_status_headers_and_body_come_from_the_runner(harness: Harness, client: httpx.Client) -> None:
+    url = harness.serve([app_config("echo")])
+    resp = client.get(f"{url}/local/echo/status/418")
+    assert resp.status_code == 418
+    assert resp.json() == {"detail": "status 418", "runner": "echo-0"}
+    assert "x-fal-error-type" not in resp.headers  # an app's own error is not a platform error
+
+
+def test_streaming_response_is_not_buffered(harness: Harness, client: httpx.Client) -> None:
+    url = harness.serve([app_config("echo")])
+    runner_url = f"http://127.0.0.1:{harness.servers[0].port}"
+    with client.stream("POST", f"{url}/local/echo/stream?n=3&gate=g1", json={}) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        lines = resp.iter_lines()
+        first = next(line for line in lines if line)
+        # The runner holds the rest until released: the first event got here on its own.
+        assert json.loads(first.removeprefix("data: ")) == {"i": 0, "runner": "echo-0"}
+        assert client.post(f"{runner_url}/_probe/release/g1").status_code == 200
+        rest = [json.loads(line.removeprefix("data: ")) for line in lines if line]
+    assert [e["i"] for e in rest] == [1, 2]
+
+
+def test_request_body_streams_through(harness: Harness, client: httpx.Client) -> None:
+    url = harness.serve([app_config("echo")])
+    chunks = [b"x" * 100_000 for _ in range(30)]
+
+    def gen() -> Iterator[bytes]:
+        yield from chunks
+
+    seen = client.post(f"{url}/local/echo/upload", content=gen()).json()
+    assert len(seen["body"]) == 3_000_000
+    assert seen["headers"].get("transfer-encoding") == "chunked"
+
+
+def test_two_apps_at_once_route_to_their_own_runners(harness: Harness, client: httpx.Client) -> None:
+    url = harness.serve([app_config("alpha"), app_config("beta")])
+    assert client.get(f"{url}/local/alpha/").json()["runner"] == "alpha-0"
+    assert client.get(f"{url}/local/beta/").json()["runner"] == "beta-0"
+    assert client.get(f"{url}/local/alpha/x").json()["runner"] == "alpha-0"
+
+
+def test_request_events_are_emitted(harness: Harness, client: httpx.Client) -> None:
+    url = harness.serve([app_config("echo")])
+    rid = client.get(f"{url}/local/echo/").headers["x-fal-request-id"]
+    started = [e for e in harness.events_of(RequestStarted) if e.request_id == rid]
+    done = [e for e in harness.events_of(RequestCompleted) if e.request_id == rid]
+    assert started and started[0].runner == "echo-0"
+    assert done and done[0].status_code == 200
+
+
+# -- platform errors ------------------------------------------------------------------------------------
+
+
+def test_unknown_app_and_owner_are_404(harness: Harness, client: httpx.Client) -> None:
+    url = harness.serve([app_config("echo")])
+    for path in ("/local/nope/", "/someone/echo/", "/local"):
+        resp = client.post(url + path, json={})
+        assert resp.status_code == 404, path
+        assert "not found" in resp.json()["detail"]
+
+
+def test_request_timeout_is_504_and_replaces_the_runner(harness: Harness, client: httpx.Client) -> None:
+    url = harness.serve([app_config("echo", request_timeout=1)])
+    resp = client.post(f"{url}/local/echo/slow?s=20", json={})
+    assert resp.status_code == 504
+    assert resp.json()["error_type"] == "request_timeout"
+    assert resp.headers["x-fal-error-type"] == "request_timeout"
+    assert "x-fal-request-timeout-type" not in resp.headers
+    assert harness.pools["echo"].replaced == ["echo-0"]
+
+
+def test_runner_503_is_passed_on_and_the_runner_replaced(harness: Harness, client: httpx.Client) -> None:
+    url = harness.serve([app_config("echo")])
+    resp = client.get(f"{url}/local/echo/status/503")
+    assert resp.status_code == 503
+    assert resp.headers["x-fal-request-id"]
+    assert harness.pools["echo"].replaced == ["echo-0"]
+    assert client.get(f"{url}/local/echo/").json()["runner"] == "echo-0"  # same server, new runner id in the pool
+    assert harness.pools["echo"].acquired[-1][1] == "echo-0-r1"
+
+
+def test_unreachable_runner_is_503_runner_connection_refused(harness: Harness, client: httpx.Client) -> None:
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    dead_port = sock.getsockname()[1]
+    sock.close()
+    config = app_config("dead")
+    pool = StaticPool(config, [Runner(id="dead-0", app="dead", host="127.0.0.1", port=dead_port)])
+    gateway = create_app({"dead": GatewayApp(config, pool)}, settings=Settings(), events=EventBus(), keys=harness.keys)
+    server = ThreadedServer(gateway).start()
+    harness.servers.append(server)
+    resp = client.get(f"{server.url}/local/dead/")
+    assert resp.status_code == 503
+    assert resp.json()["error_type"] == "runner_connection_refused"
+    assert resp.headers["x-fal-error-type"] == "runner_connection_refused"
+    assert pool.replaced == ["dead-0"]
+
+
+def test_start_timeout_is_504_with_user_timeout_type(harness: Harness, client: httpx.Client) -> None:
+    import threading
+
+    url = harness.serve([app_config("echo")])
+    busy = threading.Thread(target=lambda: httpx.post(f"{url}/local/echo/slow?s=4", json={}, timeout=20))
+    busy.start()
+    try:
+        while not harness.pools["echo"].acquired:
+            threading.Event().wait(0.02)
+        resp = client.post(f"{url}/local/echo/", json={}, headers={"X-Fal-Request-Timeout": "1.5"})
+    finally:
+        busy.join()
+    assert resp.status_code == 504
+    assert resp.json()["error_type"] == "request_timeout"
+    assert resp.headers["x-fal-request-timeout-type"] == "user"
+
+
+def test_bad_request_timeout_header_is_400(harness: Harness, client: httpx.Client) -> None:
+    url = harness.serve([app_config("echo")])
+    for value in ("soon", "0.5"):
+        resp = client.get(f"{url}/local/echo/", headers={"X-Fal-Request-Timeout": value})
+        assert resp.status_code == 400
+        assert resp.json()["error_type"] == "bad_request"
+
+
+# -- auth -----------------------------------------------------------------------------------------------
+
+
+def test_private_app_refuses_missing_and_wrong_keys(harness: Harness, client: httpx.Client, keys: KeyStore) -> None:
+    url = harness.serve([app_config("secret", auth=None)])  # unset auth deploys private
+    _, key = keys.create("test")
+    key_id = key.split(":")[0]
+    missing = client.post(f"{url}/local/secret/", json={})
+    wrong_secret = client.post(f"{url}/local/secret/", json={}, headers={"Authorization": f"Key {key_id}:nope"})
+    unknown = client.post(f"{url}/local/secret/", json={}, headers={"Authorization": "Key abc:def"})
+    malformed = client.post(f"{url}/local/secret/", json={}, headers={"Authorization": "Key nocolon"})
+    assert missing.status_code == 401
+    assert "authorization" in missing.json()["detail"].lower()
+    for resp in (wrong_secret, unknown, malformed):
+        assert resp.status_code == 401
+        assert resp.json() == {"detail": "No user found for Key ID and Secret"}
+        assert resp.headers["x-fal-request-id"]
+    assert not harness.pools["secret"].acquired  # nothing reached a runner
+    assert client.post(f"{url}/local/secret/", json={}, headers={"Authorization": f"Key {key}"}).status_code == 200
+    assert client.post(f"{url}/local/secret/", json={}, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+
+
+def test_private_app_refuses_another_users_key_but_shared_app_accepts_it(
+    harness: Harness, client: httpx.Client, keys: KeyStore
+) -> None:
+    url = harness.serve([app_config("mine", auth="private"), app_config("ours", auth="shared")])
+    _, other = keys.create("friend", user="someone-else")
+    headers = {"Authorization": f"Key {other}"}
+    assert client.get(f"{url}/local/mine/", headers=headers).status_code == 403
+    shared = client.get(f"{url}/local/ours/", headers=headers)
+    assert shared.status_code == 200
+    assert shared.json()["headers"]["x-fal-caller-user-id"] == "someone-else"
+    assert client.get(f"{url}/local/ours/").status_code == 401
+
+
+def test_public_app_needs_no_key_but_rejects_a_bad_one(harness: Harness, client: httpx.Client) -> None:
+    url = harness.serve([app_config("open", auth="public")])
+    assert client.get(f"{url}/local/open/").status_code == 200
+    assert client.get(f"{url}/local/open/", headers={"Authorization": "Key abc:def"}).status_code == 401
+
+
+def test_revoked_key_stops_working_at_once(harness: Harness, client: httpx.Client, keys: KeyStore) -> None:
+    url = harness.serve([app_config("secret", auth="private")])
+    key, value = keys.create("short-lived")
+    headers = {"Authorization": f"Key {value}"}
+    assert client.get(f"{url}/local/secret/", headers=headers).status_code == 200
+    KeyStore(keys.directory).revoke(key.id)  # another process, as `falemu keys revoke`
+    assert client.get(f"{url}/local/secret/", headers=headers).status_code == 401
+
+
+def test_keys_never_appear_in_events(harness: Harness, client: httpx.Client, keys: KeyStore) -> None:
+    url = harness.serve([app_config("secret", auth="private")])
+    _, value = keys.create("test")
+    client.get(f"{url}/local/secret/", headers={"Authorization": f"Key {value}"})
+    client.get(f"{url}/local/secret/", headers={"Authorization": "Key abc:wrong-secret"})
+    dumped = json.dumps([e.to_dict() for e in harness.events.history])
+    assert value.split(":")[1] not in dumped
+    assert "wrong-secret" not in dumped

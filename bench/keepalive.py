@@ -2,10 +2,12 @@
 
     python bench/keepalive.py [--trials 5] [--keep-alive 3] [--runtime docker|fake] [--base-image IMAGE]
 
-Each trial sends one request through the gateway (a cold start), notes when the response arrived, and
-measures, on the real clock, how long the runner then stays: until falemu orders it to stop
-(TERMINATING) and until it is gone (TERMINATED, after SIGTERM and the app's shutdown). The runner
-must not stop before keep_alive seconds and must be ordered to stop within keep_alive + 1 s.
+Each trial sends one request through the gateway (a cold start) and measures, on the real clock, how
+long the runner then stays: from the end of its request (the gateway's RequestCompleted event, emitted
+once the response is sent and the runner released) until falemu orders it to stop (TERMINATING) and
+until it is gone (TERMINATED, after SIGTERM and the app's shutdown). It also shows the same span as the
+client sees it, from when its response arrived. The runner must not be stopped before keep_alive
+seconds and must be ordered to stop within keep_alive + 1 s.
 The docker runtime uses ``tests/apps/slow`` built FROM ``--base-image`` (default ``$FALEMU_TEST_BASE_IMAGE``
 or ``falemu-base:bookworm``).
 """
@@ -57,47 +59,52 @@ def main() -> int:
 
     import httpx
 
-    from falemu.events import Event, RunnerStateChanged
+    from falemu.events import Event, RequestCompleted, RunnerStateChanged
 
     home = Path(tempfile.mkdtemp(prefix="falemu-bench-keepalive-"))
     os.environ.setdefault("XDG_CONFIG_HOME", str(home / "config"))
     stopping: dict[str, float] = {}
     gone: dict[str, float] = {}
+    completed: dict[str, float] = {}
     changed = threading.Condition()
 
     def watch(event: Event) -> None:
+        # Event timestamps are wall-clock (time.time()) on both sides of each span.
+        if isinstance(event, RequestCompleted):
+            with changed:
+                completed[event.runner] = event.ts
         if isinstance(event, RunnerStateChanged) and event.state in ("TERMINATING", "TERMINATED"):
             with changed:
-                (stopping if event.state == "TERMINATING" else gone)[event.runner] = time.monotonic()
+                (stopping if event.state == "TERMINATING" else gone)[event.runner] = event.ts
                 changed.notify_all()
 
     keep_alive = float(args.keep_alive)
     ordered: list[float] = []
     finished: list[float] = []
+    client: list[float] = []
     emu = build_emulator(args, home)
     emu.events.subscribe(watch)
     with emu:
         url = emu.app_url("slowpoke")
         for trial in range(1, args.trials + 1):
             response = httpx.post(f"{url}/slow?seconds=0", timeout=120)
-            last_request = time.monotonic()
+            arrived = time.time()
             response.raise_for_status()
             runner = str(response.json().get("runner", ""))
-            if args.runtime == "fake":
-                (info,) = emu.runners("slowpoke")
-                runner = info.id
             with changed:
                 if not changed.wait_for(lambda r=runner: r in gone, timeout=keep_alive + 60):  # type: ignore[misc]
                     print(f"trial {trial}: runner {runner} did not stop within {keep_alive + 60:g} s")
                     return 1
-            ordered.append(stopping[runner] - last_request)
-            finished.append(gone[runner] - last_request)
+            ordered.append(stopping[runner] - completed[runner])
+            finished.append(gone[runner] - completed[runner])
+            client.append(stopping[runner] - arrived)
             print(
                 f"trial {trial}: runner {runner} stop ordered {ordered[-1]:.3f} s, gone {finished[-1]:.3f} s "
-                f"after its last request (keep_alive {keep_alive:g} s)"
+                f"after its last request ended ({client[-1]:.3f} s after the client got the response; "
+                f"keep_alive {keep_alive:g} s)"
             )
     early = [t for t in ordered if t < keep_alive]
-    late = [t for t in ordered if t > keep_alive + 1]
+    late = [t for t in [*ordered, *client] if t > keep_alive + 1]
     print(
         f"stop ordered: min {min(ordered):.3f} s, median {statistics.median(ordered):.3f} s, max {max(ordered):.3f} s; "
         f"gone: median {statistics.median(finished):.3f} s, max {max(finished):.3f} s"

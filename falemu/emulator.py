@@ -38,7 +38,7 @@ from falemu.clock import Clock, MonotonicClock
 from falemu.config.model import AppConfig, Project, ScalingConfig
 from falemu.config.settings import Settings
 from falemu.errors import FalemuError, UsageError
-from falemu.events import EventBus
+from falemu.events import EventBus, Notice
 from falemu.runtime.base import PreparedApp, RunnerSpec, Runtime
 from falemu.scaling.controller import AppController
 from falemu.scaling.pool import RunnerInfo, RunnerPool
@@ -92,6 +92,7 @@ class Emulator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: uvicorn.Server | None = None
+        self._main_task: asyncio.Task[None] | None = None
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._started = False
@@ -115,6 +116,7 @@ class Emulator:
         try:
             self._parse()
             runtime = self.runtime
+            self._fit_to_runtime(runtime)
             for name, config in self.configs.items():
                 self.prepared[name] = runtime.prepare(config, self.events, self.verbose)
             self.api_key = self._default_key()
@@ -133,10 +135,14 @@ class Emulator:
         if self._stopped:
             return
         self._stopped = True
-        loop, server, thread = self._loop, self._server, self._thread
-        if loop is not None and server is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(setattr, server, "should_exit", True)
+        loop, server, thread, main = self._loop, self._server, self._thread, self._main_task
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                if server is not None:
+                    loop.call_soon_threadsafe(setattr, server, "should_exit", True)
+                elif main is not None:
+                    # Still starting (building or waiting for the first runners): give up on that now.
+                    loop.call_soon_threadsafe(main.cancel)
         if thread is not None:
             thread.join(STOP_TIMEOUT)
         if self._own_runtime and self._runtime is not None:
@@ -259,6 +265,29 @@ class Emulator:
                 config = dataclasses.replace(config, scaling=dataclasses.replace(config.scaling, **changes))
             self.configs[name] = config
 
+    def _fit_to_runtime(self, runtime: Runtime) -> None:
+        """The process runtime binds each app's exposed_port directly: one runner per app at a time."""
+        if runtime.name != "process":
+            return
+        for name, config in list(self.configs.items()):
+            scaling = config.scaling
+            if scaling.max_concurrency <= 1:
+                continue
+            self.configs[name] = dataclasses.replace(
+                config,
+                scaling=dataclasses.replace(
+                    scaling, max_concurrency=1, min_concurrency=min(scaling.min_concurrency, 1)
+                ),
+            )
+            self.events(
+                Notice(
+                    config.alias,
+                    level="info",
+                    message=f"{name}: the process runtime runs one runner at a time (max_concurrency 1, "
+                    f"not {scaling.max_concurrency}); use Docker to scale out",
+                )
+            )
+
     def _default_key(self) -> str | None:
         try:
             from falemu.gateway.keys import KeyStore
@@ -293,7 +322,8 @@ class Emulator:
         self._loop = loop
         try:
             asyncio.set_event_loop(loop)
-            loop.run_until_complete(self._main(sock))
+            self._main_task = loop.create_task(self._main(sock), name="falemu-emulator")
+            loop.run_until_complete(self._main_task)
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:
@@ -304,6 +334,7 @@ class Emulator:
     async def _main(self, sock: socket.socket) -> None:
         import uvicorn
 
+        serving: asyncio.Task[None] | None = None
         try:
             for name, config in self.configs.items():
                 spec = RunnerSpec(
@@ -349,10 +380,20 @@ class Emulator:
             await serving
         except BaseException as exc:
             if not self._ready.is_set():
-                self._startup_error = exc if isinstance(exc, Exception) else FalemuError(str(exc) or type(exc).__name__)
+                if isinstance(exc, Exception):
+                    self._startup_error = exc
+                elif isinstance(exc, asyncio.CancelledError):
+                    self._startup_error = FalemuError("the emulator was stopped while it was starting")
+                else:
+                    self._startup_error = FalemuError(str(exc) or type(exc).__name__)
             elif not isinstance(exc, asyncio.CancelledError | SystemExit | KeyboardInterrupt):
                 raise
         finally:
+            if serving is not None and not serving.done() and self._server is not None:
+                self._server.should_exit = True
+                await asyncio.wait([serving], timeout=10)
+                if not serving.done():
+                    serving.cancel()
             await self._shutdown()
             self._ready.set()
 

@@ -191,6 +191,13 @@ class Renderer:
             return
         self._echo(text)
 
+    def status(self, event: str, text: str, **data: Any) -> None:
+        """A lifecycle line of ``falemu up`` (Ready, Stopping, Stopped): text, or a JSON line in --json mode."""
+        if self.json_lines:
+            self.json({"event": event, **data, "ts": time.time()})
+        else:
+            self._echo(text)
+
     def ps(self, instances: Sequence[Mapping[str, Any]]) -> None:
         if self.json_lines:
             self._echo(json.dumps(list(instances), default=str))

@@ -98,6 +98,8 @@ def up(
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_signal)
+    # Also when started in the background of a script, where SIGINT starts out ignored.
+    previous_sigint = signal.signal(signal.SIGINT, on_signal)
     state_path: Path | None = None
     try:
         emulator.start()
@@ -119,21 +121,25 @@ def up(
 
             verify = client_bundle()
         state_path = state.register(emulator, verify=verify)
-        renderer.info(f"gateway at {emulator.base_url}; `falemu ps` and `falemu logs -f` from another terminal")
-        renderer.info("press Ctrl-C to stop")
+        renderer.status(
+            "Ready",
+            f"gateway at {emulator.base_url}; `falemu ps` and `falemu logs -f` from another terminal\n"
+            "press Ctrl-C to stop",
+            url=emulator.base_url,
+        )
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
-        renderer.info("stopping...")
+        renderer.status("Stopping", "stopping...")
     finally:
         # A second Ctrl-C must not cut the cleanup short: runners would be left behind.
-        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             emulator.stop()
         finally:
-            signal.signal(signal.SIGINT, previous_int)
+            signal.signal(signal.SIGINT, previous_sigint)
             if state_path is not None:
                 state.unregister(state_path)
             signal.signal(signal.SIGTERM, previous)
-    renderer.info("stopped: every runner of this falemu up is gone")
+    renderer.status("Stopped", "stopped: every runner of this falemu up is gone")

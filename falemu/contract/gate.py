@@ -65,7 +65,8 @@ def check_app_url(
         for name, title in _dependent_checks(options):
             report.add(CheckResult(name, title).skip("no OpenAPI document"))
         return None
-    present.summary = f"OpenAPI {openapi_version(document) or '?'}, {count_operations(document)} operations"
+    count = count_operations(document)
+    present.summary = f"OpenAPI {openapi_version(document) or '?'}, {count} operation{'' if count == 1 else 's'}"
 
     started = time.monotonic()
     valid = report.add(CheckResult("openapi.valid", "the document is valid OpenAPI 3.0/3.1"))
@@ -118,7 +119,8 @@ def _fuzz(
         request_timeout=options.request_timeout,
     )
     seed = f", seed {options.seed}" if options.seed is not None else ""
-    summary = f"{outcome.cases} cases over {len(outcome.operations)} operations{seed}"
+    count = len(outcome.operations)
+    summary = f"{outcome.cases} cases over {count} operation{'' if count == 1 else 's'}{seed}"
     per_check = outcome.seconds / max(1, len(options.checks))
     for name in options.checks:
         check = report.add(CheckResult(f"fuzz.{name}", CHECK_TITLES.get(name, name), summary=summary))

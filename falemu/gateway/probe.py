@@ -100,7 +100,9 @@ class Probe:
             seen = self._counts.get(key, 0)
             self._counts[key] = seen + 1
             if "times" in query and seen >= int(query["times"]):
-                await _respond(send, 200, json.dumps({"ok": True, "runner": self.runner_id, "calls": seen + 1}).encode())
+                await _respond(
+                    send, 200, json.dumps({"ok": True, "runner": self.runner_id, "calls": seen + 1}).encode()
+                )
             else:
                 await _respond(send, code, json.dumps({"detail": f"status {code}", "runner": self.runner_id}).encode())
         elif path == "/log":

@@ -500,9 +500,7 @@ class QueueManager:
             if attempt < WEBHOOK_ATTEMPTS:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-        self.gateway.emit(
-            Notice(rec.alias, level="warning", message=f"webhook for request {rec.id} failed: {last}")
-        )
+        self.gateway.emit(Notice(rec.alias, level="warning", message=f"webhook for request {rec.id} failed: {last}"))
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def _spawn(self, coro: Any) -> None:

@@ -11,18 +11,18 @@ import math
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from falemu.config.model import AppConfig
-from falemu.errors import GpuUnavailable, ImageError, RunnerError, StartupTimeout
+from falemu.errors import ImageError, RunnerError
 from falemu.events import EventSink, Notice, RunnerFailed, RunnerLog, RunnerReady, null_sink
 from falemu.runtime import labels
 from falemu.runtime.base import PreparedApp, Runner, RunnerSpec
 from falemu.runtime.cleanup import install_exit_cleanup, reap_orphans
 from falemu.runtime.engine import arch_mismatch, connect, engine_address, engine_is_local, first_line, normalize_arch
 from falemu.runtime.environment import data_binds, machine_for, resolve_secrets, runner_environment
-from falemu.runtime.gpu import GpuAllocator, GpuGrant, detect_gpu_count, is_no_gpu_error
+from falemu.runtime.gpu import GpuAllocator, GpuGrant, GpuPolicy, detect_gpu_count, is_no_gpu_error
 from falemu.runtime.images import build_image, ensure_image
 from falemu.runtime.readiness import (
     Exited,
@@ -30,11 +30,20 @@ from falemu.runtime.readiness import (
     ReadinessProbe,
     listening_sockets,
     loopback_message,
+    startup_error,
     wrong_port_message,
 )
 
 LOG_TAIL = 50
 DEFAULT_PORT = 8080  # fal.App and entry-point apps serve on 8080
+
+
+def container_name(alias: str, runner_id: str) -> str:
+    """``falemu-<app>-<runner>-<random>``: readable in `docker ps`, unique on the engine."""
+    import secrets
+
+    safe = "".join(c if c.isalnum() or c in "_.-" else "-" for c in f"{alias}-{runner_id}".strip("-"))
+    return f"falemu-{safe}-{secrets.token_hex(3)}"
 
 
 @dataclass
@@ -46,7 +55,6 @@ class ContainerHandle:
     grace: float
     gpu: GpuGrant | None = None
     log_thread: threading.Thread | None = None
-    stopped: threading.Event = field(default_factory=threading.Event)
 
 
 class DockerRuntime:
@@ -66,9 +74,7 @@ class DockerRuntime:
         self.address = engine_address(base_url)
         self._publish_ip = "127.0.0.1" if engine_is_local(base_url) else "0.0.0.0"
         total = gpu_count if gpu_count is not None else detect_gpu_count(engine_is_local(base_url))
-        self._gpus = GpuAllocator(total)
-        self._no_gpu = False
-        self._gpu_warned = False
+        self._gpus = GpuPolicy(GpuAllocator(total))
         self._poll = poll_interval
         self._lock = threading.Lock()
         self._build_locks: dict[str, threading.Lock] = {}
@@ -132,17 +138,19 @@ class DockerRuntime:
         started = time.monotonic()
         timeline: dict[str, float] = {"build": spec.prepared.build_seconds}
         port = app.exposed_port or DEFAULT_PORT
-        grant = self._plan_gpu(spec, events)
+        # The container name keys this runner everywhere (runner ids are the caller's and need not be unique).
+        name = container_name(app.alias, spec.runner_id)
+        grant = self._gpus.plan(spec, events, name)
         try:
-            container_id, name = self._create(spec, port, grant, events)
+            container_id = self._create(spec, name, port, grant, events)
         except BaseException:
-            self._gpus.release(spec.runner_id)
+            self._gpus.release(name)
             raise
         timeline["create"] = time.monotonic() - started
         handle = ContainerHandle(container_id, name, float(app.scaling.termination_grace_period_seconds), gpu=grant)
         runner = Runner(id=spec.runner_id, app=app.alias, host=self.address, port=0, handle=handle)
         with self._lock:
-            self._runners[spec.runner_id] = runner
+            self._runners[name] = runner
         try:
             mark = time.monotonic()
             try:
@@ -156,9 +164,9 @@ class DockerRuntime:
                     ) from None
                 # The engine has no GPU support: start again on CPU (or fail under --gpu require).
                 self._remove_quietly(container_id)
-                self._gpu_refused(spec, events, first_line(str(exc.explanation or exc)))
-                container_id, name = self._create(spec, port, None, events)
-                handle.id, handle.name, handle.gpu = container_id, name, None
+                self._gpus.refused(spec, events, first_line(str(exc.explanation or exc)), name)
+                container_id = self._create(spec, name, port, None, events)
+                handle.id, handle.gpu = container_id, None
                 self._client.api.start(container_id)
             timeline["start"] = time.monotonic() - mark
             runner.port = self._host_port(container_id, port)
@@ -169,8 +177,8 @@ class DockerRuntime:
                 self._discard(runner)
             else:
                 with self._lock:
-                    self._runners.pop(spec.runner_id, None)
-                self._gpus.release(spec.runner_id)
+                    self._runners.pop(name, None)
+                self._gpus.release(name)
             raise
         runner.timeline = timeline
         if spec.on_log is not None or events is not null_sink:
@@ -181,69 +189,7 @@ class DockerRuntime:
         events(RunnerReady(app.alias, runner=runner.id, address=runner.url, timeline=dict(timeline)))
         return runner
 
-    def _plan_gpu(self, spec: RunnerSpec, events: EventSink) -> GpuGrant | None:
-        app = spec.prepared.app
-        if not app.wants_gpu or spec.gpu == "off":
-            return None
-        if self._no_gpu:
-            if spec.gpu == "require":
-                raise GpuUnavailable(
-                    f"{app.alias} needs {app.gpu_count} GPU(s) and the engine cannot give GPUs",
-                    hint="install the NVIDIA Container Toolkit on the engine's host, or run with --gpu auto",
-                )
-            return None
-        try:
-            grant = self._gpus.allocate(spec.runner_id, app.gpu_count)
-        except ValueError as exc:
-            if spec.gpu == "require":
-                raise GpuUnavailable(f"{app.alias}: {exc}", hint="lower num_gpus, or run with --gpu auto") from None
-            total = self._gpus.total or 0
-            events(Notice(app.alias, level="warning", message=f"{exc}; runner {spec.runner_id} gets all {total}"))
-            if total == 0:
-                return None
-            grant = self._gpus.allocate(spec.runner_id, total)
-        if grant.shared:
-            if spec.gpu == "require":
-                self._gpus.release(spec.runner_id)
-                raise GpuUnavailable(
-                    f"{app.alias}: every GPU of the engine ({self._gpus.total}) is held by another runner",
-                    hint="lower max_concurrency, stop other runners, or run with --gpu auto to share GPUs",
-                )
-            events(
-                Notice(
-                    app.alias,
-                    level="warning",
-                    message=f"not enough free GPUs: runner {spec.runner_id} shares GPU {','.join(grant.device_ids)} "
-                    "with another runner",
-                )
-            )
-        return grant
-
-    def _gpu_refused(self, spec: RunnerSpec, events: EventSink, reason: str) -> None:
-        app = spec.prepared.app
-        self._gpus.release(spec.runner_id)
-        with self._lock:
-            self._no_gpu = True
-            warn = not self._gpu_warned
-            self._gpu_warned = True
-        if spec.gpu == "require":
-            raise GpuUnavailable(
-                f"{app.alias} needs {app.gpu_count} GPU(s) and the engine cannot give GPUs ({reason})",
-                hint="install the NVIDIA Container Toolkit on the engine's host, or run with --gpu auto",
-            )
-        if warn:
-            events(
-                Notice(
-                    app.alias,
-                    level="warning",
-                    message=f"the Docker engine cannot give GPUs ({reason}); GPU runners start on CPU "
-                    "(use --gpu require to fail instead, --gpu off to silence this)",
-                )
-            )
-
-    def _create(self, spec: RunnerSpec, port: int, grant: GpuGrant | None, events: EventSink) -> tuple[str, str]:
-        import secrets as pysecrets
-
+    def _create(self, spec: RunnerSpec, name: str, port: int, grant: GpuGrant | None, events: EventSink) -> str:
         from docker.errors import APIError
 
         app = spec.prepared.app
@@ -266,8 +212,6 @@ class DockerRuntime:
             device_requests=[grant.device_request()] if grant else None,
             **limits,
         )
-        safe = "".join(c if c.isalnum() or c in "_.-" else "-" for c in f"{app.alias}-{spec.runner_id}")
-        name = f"falemu-{safe}-{pysecrets.token_hex(3)}"
         image_cfg = app.image
         command = list(spec.command) if spec.command else (list(image_cfg.cmd) if image_cfg and image_cfg.cmd else None)
         entrypoint = list(image_cfg.entrypoint) if image_cfg and image_cfg.entrypoint else None
@@ -285,13 +229,13 @@ class DockerRuntime:
         except APIError as exc:
             text = first_line(str(exc.explanation or exc))
             if grant is not None and is_no_gpu_error(text):
-                self._gpu_refused(spec, events, text)
-                return self._create(spec, port, None, events)
+                self._gpus.refused(spec, events, text, name)
+                return self._create(spec, name, port, None, events)
             raise RunnerError(
                 f"runner {spec.runner_id} of {app.alias} could not be created: {text}",
                 hint="check the image and the engine (falemu doctor)",
             ) from None
-        return str(created["Id"]), name
+        return str(created["Id"])
 
     def _limits(self, spec: RunnerSpec, events: EventSink) -> dict[str, Any]:
         app = spec.prepared.app
@@ -380,35 +324,16 @@ class DockerRuntime:
             )
         except NotReady as exc:
             logs = self._tail(handle.id)
-            last = logs.strip().splitlines()[-1] if logs.strip() else "(no output)"
-            error: RunnerError
-            if exc.reason == "exited":
-                gone = exc.exited or Exited(None)
-                code = "" if gone.code is None else f" with code {gone.code}"
-                extra = f" ({gone.detail})" if gone.detail else ""
-                error = RunnerError(
-                    f"runner {runner.id} of {app.alias} exited{code} during start-up{extra}",
-                    hint=f"its last log line: {last} (RunnerError.logs has the last {LOG_TAIL})",
-                    error_type="runner_scheduling_failure",
-                    logs=logs,
-                    exit_code=gone.code,
-                )
-            elif exc.reason == "diagnosed":
-                error = RunnerError(
-                    exc.message,
-                    hint="bind the server to 0.0.0.0 (for example uvicorn --host 0.0.0.0)",
-                    error_type="startup_timeout",
-                    logs=logs,
-                )
-            else:
-                wrong = wrong_port_message(seen[0], port) if seen else None
-                path = app.health_check.path if app.health_check else "/"
-                error = StartupTimeout(
-                    f"runner {runner.id} of {app.alias} was not ready within startup_timeout ({limit:g} s): "
-                    f"GET {path} on port {port} never answered" + (" 2xx" if app.health_check else ""),
-                    hint=wrong or f"its last log line: {last}",
-                    logs=logs,
-                )
+            error = startup_error(
+                exc,
+                runner=runner.id,
+                app=app.alias,
+                logs=logs,
+                limit=limit,
+                port=port,
+                health_path=app.health_check.path if app.health_check else None,
+                timeout_hint=wrong_port_message(seen[0], port) if seen else None,
+            )
             events(
                 RunnerFailed(app.alias, runner=runner.id, error_type=error.error_type, message=error.message, logs=logs)
             )
@@ -450,7 +375,6 @@ class DockerRuntime:
         if not isinstance(handle, ContainerHandle):
             return
         wait = handle.grace if grace is None else grace
-        handle.stopped.set()
         try:
             self._client.api.stop(handle.id, timeout=max(0, math.ceil(wait)))
         except NotFound:
@@ -461,11 +385,12 @@ class DockerRuntime:
 
     def _discard(self, runner: Runner) -> None:
         handle = runner.handle
-        if isinstance(handle, ContainerHandle):
-            self._remove_quietly(handle.id)
+        if not isinstance(handle, ContainerHandle):
+            return
+        self._remove_quietly(handle.id)
         with self._lock:
-            self._runners.pop(runner.id, None)
-        self._gpus.release(runner.id)
+            self._runners.pop(handle.name, None)
+        self._gpus.release(handle.name)
 
     def _remove_quietly(self, container_id: str) -> None:
         from docker.errors import APIError, NotFound

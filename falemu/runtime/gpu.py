@@ -17,6 +17,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from falemu.errors import GpuUnavailable
+from falemu.events import EventSink, Notice
+from falemu.runtime.base import RunnerSpec
+
 NO_GPU_DRIVER = 'could not select device driver ""'
 
 
@@ -76,8 +80,9 @@ class GpuAllocator:
             raise ValueError(f"the app needs {count} GPUs per runner but the engine has {self.total}")
         with self._lock:
             use = Counter({str(i): 0 for i in range(self.total)})
-            for ids in self._held.values():
-                use.update(ids)
+            for holder, ids in self._held.items():
+                if holder != runner:  # a runner asking again replaces its own hold
+                    use.update(ids)
             ranked = sorted(use, key=lambda gpu: (use[gpu], int(gpu)))
             chosen = tuple(sorted(ranked[:count], key=int))
             shared = any(use[gpu] for gpu in chosen)
@@ -94,3 +99,87 @@ class GpuAllocator:
     def release(self, runner: str) -> None:
         with self._lock:
             self._held.pop(runner, None)
+
+
+class GpuPolicy:
+    """What ``--gpu auto|require|off`` means for each runner start, on one engine.
+
+    ``auto`` falls back to CPU with one warning per runtime when the engine refuses GPUs, and shares
+    the least used GPUs (with a warning) when there are too few; ``require`` raises
+    :class:`~falemu.errors.GpuUnavailable` in both cases; ``off`` never asks for GPUs.
+    """
+
+    def __init__(self, allocator: GpuAllocator) -> None:
+        self.allocator = allocator
+        self.engine_refuses = False
+        self._warned = False
+        self._lock = threading.Lock()
+
+    @property
+    def total(self) -> int | None:
+        return self.allocator.total
+
+    def release(self, runner: str) -> None:
+        self.allocator.release(runner)
+
+    def plan(self, spec: RunnerSpec, events: EventSink, key: str) -> GpuGrant | None:
+        """The GPUs to request for ``spec``'s runner (held under ``key``), or None for a CPU runner."""
+        app = spec.prepared.app
+        if not app.wants_gpu or spec.gpu == "off":
+            return None
+        if self.engine_refuses:
+            if spec.gpu == "require":
+                raise GpuUnavailable(
+                    f"{app.alias} needs {app.gpu_count} GPU(s) and the engine cannot give GPUs",
+                    hint="install the NVIDIA Container Toolkit on the engine's host, or run with --gpu auto",
+                )
+            return None
+        try:
+            grant = self.allocator.allocate(key, app.gpu_count)
+        except ValueError as exc:
+            if spec.gpu == "require":
+                raise GpuUnavailable(f"{app.alias}: {exc}", hint="lower num_gpus, or run with --gpu auto") from None
+            total = self.allocator.total or 0
+            events(Notice(app.alias, level="warning", message=f"{exc}; runner {spec.runner_id} gets all {total}"))
+            if total == 0:
+                return None
+            grant = self.allocator.allocate(key, total)
+        if grant.shared:
+            if spec.gpu == "require":
+                self.allocator.release(key)
+                raise GpuUnavailable(
+                    f"{app.alias}: every GPU of the engine ({self.allocator.total}) is held by another runner",
+                    hint="lower max_concurrency, stop other runners, or run with --gpu auto to share GPUs",
+                )
+            ids = ",".join(grant.device_ids)
+            events(
+                Notice(
+                    app.alias,
+                    level="warning",
+                    message=f"not enough free GPUs: runner {spec.runner_id} shares GPU {ids} with another runner",
+                )
+            )
+        return grant
+
+    def refused(self, spec: RunnerSpec, events: EventSink, reason: str, key: str) -> None:
+        """The engine answered that it cannot give GPUs: fail under ``require``, else warn once."""
+        app = spec.prepared.app
+        self.allocator.release(key)
+        with self._lock:
+            self.engine_refuses = True
+            warn = not self._warned
+            self._warned = True
+        if spec.gpu == "require":
+            raise GpuUnavailable(
+                f"{app.alias} needs {app.gpu_count} GPU(s) and the engine cannot give GPUs ({reason})",
+                hint="install the NVIDIA Container Toolkit on the engine's host, or run with --gpu auto",
+            )
+        if warn:
+            events(
+                Notice(
+                    app.alias,
+                    level="warning",
+                    message=f"the Docker engine cannot give GPUs ({reason}); GPU runners start on CPU "
+                    "(use --gpu require to fail instead, --gpu off to silence this)",
+                )
+            )

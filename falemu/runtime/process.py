@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from falemu.config.model import AppConfig
-from falemu.errors import RunnerError, StartupTimeout
+from falemu.errors import RunnerError
 from falemu.events import EventSink, RunnerFailed, RunnerLog, RunnerReady, null_sink
 from falemu.runtime.base import PreparedApp, Runner, RunnerSpec
 from falemu.runtime.environment import resolve_secrets, runner_environment
-from falemu.runtime.readiness import Exited, NotReady, ReadinessProbe
+from falemu.runtime.readiness import Exited, NotReady, ReadinessProbe, startup_error
 
 LOG_TAIL = 50
 LIMITS = "process runtime: no image build, one runner per exposed_port, /data is FAL_PERSISTENT_DIR, no GPU isolation"
@@ -109,7 +109,7 @@ class ProcessRuntime:
     def __init__(self, poll_interval: float = 0.02) -> None:
         self._poll = poll_interval
         self._lock = threading.Lock()
-        self._runners: dict[str, Runner] = {}
+        self._runners: dict[int, Runner] = {}  # by process id
 
     def prepare(self, app: AppConfig, events: EventSink = null_sink, verbose: bool = False) -> PreparedApp:
         return PreparedApp(app=app, image=None, built=False)
@@ -164,7 +164,7 @@ class ProcessRuntime:
         handle.reader.daemon = True
         handle.reader.start()
         with self._lock:
-            self._runners[runner.id] = runner
+            self._runners[process.pid] = runner
         limit = float(spec.startup_timeout if spec.startup_timeout is not None else app.scaling.startup_timeout)
         probe = ReadinessProbe(
             "127.0.0.1", port, app.health_check.path if app.health_check else None, poll_interval=self._poll
@@ -177,21 +177,16 @@ class ProcessRuntime:
             self.stop(runner, grace=0)
             handle.done.wait(2)
             logs = "\n".join(list(handle.lines)[-LOG_TAIL:])
-            error: RunnerError
-            if exc.reason == "exited":
-                code = exc.exited.code if exc.exited else None
-                error = RunnerError(
-                    f"runner {runner.id} of {app.alias} exited with code {code} during start-up",
-                    hint=f"its last log line: {logs.splitlines()[-1] if logs else '(no output)'}",
-                    logs=logs,
-                    exit_code=code,
-                )
-            else:
-                error = StartupTimeout(
-                    f"runner {runner.id} of {app.alias} was not ready within startup_timeout ({limit:g} s)",
-                    hint=f"it must serve HTTP on 127.0.0.1:{port} (PORT is set to {port})",
-                    logs=logs,
-                )
+            error = startup_error(
+                exc,
+                runner=runner.id,
+                app=app.alias,
+                logs=logs,
+                limit=limit,
+                port=port,
+                health_path=app.health_check.path if app.health_check else None,
+                timeout_hint=f"it must serve HTTP on 127.0.0.1:{port} (PORT is set to {port})",
+            )
             events(
                 RunnerFailed(app.alias, runner=runner.id, error_type=error.error_type, message=error.message, logs=logs)
             )
@@ -239,7 +234,7 @@ class ProcessRuntime:
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         with self._lock:
-            self._runners.pop(runner.id, None)
+            self._runners.pop(process.pid, None)
 
     def logs(self, runner: Runner, follow: bool = False) -> Iterator[str]:
         handle = runner.handle

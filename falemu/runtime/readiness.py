@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from falemu.errors import RunnerError, StartupTimeout
+
 
 @dataclass(frozen=True)
 class Exited:
@@ -160,3 +162,43 @@ def wrong_port_message(sockets: list[tuple[str, int]], port: int) -> str | None:
         return None
     listed = ", ".join(str(p) for p in others)
     return f"the server listens on port {listed} inside the container, but exposed_port is {port}"
+
+
+def startup_error(
+    failure: NotReady,
+    *,
+    runner: str,
+    app: str,
+    logs: str,
+    limit: float,
+    port: int,
+    health_path: str | None,
+    timeout_hint: str | None = None,
+) -> RunnerError:
+    """The error a runner start raises for ``failure``, with the runner's last ``logs``."""
+    last = logs.strip().splitlines()[-1] if logs.strip() else "(no output)"
+    if failure.reason == "exited":
+        gone = failure.exited or Exited(None)
+        code = "" if gone.code is None else f" with code {gone.code}"
+        extra = f" ({gone.detail})" if gone.detail else ""
+        return RunnerError(
+            f"runner {runner} of {app} exited{code} during start-up{extra}",
+            hint=f"its last log line: {last} (RunnerError.logs has the last lines)",
+            error_type="runner_scheduling_failure",
+            logs=logs,
+            exit_code=gone.code,
+        )
+    if failure.reason == "diagnosed":
+        # fal would wait out startup_timeout for this runner; the cause is certain, so say it now.
+        return RunnerError(
+            failure.message,
+            hint="bind the server to 0.0.0.0 (for example uvicorn --host 0.0.0.0)",
+            error_type="startup_timeout",
+            logs=logs,
+        )
+    wanted = f"GET {health_path or '/'} on port {port} never answered" + (" 2xx" if health_path else "")
+    return StartupTimeout(
+        f"runner {runner} of {app} was not ready within startup_timeout ({limit:g} s): {wanted}",
+        hint=timeout_hint or f"its last log line: {last}",
+        logs=logs,
+    )

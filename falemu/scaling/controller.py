@@ -116,7 +116,8 @@ class AppController:
         self._health_interval = health_interval
         self._slots: dict[str, _Slot] = {}
         self._waiters: collections.deque[_Waiter] = collections.deque()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # starts and stops in progress
+        self._stop_tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._lock = threading.Lock()  # guards _slots for readers on other threads (runners())
         self._failures = 0
@@ -224,10 +225,8 @@ class AppController:
         self._reconcile()
 
     async def settle(self, timeout: float | None = None) -> None:
-        """Wait until no start or stop is in progress."""
-        async with asyncio.timeout(timeout):
-            while self._tasks:
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        """Wait until no start or stop is in progress (TimeoutError after ``timeout``; nothing is cancelled)."""
+        await _wait_for_tasks(self._tasks, timeout)
 
     async def expire_idle(self) -> None:
         """Time warp: stop now the idle runners the policy would stop once keep_alive ran out.
@@ -251,15 +250,19 @@ class AppController:
         self._closed = True
         error = RunnerError(f"{self.app.alias} is shutting down", error_type="runner_disconnected")
         self._fail_waiters(error)
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        for task in (self._loop_task, self._health_task):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for slot in list(self._slots.values()):
             if slot.runner is not None:
                 self._stop(slot, "shutdown")
+        grace = float(self.app.scaling.termination_grace_period_seconds)
         with contextlib.suppress(TimeoutError):
-            await self.settle(timeout=wait_starts)
+            await _wait_for_tasks(self._stop_tasks, grace + 30.0)
+        with contextlib.suppress(TimeoutError):
+            await _wait_for_tasks(self._tasks, wait_starts)
 
     # -- internals ----------------------------------------------------------------------------------
 
@@ -386,10 +389,11 @@ class AppController:
         self._spawn(self._run_start(slot), f"start-{slot.id}")
         return slot
 
-    def _spawn(self, coro: collections.abc.Coroutine[object, object, None], name: str) -> None:
+    def _spawn(self, coro: collections.abc.Coroutine[object, object, None], name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro, name=f"falemu-{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _run_start(self, slot: _Slot) -> None:
         app = self.name
@@ -459,7 +463,9 @@ class AppController:
                     reason=reason,
                 )
             )
-        self._spawn(self._run_stop(slot, reason), f"stop-{slot.id}")
+        task = self._spawn(self._run_stop(slot, reason), f"stop-{slot.id}")
+        self._stop_tasks.add(task)
+        task.add_done_callback(self._stop_tasks.discard)
 
     async def _run_stop(self, slot: _Slot, reason: str) -> None:
         if slot.runner is not None:
@@ -521,6 +527,17 @@ class AppController:
                 RunnerFailed(self.name, runner=slot.id, error_type="runner_disconnected", message="the runner exited")
             )
             self._stop(slot, "exited")
+
+
+async def _wait_for_tasks(tasks: set[asyncio.Task[None]], timeout: float | None) -> None:
+    """Wait until ``tasks`` (a live set) is empty, without cancelling any; TimeoutError after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    while tasks:
+        remaining = None if deadline is None else deadline - loop.time()
+        if remaining is not None and remaining <= 0:
+            raise TimeoutError
+        await asyncio.wait(list(tasks), timeout=remaining)
 
 
 def _as_runner_error(exc: BaseException) -> RunnerError:

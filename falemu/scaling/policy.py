@@ -24,10 +24,11 @@ towards starting a new runner.
 Scale-down is lazy. Runners above the target are stopped only when they are idle and:
 
 * ``keep_alive`` seconds have passed since their last request ended (never earlier), or
-* they never served a request and the app has neither ``min_concurrency`` nor a buffer:
-  they are reaped 10 seconds after they became ready, whatever ``keep_alive`` is (fal's rule for a
-  newly started runner that never picks up a request). With a minimum or a buffer, a runner that never
-  served counts its idle time from when it became ready, against ``keep_alive``.
+* they never served a request and the app has neither ``min_concurrency`` nor a buffer
+  (``concurrency_buffer`` or ``concurrency_buffer_perc``): they are reaped 10 seconds after they
+  became ready, whatever ``keep_alive`` is (fal's rule for a newly started runner that never picks up
+  a request). With a minimum or a buffer, a runner that never served counts its idle time from when
+  it became ready, against ``keep_alive``.
 
 The runners whose idle deadline passed first are stopped first, and never so many that fewer than
 ``target`` (hence never fewer than ``min_concurrency``) runners stay live. Idle runners above

@@ -102,34 +102,59 @@ def _option(config: pytest.Config, name: str) -> Any:
     return value if value not in ("", None) else None
 
 
+def _project(config: pytest.Config) -> str:
+    """--falemu-project (relative to the invocation folder), ini falemu_project (relative to the ini file),
+    else the rootdir, from which the pyproject is found as fal finds it."""
+    from pathlib import Path
+
+    given = config.getoption("falemu_project", default=None)
+    if given:
+        return str(Path(given))
+    ini = config.getini("falemu_project")
+    if ini:
+        base = config.inipath.parent if config.inipath is not None else config.rootpath
+        return str(base / str(ini))
+    return str(config.rootpath)
+
+
 def _harness(config: pytest.Config, app: str | None, overrides: dict[str, Any]) -> EmulatorHarness:
     """The started harness for (app, overrides); the plain one serves every app of the project."""
+    key: _Key = (app if overrides else None, tuple(sorted(overrides.items())))
+    state = _state(config)
+    if key not in state.failures and key not in state.harnesses:
+        problem = _start_harness(config, state, key, app, overrides)
+        if problem is not None:
+            state.failures[key] = problem
+    if key in state.failures:
+        pytest.fail(state.failures[key], pytrace=False)
+    return state.harnesses[key]
+
+
+def _start_harness(
+    config: pytest.Config, state: _State, key: _Key, app: str | None, overrides: dict[str, Any]
+) -> str | None:
+    """Start the harness for ``key``; the failure message when it cannot start."""
     from falemu.errors import FalemuError
     from falemu.testing import EmulatorHarness
 
-    key: _Key = (app if overrides else None, tuple(sorted(overrides.items())))
-    state = _state(config)
-    if key in state.failures:
-        pytest.fail(state.failures[key], pytrace=False)
-    harness = state.harnesses.get(key)
-    if harness is None:
-        project = _option(config, "project") or str(config.rootpath)
-        try:
-            harness = EmulatorHarness(
-                project,
-                apps=[app] if overrides and app else None,
-                runtime=_option(config, "runtime"),
-                keep_failed=bool(_option(config, "keep_failed")),
-                overrides={app: overrides} if overrides and app else None,
-            )
-            state.harnesses[key] = harness
-            harness.start()
-        except FalemuError as exc:
-            state.harnesses.pop(key, None)
-            hint = f" ({exc.hint})" if exc.hint else ""
-            state.failures[key] = f"falemu: {exc.message}{hint}"
-            pytest.fail(state.failures[key], pytrace=False)
-    return harness
+    project = _project(config)
+    try:
+        harness = EmulatorHarness(
+            project,
+            apps=[app] if overrides and app else None,
+            runtime=_option(config, "runtime"),
+            keep_failed=True if _option(config, "keep_failed") else None,  # else FALEMU_KEEP_FAILED / pyproject
+            overrides={app: overrides} if overrides and app else None,
+        )
+        if app is not None and app not in harness.project.app_names:
+            names = ", ".join(harness.project.app_names) or "none"
+            return f"falemu: App {app} not found in pyproject.toml (apps in {harness.project.pyproject}: {names})"
+        state.harnesses[key] = harness
+        harness.start()
+    except FalemuError as exc:
+        state.harnesses.pop(key, None)
+        return f"falemu: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")
+    return None
 
 
 def _marker_args(request: pytest.FixtureRequest) -> tuple[str | None, dict[str, Any]]:
@@ -148,10 +173,13 @@ def _app_handle(request: pytest.FixtureRequest) -> AppHandle:
 
     app, overrides = _marker_args(request)
     harness = _harness(request.config, app, overrides)
+    problem = None
     try:
         handle = harness.app(app)
     except FalemuError as exc:
-        pytest.fail(f"falemu: {exc.message} ({exc.hint})", pytrace=False)
+        problem = f"falemu: {exc.message} ({exc.hint})"
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
     request.node.stash[_HANDLE] = handle
     return handle
 
@@ -191,13 +219,39 @@ def falemu_schema(request: pytest.FixtureRequest) -> Any:
     """A schemathesis schema of the running app, loaded when the test runs (not at collection)::
 
     schema = schemathesis.pytest.from_fixture("falemu_schema")
+
+    Requests go through the gateway with the emulator's key; cases are valid input only, as in
+    ``falemu check`` (``schema.config.generation.update(modes=[...])`` changes that).
     """
     import schemathesis
 
+    _schemathesis_nodeid_compat()
     handle = _app_handle(request)
     schema = schemathesis.openapi.from_dict(handle.openapi)
-    schema.config.update(base_url=handle.url, headers=dict(handle.client.headers.items()))
+    auth = handle.client.headers.get("Authorization")
+    schema.config.update(base_url=handle.url, headers={"Authorization": auth} if auth else None)
+    # As `falemu check`: valid input only; invalid input is a separate choice (GenerationMode.NEGATIVE).
+    schema.config.generation.update(modes=[schemathesis.GenerationMode.POSITIVE])
     return schema
+
+
+def _schemathesis_nodeid_compat() -> None:
+    """Lazy schemathesis schemas (4.32) read and write ``item._nodeid``, which pytest 9.2 no longer has.
+
+    Items get a ``_nodeid`` that reads the node id and keeps what schemathesis writes (its per-operation
+    labels); nothing changes on pytest versions that still have the attribute.
+    """
+    if hasattr(pytest.Item, "_nodeid"):
+        return
+
+    def get(self: pytest.Item) -> str:
+        value = self.__dict__.get("_falemu_nodeid")
+        return str(value) if value is not None else self.nodeid
+
+    def put(self: pytest.Item, value: str) -> None:
+        self.__dict__["_falemu_nodeid"] = value
+
+    pytest.Item._nodeid = property(get, put)  # type: ignore[attr-defined]
 
 
 # -- markers and hooks ------------------------------------------------------------------------------
@@ -252,7 +306,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed and report.when == "call":
         item.stash[_FAILED] = True
         handle = item.stash.get(_HANDLE, None)
-        if handle is not None and bool(_option(item.config, "keep_failed")):
+        if handle is not None and (_option(item.config, "keep_failed") or handle.emulator.settings.keep_failed):
             _state(item.config).kept.extend(_keep_runners(handle, item.nodeid))
     return report  # type: ignore[no-any-return]
 

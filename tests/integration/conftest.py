@@ -27,8 +27,13 @@ EXAMPLE = ROOT / "examples" / "direct-server"
 TEST_APPS = ROOT / "tests" / "apps"
 
 
+_CREATED: set[str] = set()  # unique names handed out: images labelled with them are removed at the end
+
+
 def unique(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(4)}"
+    name = f"{prefix}-{secrets.token_hex(4)}"
+    _CREATED.add(name)
+    return name
 
 
 def special_app(folder: str, *, alias: str | None = None, **changes: Any) -> AppConfig:
@@ -85,6 +90,15 @@ def docker_runtime(build_base_override: str) -> Iterator[Any]:
     runtime = DockerRuntime(reap=False)
     yield runtime
     runtime.close()
+    import docker
+
+    check = docker.from_env(timeout=120)
+    try:
+        for image in check.images.list(filters={"label": "falemu.app"}):
+            if (image.labels or {}).get("falemu.app") in _CREATED:
+                check.images.remove(image.id, force=True)
+    finally:
+        check.close()
 
 
 @pytest.fixture(scope="session")

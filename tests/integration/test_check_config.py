@@ -45,3 +45,34 @@ def test_update_baseline_needs_a_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["check", "--project", str(tmp_path), "--update-baseline"])
     assert result.exit_code == 2
     assert "--update-baseline needs --baseline FILE" in result.stderr
+
+
+def test_ci_examples_call_check_with_real_options() -> None:
+    import shlex
+
+    import yaml
+
+    from falemu.cli.check import check
+
+    root = Path(__file__).resolve().parents[2] / "examples" / "ci"
+    commands: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+        elif isinstance(node, str) and node.strip().startswith("falemu check --"):
+            commands.append(node)
+
+    for name in ("github-actions.yml", "gitlab-ci.yml"):
+        walk(yaml.safe_load((root / name).read_text()))
+    assert len(commands) == 2
+    for command in commands:
+        text = command.replace("\\\n", " ").replace("${{ github.run_id }}", "1").replace("$CI_PIPELINE_IID", "1")
+        args = shlex.split(text)
+        ctx = check.make_context("check", args[args.index("check") + 1 :])
+        assert ctx.params["junit_xml"] is not None
+        assert ctx.params["baseline"] is not None

@@ -14,7 +14,7 @@ import pytest
 
 from falemu.config.model import ImageConfig, ScalingConfig
 from falemu.errors import ImageError, RunnerError, StartupTimeout
-from falemu.events import BuildFinished, BuildStep, Event, EventBus, RunnerFailed, RunnerReady
+from falemu.events import BuildFinished, BuildStarted, BuildStep, Event, EventBus, RunnerFailed, RunnerReady
 from falemu.runtime.base import RunnerSpec
 from falemu.runtime.docker import ContainerHandle
 from falemu.runtime.images import BuildFailed
@@ -295,3 +295,42 @@ def test_logs_and_on_log(docker_runtime: Any, prepared_example: Any, tmp_path: P
         assert any("Uvicorn running" in line for line in docker_runtime.logs(runner))
     finally:
         docker_runtime.stop(runner, grace=1)
+
+
+def test_entrypoint_and_cmd_overrides_apply_at_start(
+    rt_apps: Any, docker_runtime: Any, base_image: str, tmp_path: Path
+):
+    app = rt_apps.example()
+    overridden = dataclasses.replace(
+        app,
+        health_check=None,
+        image=ImageConfig(image=base_image, entrypoint=("python3", "-m", "http.server"), cmd=("8000",)),
+    )
+    prepared = docker_runtime.prepare(overridden)
+    runner = docker_runtime.start(_spec(prepared, "o1", tmp_path))
+    try:
+        # The base image has no server of its own: only the overrides make this answer.
+        assert httpx.get(runner.url, timeout=10).status_code == 200
+        handle = runner.handle
+        assert isinstance(handle, ContainerHandle)
+        config = docker_runtime.client.api.inspect_container(handle.id)["Config"]
+        assert config["Entrypoint"] == ["python3", "-m", "http.server"]
+        assert config["Cmd"] == ["8000"]
+    finally:
+        docker_runtime.stop(runner, grace=1)
+
+
+def test_concurrent_prepares_of_one_app_build_once(rt_apps: Any, docker_runtime: Any):
+    app = rt_apps.special("exits-at-start")
+    events = EventBus()
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: docker_runtime.prepare(app, events), range(3)))
+    assert len({r.image for r in results}) == 1
+    assert sum(r.built for r in results) == 1
+    # Progress as it happens: the start, every step of the total, the end.
+    (started,) = [e for e in events.history if isinstance(e, BuildStarted)]
+    steps = [e for e in events.history if isinstance(e, BuildStep)]
+    assert [e.step for e in steps] == list(range(1, started.steps + 1))
+    assert all(e.steps == started.steps for e in steps)
+    assert steps[1].text == "FROM ${BASE_IMAGE}"
+    assert [e.cached for e in events.history if isinstance(e, BuildFinished)].count(False) == 1

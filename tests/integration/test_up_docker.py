@@ -98,6 +98,7 @@ def up(env: dict[str, str]) -> Iterator[Up]:
 
 def test_up_serves_then_sigint_leaves_nothing_behind(up: Up, env: dict[str, str], docker_client: Any) -> None:
     serving = up.wait_for("Serving")
+    up.wait_for("Ready", timeout=30)
     url = serving["url"]
     assert url.endswith("/local/slowpoke")
     assert serving["endpoints"] == ["/health", "/record", "/slow"]
@@ -121,6 +122,7 @@ def test_up_serves_then_sigint_leaves_nothing_behind(up: Up, env: dict[str, str]
     assert docker_client.containers.list(all=True, filters={"label": f"falemu.owner={owner}"})
 
     up.proc.send_signal(signal.SIGINT)
+    up.wait_for("Stopped", timeout=60)
     assert up.proc.wait(timeout=60) == 0
     assert docker_client.containers.list(all=True, filters={"label": f"falemu.owner={owner}"}) == []
     gone = subprocess.run(falemu("ps", "--json"), env=env, capture_output=True, text=True, timeout=60, check=True)

@@ -15,7 +15,7 @@ from falemu.config.model import AppConfig, AppShape, Project, ScalingConfig
 from falemu.config.settings import Settings
 from falemu.emulator import Emulator
 from falemu.errors import UsageError
-from falemu.events import RunnerReady, RunnerStopped
+from falemu.events import RunnerReady, RunnerStateChanged, RunnerStopped
 from falemu.runtime.fake import FakeRuntime
 from falemu.state import ADMIN_HEADER
 
@@ -162,3 +162,25 @@ def test_port_in_use_is_a_usage_error(tmp_path: Path, settings: Settings) -> Non
 def test_unknown_app_is_a_usage_error(emulator: Emulator) -> None:
     with pytest.raises(UsageError):
         emulator.app_url("nope")
+
+
+def test_stop_during_start_up_leaves_no_runner(tmp_path: Path, settings: Settings) -> None:
+    runtime = FakeRuntime(start_delay=1.0)
+    emu = Emulator(make_project(tmp_path), settings, apps=["greeter"], runtime=runtime, warm=True)
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            emu.start()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    while not any(isinstance(e, RunnerStateChanged) and e.state == "SETUP" for e in emu.events.history):
+        time.sleep(0.01)  # the warm runner's start is under way
+    emu.stop()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert len(errors) == 1  # start() did not complete
+    assert runtime.running() == []

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +16,10 @@ import pytest
 
 from falemu.config.model import AppConfig, AppShape, ScalingConfig
 from falemu.config.settings import Settings
-from falemu.events import Event, EventBus, RequestCompleted, RequestStarted, RunnerLog
+from falemu.events import EventBus, RequestCompleted, RequestStarted
 from falemu.gateway import GatewayApp, create_app
+from falemu.gateway.harness import GatewayHarness
 from falemu.gateway.keys import KeyStore
-from falemu.gateway.probe import Probe
 from falemu.gateway.serve import ThreadedServer
 from falemu.gateway.static_pool import StaticPool
 from falemu.runtime.base import Runner
@@ -37,61 +36,14 @@ def app_config(alias: str, auth: str | None = "public", **scaling: Any) -> AppCo
     )
 
 
-@dataclass
-class Harness:
-    """Probe runners, pools and a gateway, all on real loopback sockets."""
-
-    keys: KeyStore
-    events: EventBus = field(default_factory=EventBus)
-    servers: list[ThreadedServer] = field(default_factory=list)
-    probes: dict[str, Probe] = field(default_factory=dict)
-    pools: dict[str, StaticPool] = field(default_factory=dict)
-    gateway: ThreadedServer | None = None
-    replacements: int = 0
-
-    def runner(self, runner_id: str, app: str) -> Runner:
-        def on_log(line: str) -> None:
-            self.events(RunnerLog(app, runner=runner_id, line=line))
-
-        probe = Probe(runner_id, on_log=on_log)
-        server = ThreadedServer(probe).start()
-        self.servers.append(server)
-        self.probes[runner_id] = probe
-        return Runner(id=runner_id, app=app, host="127.0.0.1", port=server.port)
-
-    def replace(self, old: Runner) -> Runner:
-        """A replacement runner: same probe server, new id (what matters to the pool is the id)."""
-        self.replacements += 1
-        return Runner(id=f"{old.id}-r{self.replacements}", app=old.app, host=old.host, port=old.port)
-
-    def serve(self, configs: list[AppConfig], runners_per_app: int = 1) -> str:
-        apps = {}
-        for config in configs:
-            runners = [self.runner(f"{config.alias}-{i}", config.alias) for i in range(runners_per_app)]
-            pool = StaticPool(config, runners, replace=self.replace)
-            self.pools[config.alias] = pool
-            apps[config.alias] = GatewayApp(config, pool)
-        gateway = create_app(apps, settings=Settings(), events=self.events, keys=self.keys)
-        self.gateway = ThreadedServer(gateway).start()
-        self.servers.append(self.gateway)
-        return self.gateway.url
-
-    def close(self) -> None:
-        for server in reversed(self.servers):
-            server.stop()
-
-    def events_of(self, kind: type[Event]) -> list[Any]:
-        return [e for e in self.events.history if isinstance(e, kind)]
-
-
 @pytest.fixture
 def keys(tmp_path: Path) -> KeyStore:
     return KeyStore(tmp_path / "config", user="local")
 
 
 @pytest.fixture
-def harness(keys: KeyStore) -> Iterator[Harness]:
-    h = Harness(keys)
+def harness(keys: KeyStore) -> Iterator[GatewayHarness]:
+    h = GatewayHarness(keys)
     yield h
     h.close()
 
@@ -105,7 +57,7 @@ def client() -> Iterator[httpx.Client]:
 # -- forwarding ---------------------------------------------------------------------------------------
 
 
-def test_sync_forwards_method_path_query_and_body_unmodified(harness: Harness, client: httpx.Client) -> None:
+def test_sync_forwards_method_path_query_and_body_unmodified(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     body = b'{"prompt": "a cat", "n": 2}'
     resp = client.put(f"{url}/local/echo/v1/items/?a=1&b=two", content=body, headers={"content-type": "text/odd"})
@@ -119,20 +71,22 @@ def test_sync_forwards_method_path_query_and_body_unmodified(harness: Harness, c
     assert seen["headers"]["content-length"] == str(len(body))
 
 
-def test_sync_keeps_percent_encoding_of_the_path(harness: Harness, client: httpx.Client) -> None:
+def test_sync_keeps_percent_encoding_of_the_path(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     seen = client.get(f"{url}/local/echo/files/a%2Fb%20c").json()
     assert seen["raw_path"] == "/files/a%2Fb%20c"
 
 
-def test_app_root_with_and_without_trailing_slash_reaches_runner_root(harness: Harness, client: httpx.Client) -> None:
+def test_app_root_with_and_without_trailing_slash_reaches_runner_root(
+    harness: GatewayHarness, client: httpx.Client
+) -> None:
     url = harness.serve([app_config("echo")])
     assert client.post(f"{url}/local/echo", json={}).json()["path"] == "/"
     assert client.post(f"{url}/local/echo/", json={}).json()["path"] == "/"
 
 
 def test_identity_headers_added_and_caller_fal_headers_stripped(
-    harness: Harness, client: httpx.Client, keys: KeyStore
+    harness: GatewayHarness, client: httpx.Client, keys: KeyStore
 ) -> None:
     url = harness.serve([app_config("echo", auth="private")])
     _, key = keys.create("test")
@@ -163,14 +117,14 @@ def test_identity_headers_added_and_caller_fal_headers_stripped(
     assert "authorization" not in seen  # the fal key is the platform's, not the app's
 
 
-def test_non_key_authorization_passes_through_on_public_app(harness: Harness, client: httpx.Client) -> None:
+def test_non_key_authorization_passes_through_on_public_app(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     seen = client.get(f"{url}/local/echo/", headers={"Authorization": "Basic dXNlcjpwYXNz"}).json()
     assert seen["headers"]["authorization"] == "Basic dXNlcjpwYXNz"
     assert "x-fal-caller-user-id" not in seen["headers"]
 
 
-def test_every_response_carries_a_request_id(harness: Harness, client: httpx.Client) -> None:
+def test_every_response_carries_a_request_id(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     ok = client.get(f"{url}/local/echo/")
     missing = client.get(f"{url}/local/nope/")
@@ -179,7 +133,7 @@ def test_every_response_carries_a_request_id(harness: Harness, client: httpx.Cli
     assert ok.headers["x-fal-request-id"] != missing.headers["x-fal-request-id"]
 
 
-def test_response_status_headers_and_body_come_from_the_runner(harness: Harness, client: httpx.Client) -> None:
+def test_response_status_headers_and_body_come_from_the_runner(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     resp = client.get(f"{url}/local/echo/status/418")
     assert resp.status_code == 418
@@ -187,7 +141,7 @@ def test_response_status_headers_and_body_come_from_the_runner(harness: Harness,
     assert "x-fal-error-type" not in resp.headers  # an app's own error is not a platform error
 
 
-def test_streaming_response_is_not_buffered(harness: Harness, client: httpx.Client) -> None:
+def test_streaming_response_is_not_buffered(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     runner_url = f"http://127.0.0.1:{harness.servers[0].port}"
     with client.stream("POST", f"{url}/local/echo/stream?n=3&gate=g1", json={}) as resp:
@@ -201,7 +155,7 @@ def test_streaming_response_is_not_buffered(harness: Harness, client: httpx.Clie
     assert [e["i"] for e in rest] == [1, 2]
 
 
-def test_request_body_streams_through(harness: Harness, client: httpx.Client) -> None:
+def test_request_body_streams_through(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     chunks = [b"x" * 100_000 for _ in range(30)]
 
@@ -213,26 +167,26 @@ def test_request_body_streams_through(harness: Harness, client: httpx.Client) ->
     assert seen["headers"].get("transfer-encoding") == "chunked"
 
 
-def test_two_apps_at_once_route_to_their_own_runners(harness: Harness, client: httpx.Client) -> None:
+def test_two_apps_at_once_route_to_their_own_runners(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("alpha"), app_config("beta")])
     assert client.get(f"{url}/local/alpha/").json()["runner"] == "alpha-0"
     assert client.get(f"{url}/local/beta/").json()["runner"] == "beta-0"
     assert client.get(f"{url}/local/alpha/x").json()["runner"] == "alpha-0"
 
 
-def test_request_events_are_emitted(harness: Harness, client: httpx.Client) -> None:
+def test_request_events_are_emitted(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     rid = client.get(f"{url}/local/echo/").headers["x-fal-request-id"]
     started = [e for e in harness.events_of(RequestStarted) if e.request_id == rid]
     done = [e for e in harness.events_of(RequestCompleted) if e.request_id == rid]
-    assert started and started[0].runner == "echo-0"
-    assert done and done[0].status_code == 200
+    assert [e.runner for e in started] == ["echo-0"]
+    assert [e.status_code for e in done] == [200]
 
 
 # -- platform errors ------------------------------------------------------------------------------------
 
 
-def test_unknown_app_and_owner_are_404(harness: Harness, client: httpx.Client) -> None:
+def test_unknown_app_and_owner_are_404(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     for path in ("/local/nope/", "/someone/echo/", "/local"):
         resp = client.post(url + path, json={})
@@ -240,7 +194,7 @@ def test_unknown_app_and_owner_are_404(harness: Harness, client: httpx.Client) -
         assert "not found" in resp.json()["detail"]
 
 
-def test_request_timeout_is_504_and_replaces_the_runner(harness: Harness, client: httpx.Client) -> None:
+def test_request_timeout_is_504_and_replaces_the_runner(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo", request_timeout=1)])
     resp = client.post(f"{url}/local/echo/slow?s=20", json={})
     assert resp.status_code == 504
@@ -250,7 +204,7 @@ def test_request_timeout_is_504_and_replaces_the_runner(harness: Harness, client
     assert harness.pools["echo"].replaced == ["echo-0"]
 
 
-def test_runner_503_is_passed_on_and_the_runner_replaced(harness: Harness, client: httpx.Client) -> None:
+def test_runner_503_is_passed_on_and_the_runner_replaced(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     resp = client.get(f"{url}/local/echo/status/503")
     assert resp.status_code == 503
@@ -260,7 +214,7 @@ def test_runner_503_is_passed_on_and_the_runner_replaced(harness: Harness, clien
     assert harness.pools["echo"].acquired[-1][1] == "echo-0-r1"
 
 
-def test_unreachable_runner_is_503_runner_connection_refused(harness: Harness, client: httpx.Client) -> None:
+def test_unreachable_runner_is_503_runner_connection_refused(harness: GatewayHarness, client: httpx.Client) -> None:
     import socket
 
     sock = socket.socket()
@@ -279,7 +233,7 @@ def test_unreachable_runner_is_503_runner_connection_refused(harness: Harness, c
     assert pool.replaced == ["dead-0"]
 
 
-def test_start_timeout_is_504_with_user_timeout_type(harness: Harness, client: httpx.Client) -> None:
+def test_start_timeout_is_504_with_user_timeout_type(harness: GatewayHarness, client: httpx.Client) -> None:
     import threading
 
     url = harness.serve([app_config("echo")])
@@ -296,7 +250,7 @@ def test_start_timeout_is_504_with_user_timeout_type(harness: Harness, client: h
     assert resp.headers["x-fal-request-timeout-type"] == "user"
 
 
-def test_bad_request_timeout_header_is_400(harness: Harness, client: httpx.Client) -> None:
+def test_bad_request_timeout_header_is_400(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     for value in ("soon", "0.5"):
         resp = client.get(f"{url}/local/echo/", headers={"X-Fal-Request-Timeout": value})
@@ -307,7 +261,9 @@ def test_bad_request_timeout_header_is_400(harness: Harness, client: httpx.Clien
 # -- auth -----------------------------------------------------------------------------------------------
 
 
-def test_private_app_refuses_missing_and_wrong_keys(harness: Harness, client: httpx.Client, keys: KeyStore) -> None:
+def test_private_app_refuses_missing_and_wrong_keys(
+    harness: GatewayHarness, client: httpx.Client, keys: KeyStore
+) -> None:
     url = harness.serve([app_config("secret", auth=None)])  # unset auth deploys private
     _, key = keys.create("test")
     key_id = key.split(":")[0]
@@ -327,7 +283,7 @@ def test_private_app_refuses_missing_and_wrong_keys(harness: Harness, client: ht
 
 
 def test_private_app_refuses_another_users_key_but_shared_app_accepts_it(
-    harness: Harness, client: httpx.Client, keys: KeyStore
+    harness: GatewayHarness, client: httpx.Client, keys: KeyStore
 ) -> None:
     url = harness.serve([app_config("mine", auth="private"), app_config("ours", auth="shared")])
     _, other = keys.create("friend", user="someone-else")
@@ -339,13 +295,13 @@ def test_private_app_refuses_another_users_key_but_shared_app_accepts_it(
     assert client.get(f"{url}/local/ours/").status_code == 401
 
 
-def test_public_app_needs_no_key_but_rejects_a_bad_one(harness: Harness, client: httpx.Client) -> None:
+def test_public_app_needs_no_key_but_rejects_a_bad_one(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("open", auth="public")])
     assert client.get(f"{url}/local/open/").status_code == 200
     assert client.get(f"{url}/local/open/", headers={"Authorization": "Key abc:def"}).status_code == 401
 
 
-def test_revoked_key_stops_working_at_once(harness: Harness, client: httpx.Client, keys: KeyStore) -> None:
+def test_revoked_key_stops_working_at_once(harness: GatewayHarness, client: httpx.Client, keys: KeyStore) -> None:
     url = harness.serve([app_config("secret", auth="private")])
     key, value = keys.create("short-lived")
     headers = {"Authorization": f"Key {value}"}
@@ -354,7 +310,7 @@ def test_revoked_key_stops_working_at_once(harness: Harness, client: httpx.Clien
     assert client.get(f"{url}/local/secret/", headers=headers).status_code == 401
 
 
-def test_keys_never_appear_in_events(harness: Harness, client: httpx.Client, keys: KeyStore) -> None:
+def test_keys_never_appear_in_events(harness: GatewayHarness, client: httpx.Client, keys: KeyStore) -> None:
     url = harness.serve([app_config("secret", auth="private")])
     _, value = keys.create("test")
     client.get(f"{url}/local/secret/", headers={"Authorization": f"Key {value}"})

@@ -288,6 +288,16 @@ def test_never_served_with_min_concurrency_is_kept(clock: FakeClock) -> None:
     assert decide(cfg, runners, [], clock.now()).stop == ()
 
 
+def test_never_served_with_buffer_perc_uses_keep_alive(clock: FakeClock) -> None:
+    cfg = replace(DEFAULT, keep_alive=60, concurrency_buffer_perc=50)
+    runners = [idle("a", last=None, ready=clock.now(), served=False)]
+    clock.advance(59)
+    assert decide(cfg, runners, [], clock.now()).stop == ()
+    clock.advance(1)
+    (order,) = decide(cfg, runners, [], clock.now()).stop
+    assert order.reason is StopReason.KEEP_ALIVE
+
+
 def test_served_runner_uses_keep_alive_not_ten_seconds(clock: FakeClock) -> None:
     cfg = replace(DEFAULT, keep_alive=300)
     runners = [idle("a", last=clock.now())]

@@ -1,6 +1,6 @@
 """fal's queue API on the gateway: submit, status shapes, result, cancel, retries, webhooks, SSE.
 
-Same harness as test_gateway: probe runners on loopback behind a StaticPool, httpx as the caller.
+The harness of test_gateway: probe runners on loopback behind a StaticPool, httpx as the caller.
 """
 
 from __future__ import annotations
@@ -9,19 +9,49 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from falemu.config.model import AppConfig, AppShape, ScalingConfig
 from falemu.events import RequestQueued
+from falemu.gateway.harness import GatewayHarness
 from falemu.gateway.keys import KeyStore
 from falemu.gateway.probe import Probe
 from falemu.gateway.serve import ThreadedServer
 
-from test_gateway import Harness, app_config, client, harness, keys  # noqa: F401  (fixtures)
-
 Q = "/queue/local"
+
+
+def app_config(alias: str, auth: str | None = "public", **scaling: Any) -> AppConfig:
+    return AppConfig(
+        name=alias,
+        alias=alias,
+        shape=AppShape.DIRECT_SERVER,
+        project_root=Path("."),
+        auth=auth,
+        scaling=ScalingConfig(**scaling),
+    )
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> KeyStore:
+    return KeyStore(tmp_path / "config", user="local")
+
+
+@pytest.fixture
+def harness(keys: KeyStore) -> Iterator[GatewayHarness]:
+    h = GatewayHarness(keys)
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=httpx.Timeout(20.0)) as c:
+        yield c
 
 
 def wait_for(predicate: Any, timeout: float = 15.0) -> None:
@@ -59,7 +89,7 @@ def completed(client: httpx.Client, data: dict[str, Any]) -> dict[str, Any]:
     return dict(holder["body"])
 
 
-def test_submit_returns_fal_shaped_body(harness: Harness, client: httpx.Client) -> None:
+def test_submit_returns_fal_shaped_body(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     resp = client.post(f"{url}{Q}/echo", json={"a": 1})
     assert resp.status_code == 200
@@ -75,7 +105,7 @@ def test_submit_returns_fal_shaped_body(harness: Harness, client: httpx.Client) 
     assert data["cancel_url"] == base + "/cancel"
 
 
-def test_status_shapes_through_a_request_lifetime(harness: Harness, client: httpx.Client) -> None:
+def test_status_shapes_through_a_request_lifetime(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])  # one runner, max_multiplexing 1
     first = submit(client, url, "echo/slow?s=30")
     wait_for(lambda: status(client, first).json()["status"] == "IN_PROGRESS")
@@ -104,7 +134,7 @@ def test_status_shapes_through_a_request_lifetime(harness: Harness, client: http
 
 
 @pytest.mark.parametrize(("spelling", "expect_list"), [("true", True), ("1", True), ("false", False), ("0", False)])
-def test_logs_param_spellings(harness: Harness, client: httpx.Client, spelling: str, expect_list: bool) -> None:
+def test_logs_param_spellings(harness: GatewayHarness, client: httpx.Client, spelling: str, expect_list: bool) -> None:
     url = harness.serve([app_config("echo")])
     data = submit(client, url, "echo/")
     completed(client, data)
@@ -113,7 +143,7 @@ def test_logs_param_spellings(harness: Harness, client: httpx.Client, spelling: 
     assert client.get(data["status_url"]).json()["logs"] is None
 
 
-def test_runner_log_lines_land_in_the_request_logs(harness: Harness, client: httpx.Client) -> None:
+def test_runner_log_lines_land_in_the_request_logs(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     resp = client.post(f"{url}{Q}/echo/log", content=b"loading weights\nstep 1 of 2\n")
     data = resp.json()
@@ -129,7 +159,7 @@ def test_runner_log_lines_land_in_the_request_logs(harness: Harness, client: htt
     assert "error" not in done
 
 
-def test_result_is_the_runners_response(harness: Harness, client: httpx.Client) -> None:
+def test_result_is_the_runners_response(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     data = submit(client, url, "echo/generate", {"prompt": "cat"})
     completed(client, data)
@@ -144,7 +174,7 @@ def test_result_is_the_runners_response(harness: Harness, client: httpx.Client) 
 
 
 def test_failed_request_result_keeps_the_runners_code_and_status_reports_error(
-    harness: Harness, client: httpx.Client
+    harness: GatewayHarness, client: httpx.Client
 ) -> None:
     url = harness.serve([app_config("echo")])
     data = submit(client, url, "echo/status/422")
@@ -155,7 +185,7 @@ def test_failed_request_result_keeps_the_runners_code_and_status_reports_error(
     assert result.json()["detail"] == "status 422"
 
 
-def test_result_before_completion_unknown_id_and_wrong_app(harness: Harness, client: httpx.Client) -> None:
+def test_result_before_completion_unknown_id_and_wrong_app(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo"), app_config("other")])
     data = submit(client, url, "echo/slow?s=30")
     wait_for(lambda: status(client, data).json()["status"] == "IN_PROGRESS")
@@ -170,7 +200,7 @@ def test_result_before_completion_unknown_id_and_wrong_app(harness: Harness, cli
 
 
 def test_status_and_result_drop_the_subpath_and_accept_trailing_slashes(
-    harness: Harness, client: httpx.Client
+    harness: GatewayHarness, client: httpx.Client
 ) -> None:
     url = harness.serve([app_config("echo")])
     data = submit(client, url, "echo/deep/sub/path/")
@@ -184,7 +214,7 @@ def test_status_and_result_drop_the_subpath_and_accept_trailing_slashes(
     assert client.post(f"{url}{Q}/echo/", json={}).status_code == 200
 
 
-def test_cancel_queued_in_progress_completed_and_unknown(harness: Harness, client: httpx.Client) -> None:
+def test_cancel_queued_in_progress_completed_and_unknown(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     running = submit(client, url, "echo/slow?s=30")
     wait_for(lambda: status(client, running).json()["status"] == "IN_PROGRESS")
@@ -213,7 +243,7 @@ def test_cancel_queued_in_progress_completed_and_unknown(harness: Harness, clien
     assert (resp.status_code, resp.json()) == (404, {"status": "NOT_FOUND"})
 
 
-def test_queue_runs_requests_in_arrival_order(harness: Harness, client: httpx.Client) -> None:
+def test_queue_runs_requests_in_arrival_order(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     blocker = submit(client, url, "echo/slow?s=30")
     wait_for(lambda: status(client, blocker).json()["status"] == "IN_PROGRESS")
@@ -225,7 +255,7 @@ def test_queue_runs_requests_in_arrival_order(harness: Harness, client: httpx.Cl
     assert [rid for rid, _ in harness.pools["echo"].acquired[1:]] == ids
 
 
-def test_low_priority_waits_for_normal_ones(harness: Harness, client: httpx.Client) -> None:
+def test_low_priority_waits_for_normal_ones(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     blocker = submit(client, url, "echo/slow?s=30")
     wait_for(lambda: status(client, blocker).json()["status"] == "IN_PROGRESS")
@@ -236,7 +266,7 @@ def test_low_priority_waits_for_normal_ones(harness: Harness, client: httpx.Clie
     assert [rid for rid, _ in harness.pools["echo"].acquired[1:]] == [normal, low]
 
 
-def test_503_is_retried_on_a_replaced_runner(harness: Harness, client: httpx.Client) -> None:
+def test_503_is_retried_on_a_replaced_runner(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     data = submit(client, url, "echo/status/503?times=2&key=a")
     done = completed(client, data)
@@ -244,10 +274,11 @@ def test_503_is_retried_on_a_replaced_runner(harness: Harness, client: httpx.Cli
     assert client.get(data["response_url"]).json()["calls"] == 3
     pool = harness.pools["echo"]
     assert pool.replaced == ["echo-0", "echo-0-r1"]
-    assert [runner for rid, runner in pool.acquired if rid == data["request_id"]] == ["echo-0", "echo-0-r1", "echo-0-r2"]
+    runners = [runner for rid, runner in pool.acquired if rid == data["request_id"]]
+    assert runners == ["echo-0", "echo-0-r1", "echo-0-r1-r2"]
 
 
-def test_504_is_retried_on_the_same_runner(harness: Harness, client: httpx.Client) -> None:
+def test_504_is_retried_on_the_same_runner(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     data = submit(client, url, "echo/status/504?times=1&key=b")
     completed(client, data)
@@ -257,7 +288,7 @@ def test_504_is_retried_on_the_same_runner(harness: Harness, client: httpx.Clien
     assert [runner for rid, runner in pool.acquired if rid == data["request_id"]] == ["echo-0", "echo-0"]
 
 
-def test_other_errors_are_final(harness: Harness, client: httpx.Client) -> None:
+def test_other_errors_are_final(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     data = submit(client, url, "echo/status/500?times=1&key=c")
     done = completed(client, data)
@@ -266,7 +297,7 @@ def test_other_errors_are_final(harness: Harness, client: httpx.Client) -> None:
     assert len(harness.pools["echo"].acquired) == 1
 
 
-def test_no_retry_header_and_skip_retry_conditions_stop_retries(harness: Harness, client: httpx.Client) -> None:
+def test_no_retry_header_and_skip_retry_conditions_stop_retries(harness: GatewayHarness, client: httpx.Client) -> None:
     import dataclasses
 
     skipping = dataclasses.replace(app_config("skip"), skip_retry_conditions=("server_error",))
@@ -280,7 +311,7 @@ def test_no_retry_header_and_skip_retry_conditions_stop_retries(harness: Harness
     assert len(harness.pools["skip"].acquired) == 1
 
 
-def test_at_most_ten_attempts(harness: Harness, client: httpx.Client) -> None:
+def test_at_most_ten_attempts(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     data = submit(client, url, "echo/status/503")
     done = completed(client, data)
@@ -290,7 +321,7 @@ def test_at_most_ten_attempts(harness: Harness, client: httpx.Client) -> None:
     assert len(harness.pools["echo"].replaced) == 10
 
 
-def test_request_timeout_in_queue_is_retried_then_reported(harness: Harness, client: httpx.Client) -> None:
+def test_request_timeout_in_queue_is_retried_then_reported(harness: GatewayHarness, client: httpx.Client) -> None:
     import dataclasses
 
     config = dataclasses.replace(app_config("echo", request_timeout=1), retry_config={"timeout": {"retries": 1}})
@@ -305,7 +336,7 @@ def test_request_timeout_in_queue_is_retried_then_reported(harness: Harness, cli
     assert result.json()["error_type"] == "request_timeout"
 
 
-def test_start_timeout_in_queue(harness: Harness, client: httpx.Client) -> None:
+def test_start_timeout_in_queue(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     blocker = submit(client, url, "echo/slow?s=30")
     wait_for(lambda: status(client, blocker).json()["status"] == "IN_PROGRESS")
@@ -318,7 +349,7 @@ def test_start_timeout_in_queue(harness: Harness, client: httpx.Client) -> None:
     client.put(blocker["cancel_url"])
 
 
-def test_status_stream_sends_sse_until_completed(harness: Harness, client: httpx.Client) -> None:
+def test_status_stream_sends_sse_until_completed(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     blocker = submit(client, url, "echo/slow?s=30")
     wait_for(lambda: status(client, blocker).json()["status"] == "IN_PROGRESS")
@@ -346,7 +377,7 @@ def webhook_sink() -> Iterator[tuple[str, Probe]]:
 
 
 def test_webhook_gets_fals_payload(
-    harness: Harness, client: httpx.Client, webhook_sink: tuple[str, Probe]
+    harness: GatewayHarness, client: httpx.Client, webhook_sink: tuple[str, Probe]
 ) -> None:
     hook_url, hook = webhook_sink
     url = harness.serve([app_config("echo")])
@@ -367,7 +398,7 @@ def test_webhook_gets_fals_payload(
     assert "422" in failed["error"]
 
 
-def test_queue_host_header_selects_the_queue_api(harness: Harness, client: httpx.Client) -> None:
+def test_queue_host_header_selects_the_queue_api(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     port = url.rsplit(":", 1)[1]
     resp = client.post(f"{url}/local/echo", json={}, headers={"Host": f"queue.localhost:{port}"})
@@ -376,7 +407,9 @@ def test_queue_host_header_selects_the_queue_api(harness: Harness, client: httpx
     assert data["status_url"].startswith(f"http://queue.localhost:{port}/local/echo/requests/")
 
 
-def test_private_queue_needs_a_key_for_every_call(harness: Harness, client: httpx.Client, keys: KeyStore) -> None:
+def test_private_queue_needs_a_key_for_every_call(
+    harness: GatewayHarness, client: httpx.Client, keys: KeyStore
+) -> None:
     url = harness.serve([app_config("secret", auth="private")])
     _, value = keys.create("t")
     auth = {"Authorization": f"Key {value}"}
@@ -388,7 +421,7 @@ def test_private_queue_needs_a_key_for_every_call(harness: Harness, client: http
     wait_for(lambda: client.get(data["status_url"], headers=auth).status_code == 200)
 
 
-def test_many_queued_requests_all_complete_once(harness: Harness, client: httpx.Client) -> None:
+def test_many_queued_requests_all_complete_once(harness: GatewayHarness, client: httpx.Client) -> None:
     import dataclasses
 
     url = harness.serve([dataclasses.replace(app_config("echo", max_multiplexing=4))], runners_per_app=2)
@@ -401,7 +434,7 @@ def test_many_queued_requests_all_complete_once(harness: Harness, client: httpx.
     assert paths == sorted(f"/n{i}" for i in range(60))
 
 
-def test_concurrent_status_polls_do_not_disturb_the_queue(harness: Harness, client: httpx.Client) -> None:
+def test_concurrent_status_polls_do_not_disturb_the_queue(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     data = submit(client, url, "echo/")
     errors: list[int] = []

@@ -1,0 +1,252 @@
+"""Throughput and latency through falemu's gateway against the runner's own port, in one run.
+
+    python bench/gateway_throughput.py [--seconds 4] [--rounds 3] [--connections 16]
+
+Starts a probe runner (uvicorn, in its own process) and a gateway (uvicorn, in its own process) in
+front of it, then loads both with the same generator, alternating direct and gateway rounds so
+background noise hits both alike. The generator is ``wrk`` when it is installed
+(``apt-get install wrk``), else a small asyncio keep-alive client built in here.
+
+Scenarios:
+- ``fast``: the runner answers at once; the gateway's whole cost shows (a worst case);
+- ``5ms``: the runner takes 5 ms per request, like a small model; what users feel;
+- ``serial``: one connection, the ``fast`` route: added latency per request.
+
+Targets: gateway throughput >= 80% of direct, p50 added latency <= 1 ms. Everything runs on
+127.0.0.1 and every loop is bounded by ``--seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
+
+
+# -- the gateway process ----------------------------------------------------------------------------------
+
+
+def serve_gateway(port: int, runner_port: int) -> None:
+    import tempfile
+
+    import uvicorn
+
+    from falemu.config.model import AppConfig, AppShape, ScalingConfig
+    from falemu.config.settings import Settings
+    from falemu.events import EventBus
+    from falemu.gateway import GatewayApp, create_app
+    from falemu.gateway.keys import KeyStore
+    from falemu.gateway.static_pool import StaticPool
+    from falemu.runtime.base import Runner
+
+    config = AppConfig(
+        name="probe",
+        alias="probe",
+        shape=AppShape.DIRECT_SERVER,
+        project_root=ROOT,
+        auth="public",
+        scaling=ScalingConfig(max_multiplexing=10_000),
+    )
+    pool = StaticPool(config, [Runner(id="probe-0", app="probe", host="127.0.0.1", port=runner_port)])
+    keys = KeyStore(Path(tempfile.mkdtemp(prefix="falemu-bench-")))
+    gateway = create_app(
+        {"probe": GatewayApp(config, pool)}, settings=Settings(), events=EventBus(history=1000), keys=keys
+    )
+    uvicorn.run(
+        gateway,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+    )
+
+
+# -- load generators --------------------------------------------------------------------------------------
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _wrk_value(text: str, label: str) -> float:
+    match = re.search(rf"^\s*{re.escape(label)}\s+([\d.]+)(us|ms|s)\s*$", text, re.MULTILINE)
+    if not match:
+        raise SystemExit(f"could not read {label} from wrk:\n{text}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def run_wrk(url: str, connections: int, seconds: float) -> Result:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not match or "Non-2xx" in out or "Socket errors" in out:
+        raise SystemExit(f"wrk run failed or saw errors:\n{out}")
+    return Result(float(match.group(1)), _wrk_value(out, "50%"), _wrk_value(out, "99%"))
+
+
+async def _connection(host: str, port: int, request: bytes, stop: float, latencies: list[float]) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while time.perf_counter() < stop:
+            start = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            if length:
+                await reader.readexactly(length)
+            latencies.append(time.perf_counter() - start)
+    finally:
+        writer.close()
+
+
+def run_builtin(url: str, connections: int, seconds: float) -> Result:
+    rest = url.split("://", 1)[1]
+    hostport, _, path = rest.partition("/")
+    host, _, port = hostport.partition(":")
+    request = f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\n\r\n".encode()
+    latencies: list[float] = []
+
+    async def main() -> float:
+        stop = time.perf_counter() + seconds
+        start = time.perf_counter()
+        await asyncio.gather(*(_connection(host, int(port), request, stop, latencies) for _ in range(connections)))
+        return time.perf_counter() - start
+
+    elapsed = asyncio.run(main())
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] * 1e3
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3
+    return Result(len(latencies) / elapsed, p50, p99)
+
+
+# -- the run ----------------------------------------------------------------------------------------------
+
+
+def median_result(results: list[Result]) -> Result:
+    return Result(
+        statistics.median(r.rps for r in results),
+        statistics.median(r.p50_ms for r in results),
+        statistics.median(r.p99_ms for r in results),
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of each measured round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per scenario and target (median is shown)")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent connections of the loaded rounds")
+    parser.add_argument("--builtin", action="store_true", help="use the built-in generator even if wrk exists")
+    parser.add_argument("--serve-gateway", nargs=2, type=int, metavar=("PORT", "RUNNER_PORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_gateway:
+        serve_gateway(*args.serve_gateway)
+        return 0
+
+    use_wrk = shutil.which("wrk") is not None and not args.builtin
+    load = run_wrk if use_wrk else run_builtin
+    runner_port, gateway_port = free_port(), free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    quiet = ["--log-level", "warning", "--no-access-log", "--no-server-header", "--no-date-header"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "falemu.gateway.probe:app", "--port", str(runner_port), *quiet],
+            env=env,
+            cwd=ROOT,
+        ),
+        subprocess.Popen(
+            [sys.executable, __file__, "--serve-gateway", str(gateway_port), str(runner_port)], env=env, cwd=ROOT
+        ),
+    ]
+    try:
+        wait_port(runner_port)
+        wait_port(gateway_port)
+        direct_base = f"http://127.0.0.1:{runner_port}"
+        gateway_base = f"http://127.0.0.1:{gateway_port}/local/probe"
+        scenarios = [
+            ("fast", "/fast", args.connections),
+            ("5ms", "/sleep?s=0.005", args.connections),
+            ("serial", "/fast", 1),
+        ]
+        for base in (direct_base, gateway_base):  # warm up connections and code paths
+            load(base + "/fast", 4, 1.0)
+        print(f"load generator: {'wrk' if use_wrk else 'built-in asyncio client'}; {os.cpu_count()} CPUs")
+        print(f"{'scenario':<8} {'conns':>5} {'target':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+        verdicts: list[str] = []
+        for name, path, connections in scenarios:
+            runs: dict[str, list[Result]] = {"direct": [], "gateway": []}
+            for _ in range(args.rounds):
+                runs["direct"].append(load(direct_base + path, connections, args.seconds))
+                runs["gateway"].append(load(gateway_base + path, connections, args.seconds))
+            direct, gateway = median_result(runs["direct"]), median_result(runs["gateway"])
+            for target, result in (("direct", direct), ("gateway", gateway)):
+                print(
+                    f"{name:<8} {connections:>5} {target:<8} {result.rps:>9.0f} {result.p50_ms:>8.2f} {result.p99_ms:>8.2f}"
+                )
+            ratio = gateway.rps / direct.rps
+            added = gateway.p50_ms - direct.p50_ms
+            if name == "serial":
+                verdicts.append(f"serial: p50 added latency {added:.2f} ms (target <= 1 ms: {_ok(added <= 1.0)})")
+            else:
+                verdicts.append(
+                    f"{name}: gateway throughput {ratio:.0%} of direct (target >= 80%: {_ok(ratio >= 0.8)}), "
+                    f"p50 added {added:.2f} ms"
+                )
+        print()
+        for line in verdicts:
+            print(line)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return 0
+
+
+def _ok(passed: bool) -> str:
+    return "met" if passed else "NOT met"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Every fixture against the real example app on the Docker engine, in pytester subprocesses.
+
+Each inner session writes the ids of the containers it saw to a file; the outer test then checks the
+session removed them (or kept them, with --falemu-keep-failed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.docker
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "direct-server"
+
+RECORD = '''
+import json, os
+from pathlib import Path
+
+def record(handle):
+    """Append the container ids behind the app's runners to $FALEMU_TEST_RECORD."""
+    ids = [getattr(r.handle, "id", None) for r in handle.emulator.runtime.runners()]
+    with Path(os.environ["FALEMU_TEST_RECORD"]).open("a") as fh:
+        for cid in ids:
+            if cid:
+                fh.write(cid + "\\n")
+'''
+
+
+@pytest.fixture
+def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, base_image: str, tmp_path: Path) -> Path:
+    monkeypatch.setenv("FALEMU_BUILD_ARG_BASE_IMAGE", base_image)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    record = tmp_path / "containers.txt"
+    record.write_text("")
+    monkeypatch.setenv("FALEMU_TEST_RECORD", str(record))
+    pytester.makeconftest(RECORD)
+    return record
+
+
+def recorded(path: Path) -> list[str]:
+    return sorted({line for line in path.read_text().splitlines() if line})
+
+
+def exists(docker_client: Any, cid: str) -> bool:
+    import docker
+
+    try:
+        docker_client.containers.get(cid)
+    except docker.errors.NotFound:
+        return False
+    return True
+
+
+@pytest.fixture
+def cleanup(docker_client: Any) -> Iterator[list[str]]:
+    """Containers this test made the inner session keep; removed at the end."""
+    ids: list[str] = []
+    yield ids
+    for cid in ids:
+        try:
+            docker_client.containers.get(cid).remove(force=True)
+        except Exception:
+            pass
+
+
+def test_every_fixture_against_the_example(pytester: pytest.Pytester, inner: Path, docker_client: Any) -> None:
+    pytester.makepyfile(
+        test_app="""
+        import pytest
+        import hypothesis
+        import schemathesis
+        from conftest import record
+
+        def test_session_emulator(falemu):
+            assert falemu.emulator.base_url.startswith("http://127.0.0.1:")
+            assert falemu.apps == ["greeter"]
+
+        def test_handle(falemu_app):
+            assert falemu_app.url.endswith("/local/greeter")
+            assert falemu_app.queue_url.endswith("/queue/local/greeter")
+            assert falemu_app.run("/greet", {"name": "fal"})["message"] == "Hello, fal."
+            assert falemu_app.client.post(falemu_app.url + "/greet", json={"name": "c"}).status_code == 200
+            queued = falemu_app.submit("/greet", {"name": "queue"})
+            assert queued.result()["message"] == "Hello, queue."
+            assert queued.status()["status"] == "COMPLETED"
+            assert [r.state for r in falemu_app.runners] == ["IDLE"]
+            assert "POST /greet" in falemu_app.logs()
+            kinds = {e.kind for e in falemu_app.events}
+            assert {"RunnerReady", "RequestCompleted"} <= kinds
+            assert "/greet" in falemu_app.openapi["paths"]
+            record(falemu_app)
+
+        def test_expire_idle_makes_the_next_call_cold(falemu_app):
+            falemu_app.run("/greet", {"name": "warm"})
+            before = {r.id for r in falemu_app.runners}
+            falemu_app.expire_idle()
+            assert falemu_app.live_runners == []
+            falemu_app.run("/greet", {"name": "cold"})
+            after = {r.id for r in falemu_app.live_runners}
+            assert after and not (after & before)
+            record(falemu_app)
+
+        @pytest.mark.falemu(app="greeter", min_concurrency=1, keep_alive=1)
+        def test_marker_overrides(falemu_app):
+            assert falemu_app.config.scaling.min_concurrency == 1
+            assert falemu_app.config.scaling.keep_alive == 1
+            assert len(falemu_app.live_runners) == 1  # min_concurrency started one at start-up
+            falemu_app.expire_idle()
+            assert len(falemu_app.live_runners) == 1  # min_concurrency keeps it
+            record(falemu_app)
+
+        def test_real_fal_client(fal_client_emulated):
+            import fal_client
+            out = fal_client.run("local/greeter/greet", arguments={"name": "client"})
+            assert out["message"] == "Hello, client."
+            handle = fal_client.submit("local/greeter/greet", arguments={"name": "queued"})
+            assert handle.get()["message"] == "Hello, queued."
+            record(fal_client_emulated)
+
+        def test_fal_client_is_restored_afterwards():
+            import fal_client.client as fc
+            assert fc.RUN_URL_FORMAT == "https://fal.run/"
+
+        schema = schemathesis.pytest.from_fixture("falemu_schema")
+
+        @schema.parametrize()
+        @hypothesis.settings(max_examples=5, deadline=None)
+        def test_contract(case):
+            case.call_and_validate()
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--falemu-project={EXAMPLE}", "-q")
+    result.assert_outcomes(passed=7)
+    seen = recorded(inner)
+    assert len(seen) >= 2
+    for cid in seen:
+        assert not exists(docker_client, cid), f"container {cid[:12]} outlived the session"
+
+
+def test_keep_failed_keeps_the_failed_tests_containers(
+    pytester: pytest.Pytester, inner: Path, docker_client: Any, cleanup: list[str]
+) -> None:
+    pytester.makepyfile(
+        test_app="""
+        from conftest import record
+
+        def test_fails(falemu_app):
+            falemu_app.run("/greet", {"name": "x"})
+            record(falemu_app)
+            assert False, "broken on purpose"
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", f"--falemu-project={EXAMPLE}", "--falemu-keep-failed"
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*falemu kept runners*", "kept falemu-greeter-*test_app.py::test_fails*"])
+    seen = recorded(inner)
+    cleanup.extend(seen)
+    assert seen
+    assert all(exists(docker_client, cid) for cid in seen)
+
+
+def test_interrupted_session_still_removes_its_containers(
+    pytester: pytest.Pytester, inner: Path, docker_client: Any
+) -> None:
+    pytester.makepyfile(
+        test_app="""
+        from conftest import record
+
+        def test_interrupted(falemu_app):
+            falemu_app.run("/greet", {"name": "x"})
+            record(falemu_app)
+            raise KeyboardInterrupt
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--falemu-project={EXAMPLE}")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    seen = recorded(inner)
+    assert seen
+    for cid in seen:
+        assert not exists(docker_client, cid)

@@ -1,0 +1,144 @@
+"""How `falemu up`, `ps` and `logs` render the emulator's events (falemu/cli/output.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from falemu.cli.output import NO_OPENAPI_WARNING, Renderer
+from falemu.events import (
+    BuildOutput,
+    BuildStep,
+    Notice,
+    RequestCompleted,
+    RequestStarted,
+    RunnerFailed,
+    RunnerLog,
+    RunnerReady,
+    RunnerStateChanged,
+    RunnerStopped,
+    ScaledUp,
+)
+
+
+def renderer(**kwargs: bool) -> tuple[Renderer, io.StringIO]:
+    out = io.StringIO()
+    return Renderer(stream=out, color=False, **kwargs), out
+
+
+def test_runner_lines_are_prefixed_by_runner_id() -> None:
+    r, out = renderer()
+    r(RunnerLog("greeter", runner="greeter-1a2b", line="Uvicorn running"))
+    r(RunnerStateChanged("greeter", runner="greeter-1a2b", state="IDLE"))
+    r(RunnerStopped("greeter", runner="greeter-1a2b", reason="keep_alive"))
+    assert out.getvalue().splitlines() == [
+        "[greeter-1a2b] Uvicorn running",
+        "[greeter-1a2b] IDLE",
+        "[greeter-1a2b] stopped (keep_alive)",
+    ]
+
+
+def test_ready_line_shows_address_kind_and_timeline() -> None:
+    r, out = renderer()
+    r(RunnerReady("greeter", runner="g-1", address="http://127.0.0.1:4000", timeline={"create": 0.05, "start": 1.5}))
+    assert out.getvalue().strip() == "[g-1] ready at http://127.0.0.1:4000 (cold start: create 50 ms, start 1.5 s)"
+
+
+def test_build_progress_and_verbose_output() -> None:
+    r, out = renderer()
+    r(BuildStep("greeter", step=3, steps=7, text="COPY server.py /app/"))
+    r(BuildOutput("greeter", line="hidden unless verbose"))
+    assert out.getvalue().strip() == "greeter: step 3/7 COPY server.py /app/"
+    rv, outv = renderer(verbose=True)
+    rv(BuildOutput("greeter", line="shown"))
+    assert "shown" in outv.getvalue()
+
+
+def test_requests_in_flight_are_counted() -> None:
+    r, out = renderer()
+    r(RequestStarted("greeter", request_id="a", runner="g-1"))
+    r(RequestStarted("greeter", request_id="b", runner="g-1"))
+    r(RequestCompleted("greeter", request_id="a", runner="g-1", status_code=200, seconds=0.012))
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("(1 in flight)")
+    assert lines[1].endswith("(2 in flight)")
+    assert lines[2] == "greeter: request a 200 in 12 ms (1 in flight)"
+
+
+def test_failures_show_their_logs_and_notices_their_level() -> None:
+    r, out = renderer()
+    r(RunnerFailed("greeter", runner="g-1", error_type="startup_timeout", message="not ready", logs="boom\nbang"))
+    r(Notice("greeter", level="warning", message="no GPU"))
+    r(ScaledUp("greeter", runners=2, target=2))
+    assert out.getvalue().splitlines() == [
+        "[g-1] failed (startup_timeout): not ready",
+        "[g-1] | boom",
+        "[g-1] | bang",
+        "warning: no GPU",
+        "greeter: scaling up, 2 runner(s) (target 2)",
+    ]
+
+
+def test_json_mode_prints_every_event_as_one_json_line() -> None:
+    r, out = renderer(json_lines=True)
+    r(RunnerStateChanged("greeter", runner="g-1", state="PENDING"))
+    r(BuildOutput("greeter", line="even build output"))
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["RunnerStateChanged", "BuildOutput"]
+    assert lines[0]["runner"] == "g-1"
+    assert lines[0]["state"] == "PENDING"
+
+
+def test_serving_lists_sync_and_async_urls_per_endpoint() -> None:
+    r, out = renderer()
+    r.serving(
+        app="greeter",
+        url="http://h/local/greeter",
+        queue_url="http://h/queue/local/greeter",
+        auth="public",
+        endpoints=["/greet"],
+        runners=[{"id": "g-1", "url": "http://127.0.0.1:1", "state": "IDLE"}],
+    )
+    text = out.getvalue()
+    assert "Sync   http://h/local/greeter/greet" in text
+    assert "Async  http://h/queue/local/greeter/greet" in text
+    assert "runner g-1 at http://127.0.0.1:1 (IDLE)" in text
+    assert "Playground" not in text
+
+
+def test_serving_without_openapi_warns_as_fal_does() -> None:
+    r, out = renderer()
+    r.serving(app="srv", url="u", queue_url="q", auth="private", endpoints=None, runners=[])
+    assert NO_OPENAPI_WARNING.format(app="srv") in out.getvalue()
+    assert "Playground and the endpoint listing will not be available" in out.getvalue()
+
+
+def test_ps_table() -> None:
+    r, out = renderer()
+    r.ps(
+        [
+            {
+                "pid": 42,
+                "url": "http://h",
+                "project": "/p",
+                "apps": [
+                    {
+                        "name": "greeter",
+                        "url": "http://h/local/greeter",
+                        "stats": {"cold_starts": 1, "peak_runners": 1},
+                        "waiting": 0,
+                        "runners": [
+                            {"id": "g-1", "state": "IDLE", "in_flight": 0, "served": 3, "age": 2.5, "url": "http://r"}
+                        ],
+                    }
+                ],
+            }
+        ]
+    )
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("falemu up (pid 42) at http://h")
+    assert lines[-2].split() == ["APP", "RUNNER", "STATE", "IN", "FLIGHT", "SERVED", "AGE", "ADDRESS"]
+    assert lines[-1].split() == ["greeter", "g-1", "IDLE", "0", "3", "2.5", "s", "http://r"]
+    r2, out2 = renderer()
+    r2.ps([])
+    assert out2.getvalue().strip() == "no falemu up is running"

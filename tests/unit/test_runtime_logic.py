@@ -1,0 +1,220 @@
+"""Pure logic of the runtime: addresses, build context and hash, GPU ids, /proc parsing, owners, secrets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from falemu.config.model import AppConfig, AppShape, RegistryAuth
+from falemu.errors import ImageError
+from falemu.runtime import labels
+from falemu.runtime.context import context_files, dockerfile_instructions, effective_build_args, load_context
+from falemu.runtime.engine import arch_mismatch, engine_address, engine_is_local
+from falemu.runtime.environment import data_binds, machine_for, read_dotenv, resolve_secrets
+from falemu.runtime.gpu import GpuAllocator, is_no_gpu_error
+from falemu.runtime.images import registry_credentials, registry_of
+from falemu.runtime.readiness import (
+    Exited,
+    NotReady,
+    ReadinessProbe,
+    http_status,
+    listening_sockets,
+    loopback_message,
+    wrong_port_message,
+)
+
+
+def _app(root: Path, **kw: object) -> AppConfig:
+    return AppConfig(name="a", alias="a", shape=AppShape.DIRECT_SERVER, project_root=root, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "address", "local"),
+    [
+        ("unix:///var/run/docker.sock", "127.0.0.1", True),
+        ("tcp://10.1.2.3:2376", "10.1.2.3", False),
+        ("ssh://me@build-box", "build-box", False),
+        ("tcp://localhost:2375", "127.0.0.1", True),
+        ("npipe:////./pipe/docker_engine", "127.0.0.1", True),
+    ],
+)
+def test_engine_address(url: str, address: str, local: bool):
+    assert engine_address(url) == address
+    assert engine_is_local(url) is local
+
+
+def test_engine_address_follows_docker_host(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DOCKER_HOST", "tcp://192.0.2.7:2376")
+    assert engine_address() == "192.0.2.7"
+
+
+def test_arch_mismatch():
+    assert arch_mismatch("amd64", "x86_64") is None
+    warning = arch_mismatch("amd64", "aarch64")
+    assert warning is not None
+    assert "amd64" in warning
+    assert "arm64" in warning
+
+
+def test_context_uses_fal_default_ignores_without_dockerignore(tmp_path: Path):
+    for rel in ("app.py", "README.md", "Dockerfile", ".env", "pkg/mod.py", "pkg/__pycache__/x.pyc", ".venv/bin/python"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    assert context_files(tmp_path, ["*.md", "Dockerfile", ".env", "__pycache__", "*.pyc", ".venv"]) == [
+        "app.py",
+        "pkg/mod.py",
+    ]
+    ctx = load_context(tmp_path, tmp_path / "Dockerfile", {})
+    assert list(ctx.files) == ["app.py", "pkg/mod.py"]
+    (tmp_path / ".dockerignore").write_text("# only this\npkg\n")
+    assert "README.md" in context_files(tmp_path, (tmp_path / ".dockerignore").read_text().splitlines()[1:])
+    assert list(load_context(tmp_path, tmp_path / "Dockerfile", {}).files) == [
+        ".dockerignore",
+        ".env",
+        ".venv/bin/python",
+        "Dockerfile",
+        "README.md",
+        "app.py",
+    ]
+
+
+def test_content_hash_changes_with_inputs_only(tmp_path: Path):
+    (tmp_path / "Dockerfile").write_text("FROM x\nCOPY app.py /app.py\n")
+    (tmp_path / "app.py").write_text("print(1)")
+    first = load_context(tmp_path, tmp_path / "Dockerfile", {"A": "1"}).digest
+    assert load_context(tmp_path, tmp_path / "Dockerfile", {"A": "1"}).digest == first
+    (tmp_path / "notes.md").write_text("ignored")
+    assert load_context(tmp_path, tmp_path / "Dockerfile", {"A": "1"}).digest == first
+    assert load_context(tmp_path, tmp_path / "Dockerfile", {"A": "2"}).digest != first
+    (tmp_path / "app.py").write_text("print(2)")
+    assert load_context(tmp_path, tmp_path / "Dockerfile", {"A": "1"}).digest != first
+
+
+def test_build_arg_overrides_from_environment():
+    text = "ARG BASE_IMAGE=python:3.11-slim\nFROM ${BASE_IMAGE}\nARG EXTRA\n"
+    env = {"FALEMU_BUILD_ARG_BASE_IMAGE": "local:img", "FALEMU_BUILD_ARG_EXTRA": "x", "FALEMU_BUILD_ARG_NOPE": "y"}
+    assert effective_build_args({"BASE_IMAGE": "python:3.11-slim"}, text, env) == {
+        "BASE_IMAGE": "local:img",
+        "EXTRA": "x",
+    }
+    assert len(dockerfile_instructions("FROM a\nRUN a \\\n  b\n# c\nCMD x\n")) == 3
+
+
+def test_gpu_allocator_gives_distinct_ids_then_shares():
+    gpus = GpuAllocator(2)
+    assert gpus.allocate("r1", 1).device_ids == ("0",)
+    assert gpus.allocate("r2", 1).device_ids == ("1",)
+    third = gpus.allocate("r3", 1)
+    assert third.shared
+    gpus.release("r1")
+    gpus.release("r3")
+    assert gpus.allocate("r4", 1).device_ids == ("0",)
+    assert gpus.allocate("r4", 1) == gpus.allocate("r4", 1)  # asking again keeps the same GPU
+    assert gpus.free_count() == 0
+    with pytest.raises(ValueError, match="needs 3 GPUs"):
+        gpus.allocate("r5", 3)
+    unknown = GpuAllocator(None).allocate("r1", 2)
+    assert unknown.device_ids == ()
+    assert unknown.count == 2
+    assert is_no_gpu_error('could not select device driver "" with capabilities: [[gpu]]')
+
+
+PROC_NET_TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   1: 00000000:2382 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0
+   2: 0100007F:1F40 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0
+"""
+
+
+def test_proc_net_tcp_parsing_and_messages():
+    sockets = listening_sockets(PROC_NET_TCP)
+    assert sockets == [("127.0.0.1", 8000), ("0.0.0.0", 9090)]
+    assert loopback_message(sockets, 8000) == (
+        "the server listens on 127.0.0.1:8000 inside the container; fal needs 0.0.0.0"
+    )
+    assert loopback_message(sockets, 9090) is None
+    assert wrong_port_message([("0.0.0.0", 9090)], 8000) == (
+        "the server listens on port 9090 inside the container, but exposed_port is 8000"
+    )
+    v6 = "   0: 00000000000000000000000001000000:1F40 00000000000000000000000000000000:0000 0A 0"
+    assert listening_sockets(v6) == [("::1", 8000)]
+
+
+def test_owner_gone_only_for_dead_owners_on_this_host():
+    me = labels.runner_labels("a", "r1")
+    assert not labels.owner_gone(me)
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    dead = {labels.OWNER: f"{proc.pid}@{labels.hostname()}"}
+    assert labels.owner_gone(dead)
+    assert not labels.owner_gone({labels.OWNER: f"{proc.pid}@another-host"})
+    assert not labels.owner_gone({labels.OWNER: "garbage"})
+    reused = {labels.OWNER: f"{os.getpid()}@{labels.hostname()}", labels.OWNER_STARTED: "1"}
+    assert labels.owner_gone(reused)  # this pid lives, but it is not the process that made the container
+
+
+def test_secrets_from_environment_then_dotenv(tmp_path: Path):
+    (tmp_path / ".env").write_text("# comment\nexport A='from file'\nB=file-b # trailing\nC=\"c\"\n")
+    assert read_dotenv(tmp_path / ".env") == {"A": "from file", "B": "file-b", "C": "c"}
+    app = _app(tmp_path, secrets=("A", "B", "MISSING"))
+    found, missing = resolve_secrets(app, {"B": "from env"})
+    assert found == {"A": "from file", "B": "from env"}
+    assert missing == ["MISSING"]
+
+
+def test_data_binds_and_machines(tmp_path: Path):
+    assert data_binds(_app(tmp_path), tmp_path / "d") == {str((tmp_path / "d").resolve()): "/data"}
+    part = data_binds(_app(tmp_path, data_mounts=("/data/.cache",)), tmp_path / "d")
+    assert part == {str((tmp_path / "d" / ".cache").resolve()): "/data/.cache"}
+    name, machine = machine_for(_app(tmp_path, machine_types=("M", "L")))
+    assert name == "M"
+    assert machine is not None
+    assert (machine.cpus, machine.memory_mb) == (2, 2048)
+    assert machine_for(_app(tmp_path, machine_types=("GPU-NEW",)))[1] is None
+
+
+def test_registry_credentials():
+    assert registry_of("ghcr.io/org/app:1") == "ghcr.io"
+    assert registry_of("org/app") == "docker.io"
+    assert registry_of("localhost:5000/app") == "localhost:5000"
+    regs = {"https://index.docker.io/v1/": RegistryAuth("u", "$TOKEN"), "ghcr.io": RegistryAuth("g", "plain")}
+    assert registry_credentials("org/app", regs, {"TOKEN": "t"}) == {"username": "u", "password": "t"}
+    assert registry_credentials("ghcr.io/o/a", regs, {}) == {"username": "g", "password": "plain"}
+    assert registry_credentials("quay.io/o/a", regs, {}) is None
+    with pytest.raises(ImageError, match="environment variable TOKEN is not set"):
+        registry_credentials("org/app", regs, {})
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/health" else 503)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_readiness_probe_against_a_local_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        assert http_status("127.0.0.1", port, "/nope", 1) == 503
+        phases = ReadinessProbe("127.0.0.1", port, "/health").wait(5, exited=lambda: None)
+        assert set(phases) == {"port_open", "http_ready"}
+        with pytest.raises(NotReady) as info:
+            ReadinessProbe("127.0.0.1", port, "/nope").wait(0.3, exited=lambda: None)
+        assert info.value.reason == "timeout"
+        with pytest.raises(NotReady) as gone:
+            ReadinessProbe("127.0.0.1", port, "/nope").wait(30, exited=lambda: Exited(2))
+        assert gone.value.exited == Exited(2)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert http_status("127.0.0.1", port, "/", 0.2) is None

@@ -217,10 +217,8 @@ def main() -> int:
                 runs["direct"].append(load(direct_base + path, connections, args.seconds))
                 runs["gateway"].append(load(gateway_base + path, connections, args.seconds))
             direct, gateway = median_result(runs["direct"]), median_result(runs["gateway"])
-            for target, result in (("direct", direct), ("gateway", gateway)):
-                print(
-                    f"{name:<8} {connections:>5} {target:<8} {result.rps:>9.0f} {result.p50_ms:>8.2f} {result.p99_ms:>8.2f}"
-                )
+            for target, r in (("direct", direct), ("gateway", gateway)):
+                print(f"{name:<8} {connections:>5} {target:<8} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}")
             ratio = gateway.rps / direct.rps
             added = gateway.p50_ms - direct.p50_ms
             if name == "serial":

@@ -120,6 +120,8 @@ class Emulator:
             for name, config in self.configs.items():
                 self.prepared[name] = runtime.prepare(config, self.events, self.verbose)
             self.api_key = self._default_key()
+            if self._stopped:
+                raise FalemuError("the emulator was stopped while it was starting")
             sock = self._bind()
             self._thread = threading.Thread(target=self._thread_main, args=(sock,), name="falemu-gateway", daemon=True)
             self._thread.start()
@@ -147,6 +149,11 @@ class Emulator:
             thread.join(STOP_TIMEOUT)
         if self._own_runtime and self._runtime is not None:
             self._runtime.close()
+
+    @property
+    def stopping(self) -> bool:
+        """True once stop() was called."""
+        return self._stopped
 
     @property
     def runtime(self) -> Runtime:
@@ -351,6 +358,8 @@ class Emulator:
                     config, self.runtime, spec, clock=self.clock, events=self.events, tick=self._tick
                 )
             await asyncio.gather(*(c.start(warm=1 if self.warm else 0) for c in self._controllers.values()))
+            if self._stop_requested():
+                raise asyncio.CancelledError
             app = self._asgi_app()
             kwargs: dict[str, Any] = {}
             if self.settings.tls:
@@ -377,6 +386,8 @@ class Emulator:
                 serving.result()
                 raise FalemuError("the gateway stopped during start-up", hint="run with --debug for details")
             self._ready.set()
+            if self._stop_requested():  # stop() came while the server was starting
+                server.should_exit = True
             await serving
         except BaseException as exc:
             if not self._ready.is_set():
@@ -396,6 +407,9 @@ class Emulator:
                     serving.cancel()
             await self._shutdown()
             self._ready.set()
+
+    def _stop_requested(self) -> bool:
+        return self._stopped  # set by stop() from another thread
 
     async def _shutdown(self) -> None:
         controllers = list(self._controllers.values())

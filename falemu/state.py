@@ -193,6 +193,7 @@ def ps_snapshot(emulator: Emulator) -> dict[str, Any]:
                 "scaling": dataclasses.asdict(config.scaling),
                 "stats": dataclasses.asdict(controller.stats),
                 "waiting": controller.waiting,
+                "backoff": controller.backoff(),
                 "runners": [
                     {**dataclasses.asdict(r), "age": max(0.0, now - r.started_at)} for r in controller.runners()
                 ],
@@ -242,19 +243,25 @@ async def _events(
     unsubscribe = emulator.events.subscribe(push) if follow else None
     try:
         history = [e for e in emulator.events.history if wanted(e)]
-        for event in history[-tail:] if tail > 0 else []:
+        shown = history[-tail:] if tail > 0 else []
+        seen = {id(e) for e in history}  # subscribed before the snapshot: skip what both delivered
+        for event in shown:
             yield event
         if unsubscribe is None:
             return
         disconnected = asyncio.ensure_future(_wait_disconnect(receive))
         try:
-            while True:
+            while not emulator.stopping:
                 getter = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({getter, disconnected}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
+                done, _ = await asyncio.wait({getter, disconnected}, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    event = getter.result()
+                    if id(event) not in seen:
+                        yield event
+                    continue
+                getter.cancel()
+                if disconnected in done:
                     return
-                yield getter.result()
         finally:
             disconnected.cancel()
     finally:

@@ -128,7 +128,8 @@ class AppHandle:
         self.url = emulator.app_url(name)
         self.queue_url = _queue_url(emulator, name)
         headers = {"Authorization": f"Key {emulator.api_key}"} if emulator.api_key else {}
-        self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(120.0, connect=10.0))
+        verify: str | bool = _ca_bundle() if self.url.startswith("https:") else True
+        self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(120.0, connect=10.0), verify=verify)
 
     def close(self) -> None:
         self.client.close()
@@ -184,6 +185,13 @@ class AppHandle:
 
     def wait_for_runners(self, count: int, timeout: float = 60.0) -> None:
         wait_until(lambda: len(self.live_runners) == count, timeout=timeout, what=f"{count} live runner(s)")
+
+
+def _ca_bundle() -> str:
+    """falemu's CA plus the public roots: what verifies the gateway when it serves TLS."""
+    from falemu.gateway.tls import client_bundle
+
+    return client_bundle()
 
 
 def _queue_url(emulator: Emulator, name: str) -> str:
@@ -307,7 +315,7 @@ def fal_client_routed_to(emulator: Emulator) -> Iterator[None]:
     import fal_client.client as fc
 
     saved = {name: getattr(fc, name) for name in ("RUN_URL_FORMAT", "QUEUE_URL_FORMAT", "REALTIME_URL_FORMAT")}
-    saved_env = {name: os.environ.get(name) for name in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET")}
+    saved_env = {name: os.environ.get(name) for name in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "SSL_CERT_FILE")}
     base = emulator.base_url.rstrip("/")
     fc.RUN_URL_FORMAT = f"{base}/"
     fc.QUEUE_URL_FORMAT = f"{base}/queue/"
@@ -316,6 +324,8 @@ def fal_client_routed_to(emulator: Emulator) -> Iterator[None]:
         os.environ.pop(name, None)
     if emulator.api_key:
         os.environ["FAL_KEY"] = emulator.api_key
+    if base.startswith("https:"):
+        os.environ["SSL_CERT_FILE"] = _ca_bundle()  # httpx in fal_client trusts falemu's CA
     _forget_clients(fal_client)
     try:
         yield

@@ -10,10 +10,14 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from falemu.cli.options import project_option
+
+if TYPE_CHECKING:
+    from falemu.contract.results import Report
 
 
 @click.command("check")
@@ -52,7 +56,7 @@ from falemu.cli.options import project_option
     help="Write a JUnit XML report (one test case per check) for CI.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of the summary.")
-@click.option("-v", "--verbose", is_flag=True, help="Show every finding and the build output.")
+@click.option("-v", "--verbose", is_flag=True, help="Show every finding (the summary shows the first ten per check).")
 def check(
     apps: tuple[str, ...],
     project: Path | None,
@@ -81,6 +85,7 @@ def check(
     from falemu.contract.results import Report
     from falemu.errors import ConfigError, UsageError
 
+    _require_contract_extra()
     if update_baseline and baseline is None:
         raise UsageError("--update-baseline needs --baseline FILE", hint="for example --baseline openapi-baseline.json")
     loaded = load_project(project)
@@ -89,7 +94,9 @@ def check(
         raise ConfigError(
             f"{loaded.pyproject} declares no [tool.fal.apps.<name>] table", hint="add one, see `falemu config --help`"
         )
-    settings = project_settings(loaded, cli={"port": 0, "host": "127.0.0.1", "runtime": runtime, "gpu": gpu})
+    settings = project_settings(
+        loaded, cli={"port": 0, "host": "127.0.0.1", "tls": False, "runtime": runtime, "gpu": gpu}
+    )
     options = GateOptions(
         max_examples=max_examples, seed=seed, baseline=baseline, update_baseline=update_baseline, negative=negative
     )
@@ -120,11 +127,9 @@ def check(
     sys.exit(report.exit_code)
 
 
-def _write(report: object, junit_xml: Path | None, as_json: bool, verbose: bool) -> None:
+def _write(report: Report, junit_xml: Path | None, as_json: bool, verbose: bool) -> None:
     from falemu.contract.junit import write_junit_xml
-    from falemu.contract.results import Report
 
-    assert isinstance(report, Report)
     if junit_xml is not None:
         write_junit_xml(report, junit_xml)
     if as_json:
@@ -144,3 +149,16 @@ def _quiet_probe_warnings() -> None:
     logger = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, _DropProbeNoise) for f in logger.filters):
         logger.addFilter(_DropProbeNoise())
+
+
+def _require_contract_extra() -> None:
+    import importlib.util
+
+    from falemu.errors import UsageError
+
+    missing = [m for m in ("schemathesis", "openapi_spec_validator") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(
+            f"falemu check needs {', '.join(missing)}, which is not installed",
+            hint="pip install 'falemu[contract]'",
+        )

@@ -215,6 +215,12 @@ class Renderer:
                     f"peak {stats.get('peak_runners', 0)} runner(s), {app.get('waiting', 0)} waiting"
                 )
                 self._echo(summary)
+                backoff = app.get("backoff")
+                if backoff:
+                    self._echo(
+                        f"  {app['name']}: FAILURE_DELAY after {backoff['failures']} failed start(s), next start in "
+                        f"{backoff['retry_in']} s: {backoff['message']}"
+                    )
                 for r in app["runners"]:
                     age = _fmt_seconds(float(r.get("age", 0.0)))
                     rows.append(

@@ -16,6 +16,25 @@ fal_client builds ``https://{FAL_QUEUE_RUN_HOST}/`` + ``owner/app``, so
 
 The sync path is a plain ASGI handler, not a framework route: it reads the caller's headers once,
 leases a runner, streams the request body to it and its response back, and never holds a whole body.
+
+Choices where fal's documents are silent (the queue keeps results in memory, the last 10,000):
+
+- auth: ``public`` needs no key, but a fal-style key that does not check out is still 401; a
+  missing key on a ``private``/``shared`` app is 401 ``{"detail": "Missing authorization header..."}``;
+  an unknown or wrong key is 401 ``{"detail": "No user found for Key ID and Secret"}``; a valid key of
+  another user is 403 on a ``private`` app and accepted on a ``shared`` one. Runners get the caller's
+  user in ``x-fal-caller-user-id`` (absent for anonymous calls to public apps).
+- submit answers 200; result before completion is 400 ``Request is still in progress``
+  (``bad_request``); unknown ids are 404 on every queue route; cancel answers 202
+  ``CANCELLATION_REQUESTED``, 400 ``ALREADY_COMPLETED`` or 404 ``NOT_FOUND``. A cancelled queued request
+  is COMPLETED with ``error_type: client_cancelled`` and its result is 499.
+- status of a failed request: ``error`` is the runner's ``detail`` (or body); ``error_type`` is the
+  runner's ``X-Fal-Error-Type``, else ``client_cancelled`` for 499 and ``runner_server_error`` for 5xx.
+- platform errors fal lists carry ``error_type`` and ``X-Fal-Error-Type``; 401/403/404 of the
+  gateway itself carry only ``detail``, as fal's 401 does.
+- a runner's log lines are attached to the queued requests in flight on it, and for one second after
+  one ends (log readers lag the HTTP answer a little); with ``max_multiplexing`` > 1 every request in
+  flight on the runner gets the line.
 """
 
 from __future__ import annotations
@@ -137,8 +156,9 @@ class Gateway:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         elif kind == "websocket":
-            # Realtime websockets are not emulated: close before accepting (the client sees HTTP 403).
-            await send({"type": "websocket.close", "code": 1008})
+            if self._loop is None:
+                self._bind_loop()
+            await self._websocket(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -297,6 +317,60 @@ class Gateway:
                 # The caller went away while the response streamed.
                 outcome = "error" if outcome == "ok" else outcome
                 raise _Done() from None
+        finally:
+            await gapp.pool.release(lease, outcome)
+            self.emit(
+                RequestCompleted(
+                    alias,
+                    request_id=request_id,
+                    runner=runner.id,
+                    status_code=status,
+                    seconds=time.monotonic() - started,
+                )
+            )
+
+    # -- websockets -------------------------------------------------------------------------------------
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from falemu.gateway import ws
+
+        request_id = str(uuid.uuid4())
+        path: str = scope["path"]
+        raw_path: bytes = scope.get("raw_path") or path.encode()
+        incoming = split_headers(scope["headers"])
+        try:
+            owner, _, rest = path.lstrip("/").partition("/")
+            alias, _, sub = rest.partition("/")
+            gapp = self.apps.get(alias) if owner == self.owner else None
+            if gapp is None or not alias:
+                raise PlatformError(f"Application '{owner}/{alias}' not found", status=404)
+            caller = self._authorize(gapp, incoming)
+            raw_sub = raw_path.lstrip(b"/").partition(b"/")[2].partition(b"/")[2]
+            query = ws.runner_query(scope.get("query_string", b""))
+            target = "/" + raw_sub.decode("latin-1") + ("?" + query if query else "")
+            lease = await _acquire(gapp, request_id, _start_timeout(incoming.request_timeout, gapp))
+        except PlatformError as exc:
+            await ws.refuse(scope, send, exc, request_id)
+            return
+        runner = lease.runner
+        self.emit(RequestStarted(alias, request_id=request_id, runner=runner.id))
+        started = time.monotonic()
+        outcome: Outcome = "ok"
+        status = 101
+        try:
+            headers = identity_headers(request_id, f"{owner}/{alias}/{sub}", caller.user if caller else None)
+            await ws.forward(
+                scope,
+                receive,
+                send,
+                host=runner.host,
+                port=runner.port,
+                target=target,
+                headers=headers + incoming.forward,
+                request_id=request_id,
+            )
+        except PlatformError as exc:
+            outcome, status = "error", exc.status
+            await ws.refuse(scope, send, exc, request_id)
         finally:
             await gapp.pool.release(lease, outcome)
             self.emit(

@@ -12,6 +12,8 @@ Routes (any method unless noted):
   ones get 200;
 - ``/log`` (POST): each line of the body goes to ``on_log`` (stdout by default), then ``{"ok": true}``;
 - ``/_probe/calls``: the requests seen so far (method, path, headers, body);
+- websockets on any path: first a JSON message with the path, query and headers, then every message
+  echoed back prefixed with the runner id; the text ``close`` closes with code 4000;
 - anything else: echoes method, path, query, headers and body as JSON.
 """
 
@@ -56,6 +58,9 @@ class Probe:
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             return
         path: str = scope["path"]
@@ -120,6 +125,28 @@ class Probe:
                 "runner": self.runner_id,
             }
             await _respond(send, 200, json.dumps(echo).encode())
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Echo: every message comes back prefixed with the runner id; ``close`` closes with 4000."""
+        message = await receive()  # websocket.connect
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        self.calls.append({"method": "WEBSOCKET", "path": scope["path"], "headers": headers, "body": ""})
+        subprotocols = scope.get("subprotocols") or []
+        await send({"type": "websocket.accept", "subprotocol": subprotocols[0] if subprotocols else None})
+        info = {"path": scope["path"], "query": scope.get("query_string", b"").decode(), "headers": headers}
+        await send({"type": "websocket.send", "text": json.dumps(info)})
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text == "close":
+                await send({"type": "websocket.close", "code": 4000, "reason": "asked to"})
+                return
+            if text is not None:
+                await send({"type": "websocket.send", "text": f"{self.runner_id}: {text}"})
+            else:
+                await send({"type": "websocket.send", "bytes": self.runner_id.encode() + b": " + message["bytes"]})
 
     async def _stream(self, send: Send, n: int, gate: str | None) -> None:
         await send(

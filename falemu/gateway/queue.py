@@ -129,6 +129,7 @@ class QueueManager:
         self._on_runner: dict[str, list[QueuedRequest]] = {}  # runner id -> requests whose logs it writes
         self._recent: dict[str, tuple[float, list[QueuedRequest]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
 
     # -- lookups ---------------------------------------------------------------------------------
     def get(self, request_id: str, alias: str) -> QueuedRequest | None:
@@ -378,6 +379,7 @@ class QueueManager:
                 elif status >= 500:
                     rec.error_type = "runner_server_error"
         rec.status = COMPLETED
+        rec.body = b""  # the input is not needed any more; the result is kept for the result endpoint
         rec.touch()
         seconds = rec.finished - (rec.started if rec.started is not None else rec.submitted)
         self.gateway.emit(
@@ -393,7 +395,7 @@ class QueueManager:
         while len(self._finished) > KEEP_FINISHED:
             old, _ = self._finished.popitem(last=False)
             self._requests.pop(old, None)
-        if rec.webhook:
+        if rec.webhook and not self._closing:
             self._spawn(self._post_webhook(rec))
 
     # -- cancel --------------------------------------------------------------------------------------
@@ -509,6 +511,7 @@ class QueueManager:
         task.add_done_callback(self._tasks.discard)
 
     async def aclose(self) -> None:
+        self._closing = True
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

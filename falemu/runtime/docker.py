@@ -1,8 +1,18 @@
 """DockerRuntime: runners as containers on a real Docker engine.
 
-The engine is the one ``DOCKER_HOST`` names (the default socket otherwise). Runners are reached at
-the engine's address: ``tcp://x`` means ``x``, a local socket means 127.0.0.1. Every method may be
-called from several threads at once.
+The engine is the one ``DOCKER_HOST`` names (with ``DOCKER_TLS_VERIFY``/``DOCKER_CERT_PATH``), the
+default socket otherwise. Runners are reached at the engine's address: ``tcp://x`` means ``x`` (ports
+are then published on all of the engine's interfaces), a local socket means 127.0.0.1 (ports are
+published on 127.0.0.1 only). Each runner container
+
+* carries falemu's labels (:mod:`falemu.runtime.labels`) and an ephemeral host port for ``exposed_port``;
+* gets fal's runner environment and the app's secrets (:mod:`falemu.runtime.environment`), ``/data``
+  bind-mounted from the shared data folder, and ``host.docker.internal`` mapped to the host gateway;
+* with ``machine_limits``, gets its machine type's CPUs and memory;
+* asks for GPUs as :class:`~falemu.runtime.gpu.GpuPolicy` decides;
+* is ready as :mod:`falemu.runtime.readiness` decides, or fails with its exit code and logs.
+
+Every method may be called from several threads at once.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from falemu.config.model import AppConfig
@@ -256,7 +267,9 @@ class DockerRuntime:
                 )
             )
             cpus = host_cpus
-        return {"nano_cpus": int(cpus * 1e9), "mem_limit": machine.memory_mb * 1024 * 1024}
+        memory = machine.memory_mb * 1024 * 1024
+        # No swap beyond the limit: fal machines have none, so an app too big for its machine dies here too.
+        return {"nano_cpus": int(cpus * 1e9), "mem_limit": memory, "memswap_limit": memory}
 
     def _host_port(self, container_id: str, port: int) -> int:
         attrs = self._client.api.inspect_container(container_id)
@@ -289,15 +302,31 @@ class DockerRuntime:
         return Exited(state.get("ExitCode"), detail)
 
     def _diagnose(self, container_id: str, port: int, seen: list[list[tuple[str, int]]]) -> str | None:
-        try:
-            result = self._client.api.exec_create(container_id, ["cat", "/proc/net/tcp", "/proc/net/tcp6"])
-            output = self._client.api.exec_start(result["Id"])
-        except Exception:
+        """Why the port stays silent, from the container's listening sockets (None when unknown)."""
+        text = self._proc_net_tcp(container_id)
+        if text is None:
             return None
-        text = output.decode(errors="replace") if isinstance(output, bytes) else str(output)
         sockets = listening_sockets(text)
         seen[:] = [sockets]
         return loopback_message(sockets, port)
+
+    def _proc_net_tcp(self, container_id: str) -> str | None:
+        """``/proc/net/tcp{,6}`` of the container: read inside it, else from this host for a local engine."""
+        try:
+            result = self._client.api.exec_create(container_id, ["cat", "/proc/net/tcp", "/proc/net/tcp6"])
+            output = self._client.api.exec_start(result["Id"])
+            inspect = self._client.api.exec_inspect(result["Id"])
+            if inspect.get("ExitCode") == 0:
+                return output.decode(errors="replace") if isinstance(output, bytes) else str(output)
+        except Exception:
+            pass
+        if self._publish_ip != "127.0.0.1":
+            return None  # a remote engine: its /proc is not ours
+        try:
+            pid = int(self._client.api.inspect_container(container_id)["State"]["Pid"])
+            return "".join(Path(f"/proc/{pid}/net/{name}").read_text() for name in ("tcp", "tcp6"))
+        except Exception:
+            return None
 
     def _wait_ready(
         self, spec: RunnerSpec, runner: Runner, port: int, started: float, timeline: dict[str, float], events: EventSink
@@ -350,7 +379,7 @@ class DockerRuntime:
         handle = runner.handle
         assert isinstance(handle, ContainerHandle)
         try:
-            for line in self._stream_lines(handle.id, follow=True, since_start=True):
+            for line in self._stream_lines(handle.id, follow=True):
                 if spec.on_log is not None:
                     spec.on_log(line)
                 if events is not null_sink:
@@ -358,13 +387,19 @@ class DockerRuntime:
         except Exception:
             return  # the container went away
 
-    def _stream_lines(self, container_id: str, follow: bool, since_start: bool = True) -> Iterator[str]:
+    def _stream_lines(self, container_id: str, follow: bool) -> Iterator[str]:
+        """The container's log lines; ends quietly when the container is gone."""
+        from docker.errors import NotFound
+
         pending = b""
-        for chunk in self._client.api.logs(container_id, stream=True, follow=follow):
-            pending += chunk
-            while b"\n" in pending:
-                line, pending = pending.split(b"\n", 1)
-                yield line.decode(errors="replace").rstrip("\r")
+        try:
+            for chunk in self._client.api.logs(container_id, stream=True, follow=follow):
+                pending += chunk
+                while b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    yield line.decode(errors="replace").rstrip("\r")
+        except NotFound:
+            pass
         if pending:
             yield pending.decode(errors="replace")
 

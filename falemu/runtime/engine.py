@@ -56,11 +56,22 @@ def connect(base_url: str | None = None, timeout: int = 120) -> docker.DockerCli
             client = docker.DockerClient(**params, timeout=timeout, max_pool_size=32)
         client.ping()
     except (DockerException, OSError) as exc:
-        raise EngineUnavailable(
-            f"no Docker engine answers at {url} ({type(exc).__name__}: {first_line(str(exc))})",
-            hint="start Docker (or set DOCKER_HOST), or run with --runtime process",
-        ) from None
+        reason, hint = _why(str(exc))
+        raise EngineUnavailable(f"no Docker engine answers at {url} ({reason})", hint=hint) from None
     return client
+
+
+def _why(text: str) -> tuple[str, str]:
+    default_hint = "start Docker (or set DOCKER_HOST), or run with --runtime process"
+    if "FileNotFoundError" in text or "No such file" in text:
+        return "the socket does not exist", default_hint
+    if "PermissionError" in text or "Permission denied" in text:
+        return "permission denied on the socket", "add your user to the docker group, or run with --runtime process"
+    if "Connection refused" in text:
+        return "connection refused", default_hint
+    if "CERTIFICATE" in text or "SSL" in text:
+        return "TLS failed: " + first_line(text, 160), "check DOCKER_CERT_PATH and DOCKER_TLS_VERIFY"
+    return first_line(text), default_hint
 
 
 def first_line(text: str, limit: int = 300) -> str:

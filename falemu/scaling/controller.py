@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import secrets
 import threading
 import time
@@ -86,6 +87,10 @@ class _Waiter:
     request_id: str
     enqueued_at: float
     future: asyncio.Future[Lease] = field(repr=False)
+    view: WaitingRequest = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.view = WaitingRequest(self.request_id, self.enqueued_at)
 
 
 class AppController:
@@ -220,6 +225,17 @@ class AppController:
     def waiting(self) -> int:
         return len(self._waiters)
 
+    def backoff(self) -> dict[str, object] | None:
+        """The FAILURE_DELAY after failed starts: failures so far, seconds until the next start, last error."""
+        if self._failures <= 0 or self._last_error is None:
+            return None
+        return {
+            "failures": self._failures,
+            "retry_in": round(self._backoff_remaining(), 1),
+            "error_type": self._last_error.error_type,
+            "message": self._last_error.message,
+        }
+
     async def tick(self) -> None:
         """Apply the policy now (the periodic tick does this on its own)."""
         self._reconcile()
@@ -338,11 +354,17 @@ class AppController:
         return decide(
             self.app.scaling,
             [self._view(s) for s in self._slots.values()],
-            [WaitingRequest(w.request_id, w.enqueued_at) for w in self._waiters],
+            # Waiters are FIFO with non-decreasing enqueue times, and demand beyond
+            # max_concurrency * max_multiplexing cannot raise the target: the head of the queue is enough.
+            [w.view for w in itertools.islice(self._waiters, self._demand_cap())],
             now,
             failures=self._failures,
             last_failure_at=self._last_failure_at,
         )
+
+    def _demand_cap(self) -> int:
+        scaling = self.app.scaling
+        return max(1, scaling.max_concurrency) * max(1, scaling.max_multiplexing) + 1
 
     @staticmethod
     def _view(slot: _Slot) -> RunnerView:

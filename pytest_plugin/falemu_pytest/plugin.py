@@ -62,7 +62,6 @@ class _State:
 
 
 _STATE = pytest.StashKey[_State]()
-_FAILED = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -134,11 +133,22 @@ def _start_harness(
     config: pytest.Config, state: _State, key: _Key, app: str | None, overrides: dict[str, Any]
 ) -> str | None:
     """Start the harness for ``key``; the failure message when it cannot start."""
+    from falemu.config import load_project
     from falemu.errors import FalemuError
     from falemu.testing import EmulatorHarness
 
-    project = _project(config)
     try:
+        project = load_project(_project(config))
+        names = project.app_names
+        if overrides and app is None:
+            if len(names) != 1:
+                return (
+                    f"falemu: the falemu marker sets {', '.join(sorted(overrides))} but names no app, and "
+                    f"{project.pyproject} has {len(names)}: add app=... to the marker"
+                )
+            app = names[0]
+        if app is not None and app not in names:
+            return f"falemu: App {app} not found in pyproject.toml (apps in {project.pyproject}: {', '.join(names)})"
         harness = EmulatorHarness(
             project,
             apps=[app] if overrides and app else None,
@@ -146,9 +156,6 @@ def _start_harness(
             keep_failed=True if _option(config, "keep_failed") else None,  # else FALEMU_KEEP_FAILED / pyproject
             overrides={app: overrides} if overrides and app else None,
         )
-        if app is not None and app not in harness.project.app_names:
-            names = ", ".join(harness.project.app_names) or "none"
-            return f"falemu: App {app} not found in pyproject.toml (apps in {harness.project.pyproject}: {names})"
         state.harnesses[key] = harness
         harness.start()
     except FalemuError as exc:
@@ -304,7 +311,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     report: Any = yield
     if report.failed and report.when == "call":
-        item.stash[_FAILED] = True
         handle = item.stash.get(_HANDLE, None)
         if handle is not None and (_option(item.config, "keep_failed") or handle.emulator.settings.keep_failed):
             _state(item.config).kept.extend(_keep_runners(handle, item.nodeid))

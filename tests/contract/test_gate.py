@@ -9,7 +9,8 @@ from typing import Any
 from falemu.contract.gate import GateOptions, check_app_url
 from falemu.contract.openapi import MISSING_OPENAPI
 from falemu.contract.results import AppReport
-from tests.contract import apps
+
+from . import apps
 
 Served = Callable[[Any], str]
 FAST = GateOptions(max_examples=15, seed=1)

@@ -168,7 +168,7 @@ def gpu_engine(docker_client: Any, base_image: str, tmp_path_factory: pytest.Tem
     dockerd = shutil.which("dockerd")
     if dockerd is None or os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("the second test engine needs root, dockerd and ip")
-    base = Path(tempfile_dir := str(tmp_path_factory.mktemp("gpu-engine")))
+    base = tmp_path_factory.mktemp("gpu-engine")
     short = Path("/tmp") / f"falemu-gpu-{secrets.token_hex(3)}"  # unix socket paths must stay short
     short.mkdir()
     (base / "bin").mkdir()
@@ -180,6 +180,7 @@ def gpu_engine(docker_client: Any, base_image: str, tmp_path_factory: pytest.Tem
     address = prefix + "1"
     subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
     proc: subprocess.Popen[bytes] | None = None
+    log: Any = None
     try:
         subprocess.run(["ip", "addr", "add", f"{address}/24", "dev", bridge], check=True)
         subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
@@ -255,4 +256,6 @@ def gpu_engine(docker_client: Any, base_image: str, tmp_path_factory: pytest.Tem
                 proc.wait()
         subprocess.run(["ip", "link", "del", bridge], check=False)
         shutil.rmtree(short, ignore_errors=True)
-        shutil.rmtree(tempfile_dir, ignore_errors=True)
+        if log is not None:
+            log.close()
+        shutil.rmtree(base, ignore_errors=True)

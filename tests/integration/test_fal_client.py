@@ -269,3 +269,17 @@ def test_wrong_keys_are_refused(setup: Setup) -> None:
     wrong = "00000000-0000-0000-0000-000000000000:wrong"
     assert run_client(setup, code.format(app="echo"), FAL_KEY=wrong) == expected
     assert run_client(setup, code.format(app="open"), FAL_KEY=wrong) == expected  # a bad key is bad anywhere
+
+
+def test_ws_connect_without_jwt(setup: Setup) -> None:
+    out = run_client(
+        setup,
+        """
+        with fal_client.ws_connect("local/echo", use_jwt=False, path="/ws") as ws:
+            hello = json.loads(ws.recv())
+            ws.send("hi")
+            echoed = ws.recv()
+        print(json.dumps({"path": hello["path"], "user": hello["headers"]["x-fal-caller-user-id"], "echo": echoed}))
+        """,
+    )
+    assert out == {"path": "/ws", "user": "local", "echo": "echo-0: hi"}

@@ -196,8 +196,9 @@ def _docker_time(text: str) -> float:
     return stamp + (float("0." + frac) if frac else 0.0)
 
 
-def test_server_bound_to_loopback_gets_its_message(rt_apps: Any, docker_runtime: Any, tmp_path: Path):
-    app = rt_apps.special("binds-localhost")
+@pytest.mark.parametrize("folder", ["binds-localhost", "binds-localhost-no-cat"])
+def test_server_bound_to_loopback_gets_its_message(rt_apps: Any, docker_runtime: Any, tmp_path: Path, folder: str):
+    app = rt_apps.special(folder)
     prepared = docker_runtime.prepare(app)
     with pytest.raises(RunnerError) as info:
         docker_runtime.start(_spec(prepared, "l1", tmp_path, startup_timeout=60))
@@ -295,6 +296,7 @@ def test_logs_and_on_log(docker_runtime: Any, prepared_example: Any, tmp_path: P
         assert any("Uvicorn running" in line for line in docker_runtime.logs(runner))
     finally:
         docker_runtime.stop(runner, grace=1)
+    assert list(docker_runtime.logs(runner)) == []  # gone: no lines, no error
 
 
 def test_entrypoint_and_cmd_overrides_apply_at_start(
@@ -334,3 +336,16 @@ def test_concurrent_prepares_of_one_app_build_once(rt_apps: Any, docker_runtime:
     assert all(e.steps == started.steps for e in steps)
     assert steps[1].text == "FROM ${BASE_IMAGE}"
     assert [e.cached for e in events.history if isinstance(e, BuildFinished)].count(False) == 1
+
+
+def test_machine_limits_make_an_app_too_big_for_its_machine_fail_locally(
+    rt_apps: Any, docker_runtime: Any, tmp_path: Path
+):
+    app = rt_apps.special("memory-hog", machine_types=("XS",))
+    prepared = docker_runtime.prepare(app)
+    with pytest.raises(RunnerError) as info:
+        docker_runtime.start(_spec(prepared, "m1", tmp_path, machine_limits=True, startup_timeout=60))
+    assert "killed for using more memory than its limit (512 MB on XS)" in info.value.message
+    assert info.value.container_exit_code == 137
+    assert "loading weights" in info.value.logs
+    assert rt_apps.containers(docker_runtime.client, app.alias) == []

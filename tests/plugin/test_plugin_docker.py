@@ -106,7 +106,7 @@ def test_every_fixture_against_the_example(pytester: pytest.Pytester, inner: Pat
             assert after and not (after & before)
             record(falemu_app)
 
-        @pytest.mark.falemu(app="greeter", min_concurrency=1, keep_alive=1)
+        @pytest.mark.falemu(min_concurrency=1, keep_alive=1)  # the project's only app
         def test_marker_overrides(falemu_app):
             assert falemu_app.config.scaling.min_concurrency == 1
             assert falemu_app.config.scaling.keep_alive == 1

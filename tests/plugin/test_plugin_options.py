@@ -220,3 +220,22 @@ def test_keep_failed_defaults_to_falemus_own_setting(
     result = pytester.runpytest("-p", "no:cacheprovider", "-s", f"--falemu-project={EXAMPLE}")
     result.assert_outcomes(passed=1)
     assert _settings(result)["keep_failed"] is True
+
+
+def test_overrides_without_an_app_need_one_in_a_multi_app_project(pytester: pytest.Pytester) -> None:
+    (pytester.path / "pyproject.toml").write_text(
+        '[tool.fal.apps.a]\nimage = { image = "x:1" }\n\n[tool.fal.apps.b]\nimage = { image = "x:1" }\n'
+    )
+    (pytester.path / ".git").mkdir()
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.falemu(keep_alive=1)
+        def test_which(falemu_app):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*falemu: the falemu marker sets keep_alive but names no app*add app=...*"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -184,3 +185,34 @@ def test_stop_during_start_up_leaves_no_runner(tmp_path: Path, settings: Setting
     assert not thread.is_alive()
     assert len(errors) == 1  # start() did not complete
     assert runtime.running() == []
+
+
+def test_logs_follow_streams_new_lines_and_ends_when_the_emulator_stops(tmp_path: Path, settings: Settings) -> None:
+    emu = Emulator(make_project(tmp_path), settings, apps=["greeter"], runtime=FakeRuntime())
+    emu.start()
+    received: list[dict[str, Any]] = []
+    connected = threading.Event()
+
+    def follow() -> None:
+        headers = {ADMIN_HEADER: emu.admin_token}
+        url = emu.base_url + "/_falemu/logs?app=greeter&follow=1"
+        with httpx.stream("GET", url, headers=headers, timeout=httpx.Timeout(10, read=None)) as response:
+            connected.set()
+            for line in response.iter_lines():
+                if line:
+                    received.append(json.loads(line))
+
+    reader = threading.Thread(target=follow)
+    reader.start()
+    try:
+        assert connected.wait(10)
+        body = httpx.post(emu.app_url("greeter") + "/echo", json={}, timeout=10).json()
+        deadline = time.monotonic() + 10
+        while not any("/echo" in e["line"] for e in received) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        emu.stop()
+    reader.join(30)
+    assert not reader.is_alive()
+    assert {e["runner"] for e in received} == {body["runner"]}
+    assert any('"POST /echo' in e["line"] for e in received)

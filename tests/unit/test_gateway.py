@@ -318,3 +318,73 @@ def test_keys_never_appear_in_events(harness: GatewayHarness, client: httpx.Clie
     dumped = json.dumps([e.to_dict() for e in harness.events.history])
     assert value.split(":")[1] not in dumped
     assert "wrong-secret" not in dumped
+
+
+def test_caller_leaving_an_open_stream_frees_the_runner(harness: GatewayHarness, client: httpx.Client) -> None:
+    import time
+
+    url = harness.serve([app_config("echo")])
+    with client.stream("POST", f"{url}/local/echo/stream?n=3&gate=never", json={}) as resp:
+        rid = resp.headers["x-fal-request-id"]
+        first = next(line for line in resp.iter_lines() if line)
+        assert first.startswith("data: ")
+    # The runner still holds its stream open; the gateway must notice the caller left and let go.
+    deadline = time.monotonic() + 15
+    while not [e for e in harness.events_of(RequestCompleted) if e.request_id == rid]:
+        assert time.monotonic() < deadline, "the gateway kept the abandoned stream"
+        time.sleep(0.02)
+    done = next(e for e in harness.events_of(RequestCompleted) if e.request_id == rid)
+    assert done.status_code == 499
+    assert "echo-0" not in harness.pools["echo"].replaced  # the runner did nothing wrong
+    assert client.get(f"{url}/local/echo/").status_code == 200  # and it takes the next request
+
+
+def test_head_request_and_expect_header(harness: GatewayHarness, client: httpx.Client) -> None:
+    url = harness.serve([app_config("echo")])
+    head = client.head(f"{url}/local/echo/anything")
+    assert head.status_code == 200
+    assert head.content == b""
+    seen = client.post(f"{url}/local/echo/x", content=b"abc", headers={"Expect": "100-continue"}).json()
+    assert seen["body"] == "abc"
+    assert "expect" not in seen["headers"]
+
+
+# -- websockets --------------------------------------------------------------------------------------------
+
+
+def test_websocket_is_forwarded_both_ways(harness: GatewayHarness, keys: KeyStore) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    url = harness.serve([app_config("live", auth="private")])
+    _, value = keys.create("ws")
+    ws_url = url.replace("http://", "ws://") + "/local/live/realtime?max_buffering=5&fal_jwt_token=t"
+    with connect(ws_url, additional_headers={"Authorization": f"Key {value}"}, subprotocols=["chat"]) as ws:
+        hello = json.loads(ws.recv())
+        assert ws.subprotocol == "chat"
+        assert hello["path"] == "/realtime"
+        assert hello["query"] == "max_buffering=5"  # the platform's token is not the app's
+        assert hello["headers"]["x-fal-caller-user-id"] == "local"
+        assert hello["headers"]["x-fal-endpoint"] == "local/live/realtime"
+        assert "authorization" not in hello["headers"]
+        ws.send("ping")
+        assert ws.recv() == "live-0: ping"
+        ws.send(b"\x00\x01")
+        assert ws.recv() == b"live-0: \x00\x01"
+        ws.send("close")
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv()
+    assert info.value.rcvd is not None
+    assert info.value.rcvd.code == 4000
+    assert harness.pools["live"].outcomes[-1][1] == "ok"
+
+
+def test_websocket_refused_without_a_key(harness: GatewayHarness) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    url = harness.serve([app_config("live", auth="private")])
+    with pytest.raises(InvalidStatus) as info:
+        connect(url.replace("http://", "ws://") + "/local/live/realtime")
+    assert info.value.response.status_code == 401
+    assert not harness.pools["live"].acquired

@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 
 from falemu.config.model import AppConfig, AppShape, RegistryAuth
-from falemu.errors import ImageError
+from falemu.errors import GpuUnavailable, ImageError
+from falemu.events import EventBus, Notice
 from falemu.runtime import labels
+from falemu.runtime.base import PreparedApp, RunnerSpec
 from falemu.runtime.context import context_files, dockerfile_instructions, effective_build_args, load_context
 from falemu.runtime.engine import arch_mismatch, engine_address, engine_is_local
 from falemu.runtime.environment import data_binds, machine_for, read_dotenv, resolve_secrets
-from falemu.runtime.gpu import GpuAllocator, is_no_gpu_error
+from falemu.runtime.gpu import GpuAllocator, GpuGrant, GpuPolicy, is_no_gpu_error
 from falemu.runtime.images import registry_credentials, registry_of
 from falemu.runtime.readiness import (
     Exited,
@@ -218,3 +220,42 @@ def test_readiness_probe_against_a_local_server():
         server.shutdown()
         server.server_close()
     assert http_status("127.0.0.1", port, "/", 0.2) is None
+
+
+def _gpu_spec(tmp_path: Path, gpu: str, **app_kw: object) -> RunnerSpec:
+    app = _app(tmp_path, machine_types=("GPU-H100",), **app_kw)
+    return RunnerSpec(PreparedApp(app, "img", built=False), "r", "local", tmp_path, gpu=gpu)  # type: ignore[arg-type]
+
+
+def test_gpu_policy_modes(tmp_path: Path):
+    events = EventBus()
+    policy = GpuPolicy(GpuAllocator(1))
+    assert policy.plan(_gpu_spec(tmp_path, "off"), events, "a") is None
+    cpu_app = RunnerSpec(PreparedApp(_app(tmp_path), "img", built=False), "r", "local", tmp_path)
+    assert policy.plan(cpu_app, events, "a") is None
+    assert policy.plan(_gpu_spec(tmp_path, "require"), events, "a") == GpuGrant(1, ("0",))
+    with pytest.raises(GpuUnavailable, match="held by another runner"):
+        policy.plan(_gpu_spec(tmp_path, "require"), events, "b")
+    shared = policy.plan(_gpu_spec(tmp_path, "auto"), events, "b")
+    assert shared is not None
+    assert shared.shared
+    with pytest.raises(GpuUnavailable, match="needs 2 GPUs"):
+        policy.plan(_gpu_spec(tmp_path, "require", num_gpus=2), events, "c")
+    assert events.history == [e for e in events.history if isinstance(e, Notice)]
+    assert len(events.history) == 1
+
+    policy.refused(_gpu_spec(tmp_path, "auto"), events, "no driver", "a")
+    policy.refused(_gpu_spec(tmp_path, "auto"), events, "no driver", "b")
+    assert len(events.history) == 2  # the CPU fallback warns once per runtime
+    assert policy.plan(_gpu_spec(tmp_path, "auto"), events, "d") is None
+    with pytest.raises(GpuUnavailable, match="cannot give GPUs"):
+        policy.plan(_gpu_spec(tmp_path, "require"), events, "e")
+
+
+def test_container_names_are_unique_and_readable():
+    from falemu.runtime.docker import container_name
+
+    first, second = container_name("my app", "r1"), container_name("my app", "r1")
+    assert first != second
+    assert first.startswith("falemu-my-app-r1-")
+    assert container_name("a", "").startswith("falemu-a-")

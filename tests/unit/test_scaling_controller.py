@@ -311,10 +311,14 @@ def test_failed_start_fails_the_waiting_request_and_backs_off() -> None:
             await h.ctl.acquire("b")
         assert "30 s" in (info.value.hint or "")
         assert len(h.runtime.started) == 0
+        backoff = h.ctl.backoff()
+        assert backoff is not None
+        assert (backoff["failures"], backoff["retry_in"]) == (1, 30.0)
         await h.advance(30)
         lease = await h.ctl.acquire("c")
         await h.ctl.release(lease)
         assert h.ctl.stats.failed_starts == 1
+        assert h.ctl.backoff() is None
 
     run(body, runtime=FakeRuntime(fail_starts=1))
 

@@ -33,7 +33,8 @@ def main() -> int:
     baseline = _median_seconds([sys.executable, "-c", "pass"], args.runs)
     help_time = _median_seconds(help_cmd, args.runs)
     print(f"python -c pass     median {baseline * 1000:7.1f} ms")
-    print(f"falemu --help      median {help_time * 1000:7.1f} ms  (+{(help_time - baseline) * 1000:.1f} ms over bare Python)")
+    extra = (help_time - baseline) * 1000
+    print(f"falemu --help      median {help_time * 1000:7.1f} ms  (+{extra:.1f} ms over bare Python)")
     verdict = "ok" if help_time < 0.3 else "SLOW"
     print(f"target < 300 ms: {verdict}")
     return 0 if help_time < 0.3 else 1

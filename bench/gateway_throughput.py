@@ -96,6 +96,7 @@ def serve_gateway(port: int, runner_port: int) -> None:
         access_log=False,
         server_header=False,
         date_header=False,
+        proxy_headers=False,
     )
 
 
@@ -208,7 +209,9 @@ def main() -> int:
         ]
         for base in (direct_base, gateway_base):  # warm up connections and code paths
             load(base + "/fast", 4, 1.0)
+        load_avg = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"load generator: {'wrk' if use_wrk else 'built-in asyncio client'}; {os.cpu_count()} CPUs")
+        print(f"load average before: {load_avg} (other work on the machine skews both targets alike)")
         print(f"{'scenario':<8} {'conns':>5} {'target':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
         verdicts: list[str] = []
         for name, path, connections in scenarios:
@@ -228,6 +231,7 @@ def main() -> int:
                     f"{name}: gateway throughput {ratio:.0%} of direct (target >= 80%: {_ok(ratio >= 0.8)}), "
                     f"p50 added {added:.2f} ms"
                 )
+        print(f"load average after: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
         print()
         for line in verdicts:
             print(line)

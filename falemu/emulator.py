@@ -256,9 +256,6 @@ class Emulator:
                 f"{self.project.pyproject} declares no [tool.fal.apps.<name>] table",
                 hint="add one, see `falemu config --help`",
             )
-        unknown = set(self._overrides) - set(self._names)
-        if unknown:
-            raise UsageError(f"overrides for apps that are not started: {', '.join(sorted(unknown))}")
         for name in self._names:
             config = get_app(self.project, name)
             changes = self._overrides.get(name) or self._overrides.get(config.alias) or {}
@@ -271,6 +268,13 @@ class Emulator:
             if changes:
                 config = dataclasses.replace(config, scaling=dataclasses.replace(config.scaling, **changes))
             self.configs[name] = config
+        known = set(self.configs) | {c.alias for c in self.configs.values()}
+        unknown = set(self._overrides) - known
+        if unknown:
+            raise UsageError(
+                f"scaling overrides for apps that are not started: {', '.join(sorted(unknown))}",
+                hint=f"started apps: {', '.join(self._names)}",
+            )
 
     def _fit_to_runtime(self, runtime: Runtime) -> None:
         """The process runtime binds each app's exposed_port directly: one runner per app at a time."""

@@ -106,9 +106,15 @@ def check_app(
         start.seconds = time.monotonic() - started - build.seconds
         _start_failed(app, exc, start, bind, report, options, run)
         return run
-    except FalemuError:
+    except FalemuError as exc:  # no engine, no GPU under --gpu require, a port in use...
         emu.stop()
-        raise
+        _record_build(emu, app, build)
+        start.fail(exc.message, detail=f"hint: {exc.hint}" if exc.hint else "")
+        bind.skip("no runner started")
+        _skip_rest(report, options, "no runner started")
+        report.add(CheckResult("startup_time", "start-up within startup_timeout").skip("no runner started"))
+        report.add(CheckResult("cold_start", "keep_alive vs cold start").skip("no runner started"))
+        return run
     try:
         _record_build(emu, app, build)
         ready = [e for e in run.events if isinstance(e, RunnerReady)]

@@ -392,8 +392,9 @@ class UpstreamPool:
         idle = self._idle.get((host, port))
         while idle:
             conn = idle.pop()
-            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+            if conn.reusable and not conn.closed and conn.transport is not None and not conn.transport.is_closing():
                 return conn
+            conn.close()
         return None
 
     async def request(

@@ -178,7 +178,6 @@ def _schemathesis_nodeid_compat() -> None:
     pytest.Item._nodeid = property(get, put)  # type: ignore[attr-defined]
 
 
-
 def gpu_problem(config: pytest.Config) -> str | None:
     """Why the engine cannot give runners a GPU; None when it can. Asked once per session."""
     held = state(config)

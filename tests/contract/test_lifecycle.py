@@ -122,3 +122,14 @@ def test_config_report_uses_fals_messages(tmp_path: Path) -> None:
     assert reports[0].passed
     assert not reports[1].passed
     assert reports[1].checks[0].findings[0].message == "App bad image must be a table in pyproject.toml"
+
+
+def test_other_start_errors_fail_start_with_their_hint() -> None:
+    from falemu.errors import GpuUnavailable
+
+    report = run_with(GpuUnavailable("GPU-H100 needs a GPU and the engine has none", hint="use --gpu auto"))
+    start = report.get("start")
+    assert start is not None
+    assert start.status == "failed"
+    assert start.findings[0].detail == "hint: use --gpu auto"
+    assert [c.name for c in report.checks][-2:] == ["startup_time", "cold_start"]

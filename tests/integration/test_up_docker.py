@@ -109,10 +109,14 @@ def test_up_serves_then_sigint_leaves_nothing_behind(up: Up, env: dict[str, str]
     assert answer.json()["runner"] == warm["id"]
 
     # Another terminal: `falemu ps` and `falemu logs` find this falemu up through its state file.
-    ps = subprocess.run(falemu("ps", "--json"), env=env, capture_output=True, text=True, timeout=60, check=True)
-    (instance,) = json.loads(ps.stdout)
+    for _ in range(20):  # the gateway releases the runner just after the response is sent
+        ps = subprocess.run(falemu("ps", "--json"), env=env, capture_output=True, text=True, timeout=60, check=True)
+        (instance,) = json.loads(ps.stdout)
+        (app,) = instance["apps"]
+        if app["runners"] and app["runners"][0]["served"] == 1:
+            break
+        time.sleep(0.1)
     assert instance["pid"] == up.proc.pid
-    (app,) = instance["apps"]
     assert [r["id"] for r in app["runners"]] == [warm["id"]]
     assert app["runners"][0]["served"] == 1
     logs = subprocess.run(falemu("logs", "slowpoke"), env=env, capture_output=True, text=True, timeout=60, check=True)

@@ -140,3 +140,23 @@ def test_env_cli_warns_when_settings_say_plain_http(tmp_path: Path, monkeypatch:
     assert result.exit_code == 0
     assert "export FAL_RUN_HOST=127.0.0.1:8123" in result.stdout
     assert "falemu up --tls" in result.stderr
+
+
+def test_env_cli_follows_a_running_falemu_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from falemu.state import Instance, state_dir
+
+    monkeypatch.setenv("FALEMU_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.chdir(tmp_path)
+    instance = Instance(
+        pid=os.getpid(), url="https://127.0.0.1:45678", admin_token="t", project=".", apps=["a"], started=1.0
+    )
+    state_dir().mkdir(parents=True)
+    (state_dir() / f"{os.getpid()}.json").write_text(instance.to_json())
+    result = CliRunner().invoke(cli, ["env"])
+    assert result.exit_code == 0
+    assert "export FAL_RUN_HOST=127.0.0.1:45678" in result.stdout
+    assert "export FAL_QUEUE_RUN_HOST=127.0.0.1:45678/queue" in result.stdout
+    assert "plain HTTP" not in result.stderr

@@ -42,6 +42,13 @@ def settings(isolated_home: Path) -> Settings:
     return Settings(port=0, data_dir=isolated_home / "data")
 
 
+def idle(emu: Emulator) -> None:
+    """Wait until the gateway released every lease (it does so just after the response is sent)."""
+    deadline = time.monotonic() + 10
+    while any(r.in_flight for r in emu.runners()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def live_threads() -> set[str]:
     return {t.name for t in threading.enumerate() if t.name.startswith(("falemu", "fake-"))}
 
@@ -61,6 +68,7 @@ def test_requests_through_the_gateway_cold_start_a_runner(emulator: Emulator) ->
     assert emulator.port != 0
     response = httpx.post(emulator.app_url("greeter") + "/echo?x=1", json={"a": 1}, timeout=10)
     assert response.status_code == 200
+    idle(emulator)
     body = response.json()
     assert body["path"] == "/echo"
     assert body["body"] == {"a": 1}
@@ -72,6 +80,7 @@ def test_requests_through_the_gateway_cold_start_a_runner(emulator: Emulator) ->
 
 def test_expire_idle_makes_the_next_request_a_cold_start(emulator: Emulator) -> None:
     first = httpx.post(emulator.app_url("greeter") + "/echo", json={}, timeout=10).json()["runner"]
+    idle(emulator)
     emulator.expire_idle("greeter")
     assert emulator.runners("greeter") == []
     stopped = [e for e in emulator.events.history if isinstance(e, RunnerStopped)]
@@ -98,6 +107,7 @@ def test_queue_url_serves_the_queue_api(emulator: Emulator) -> None:
 def test_admin_routes_need_the_token(emulator: Emulator) -> None:
     assert httpx.get(emulator.base_url + "/_falemu/ps", timeout=10).status_code == 401
     httpx.post(emulator.app_url("greeter") + "/echo", json={}, timeout=10)
+    idle(emulator)
     headers = {ADMIN_HEADER: emulator.admin_token}
     ps = httpx.get(emulator.base_url + "/_falemu/ps", headers=headers, timeout=10).json()
     (app,) = ps["apps"]

@@ -388,3 +388,17 @@ def test_websocket_refused_without_a_key(harness: GatewayHarness) -> None:
         connect(url.replace("http://", "ws://") + "/local/live/realtime")
     assert info.value.response.status_code == 401
     assert not harness.pools["live"].acquired
+
+
+def test_request_ids_are_uuid4() -> None:
+    import uuid
+
+    from falemu.gateway.app import new_request_id
+
+    ids = {new_request_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for value in list(ids)[:200]:
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122

@@ -1,7 +1,8 @@
 """Which headers cross the gateway, and which the platform keeps for itself.
 
-Callers may not set ``x-fal-*`` headers on a runner: the gateway drops them all, after reading the
-platform headers it acts on (request timeout, no-retry, queue priority, runner hint). Runners get
+Callers may not set ``x-fal-*`` headers on a runner: the gateway drops them, after reading the
+platform headers it acts on (request timeout, no-retry, queue priority, runner hint), except the two
+the fal SDK reads inside the runner (``x-fal-object-lifecycle-preference``, ``x-fal-cdn-token``). Runners get
 ``x-fal-request-id``, ``x-fal-endpoint`` and ``x-fal-caller-user-id`` from the gateway instead. A fal
 key in ``Authorization`` is consumed by the gateway and not forwarded; any other ``Authorization``
 passes through. Hop-by-hop headers are dropped both ways, and the framing of each hop is the
@@ -14,6 +15,9 @@ from dataclasses import dataclass
 
 from falemu.gateway.keys import parse_authorization
 from falemu.gateway.upstream import Headers
+
+# x-fal-* headers a caller may send that fal passes on to the runner (the fal SDK reads them there).
+PASSED_ON = frozenset({b"x-fal-object-lifecycle-preference", b"x-fal-cdn-token"})
 
 HOP_BY_HOP_REQUEST = frozenset(
     {
@@ -72,6 +76,8 @@ def split_headers(raw: Headers) -> Incoming:
                 incoming.priority = value.decode("latin-1").strip().lower() or "normal"
             elif name == b"x-fal-runner-hint":
                 incoming.runner_hint = value.decode("latin-1")
+            elif name in PASSED_ON:
+                forward.append((name, value))
             continue
         if name in HOP_BY_HOP_REQUEST:
             if name == b"content-length":

@@ -14,12 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
+from falemu.events import RequestCompleted, RequestStarted
+from falemu.gateway.asgi import acquire, new_request_id, start_timeout
 from falemu.gateway.errors import PlatformError
+from falemu.gateway.headers import identity_headers, split_headers
 from falemu.gateway.upstream import Headers
+from falemu.scaling.pool import Outcome
+
+if TYPE_CHECKING:
+    from falemu.gateway.app import Gateway
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -144,3 +152,56 @@ async def forward(
         with contextlib.suppress(Exception):
             await upstream.close()
     return close_code
+
+
+async def serve(gateway: Gateway, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+    """The websocket route: authorize, lease a runner, forward until either side closes."""
+    request_id = new_request_id()
+    path: str = scope["path"]
+    raw_path: bytes = scope.get("raw_path") or path.encode()
+    incoming = split_headers(scope["headers"])
+    try:
+        owner, _, rest = path.lstrip("/").partition("/")
+        alias, _, sub = rest.partition("/")
+        gapp = gateway.apps.get(alias) if owner == gateway.owner else None
+        if gapp is None or not alias:
+            raise PlatformError(f"Application '{owner}/{alias}' not found", status=404)
+        caller = gateway._authorize(gapp, incoming)
+        raw_sub = raw_path.lstrip(b"/").partition(b"/")[2].partition(b"/")[2]
+        query = runner_query(scope.get("query_string", b""))
+        target = "/" + raw_sub.decode("latin-1") + ("?" + query if query else "")
+        lease = await acquire(gapp, request_id, start_timeout(incoming.request_timeout, gapp))
+    except PlatformError as exc:
+        await refuse(scope, send, exc, request_id)
+        return
+    runner = lease.runner
+    gateway.emit(RequestStarted(alias, request_id=request_id, runner=runner.id))
+    started = time.monotonic()
+    outcome: Outcome = "ok"
+    status = 101
+    try:
+        headers = identity_headers(request_id, f"{owner}/{alias}/{sub}", caller.user if caller else None)
+        await forward(
+            scope,
+            receive,
+            send,
+            host=runner.host,
+            port=runner.port,
+            target=target,
+            headers=headers + incoming.forward,
+            request_id=request_id,
+        )
+    except PlatformError as exc:
+        outcome, status = "error", exc.status
+        await refuse(scope, send, exc, request_id)
+    finally:
+        await gapp.pool.release(lease, outcome)
+        gateway.emit(
+            RequestCompleted(
+                alias,
+                request_id=request_id,
+                runner=runner.id,
+                status_code=status,
+                seconds=time.monotonic() - started,
+            )
+        )

@@ -100,6 +100,7 @@ def test_identity_headers_added_and_caller_fal_headers_stripped(
             "X-Fal-Something": "nope",
             "X-Fal-Request-Timeout": "30",
             "X-Fal-Runner-Hint": "warm",
+            "X-Fal-Object-Lifecycle-Preference": '{"expiration_duration_seconds": 60}',
             "x-custom": "kept",
         },
     )
@@ -111,6 +112,7 @@ def test_identity_headers_added_and_caller_fal_headers_stripped(
         "x-fal-request-id": request_id,
         "x-fal-endpoint": "local/echo/run",
         "x-fal-caller-user-id": "local",
+        "x-fal-object-lifecycle-preference": '{"expiration_duration_seconds": 60}',  # read by the fal SDK
     }
     assert request_id != "forged"
     assert seen["x-custom"] == "kept"
@@ -393,7 +395,7 @@ def test_websocket_refused_without_a_key(harness: GatewayHarness) -> None:
 def test_request_ids_are_uuid4() -> None:
     import uuid
 
-    from falemu.gateway.app import new_request_id
+    from falemu.gateway.asgi import new_request_id
 
     ids = {new_request_id() for _ in range(2000)}
     assert len(ids) == 2000
@@ -402,3 +404,20 @@ def test_request_ids_are_uuid4() -> None:
         assert str(parsed) == value
         assert parsed.version == 4
         assert parsed.variant == uuid.RFC_4122
+
+
+def test_concurrent_sync_requests_share_the_runners(harness: GatewayHarness) -> None:
+    import asyncio
+
+    url = harness.serve([app_config("echo")], runners_per_app=2)  # max_multiplexing 1: one request per runner
+
+    async def main() -> list[int]:
+        async with httpx.AsyncClient(timeout=30) as c:
+            responses = await asyncio.gather(*(c.get(f"{url}/local/echo/sleep?s=0.05") for _ in range(30)))
+        return [r.status_code for r in responses]
+
+    assert asyncio.run(main()) == [200] * 30
+    pool = harness.pools["echo"]
+    assert len(pool.acquired) == 30
+    assert {runner for _, runner in pool.acquired} == {"echo-0", "echo-1"}
+    assert all(info.in_flight == 0 for info in pool.runners())

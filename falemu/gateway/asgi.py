@@ -1,0 +1,116 @@
+"""Small ASGI helpers shared by the gateway's routes."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+from falemu.errors import RunnerError
+from falemu.gateway.apps import GatewayApp
+from falemu.gateway.errors import PlatformError, start_timeout_error
+from falemu.gateway.upstream import Headers
+from falemu.scaling.pool import Lease, RequestStartTimeout
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class Done(Exception):
+    """The response is already sent (or the caller is gone): nothing more to answer."""
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID as text, made without building a UUID object (the hot path)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+def start_timeout(header: str | None, gapp: GatewayApp) -> float | None:
+    """Time-to-start bound: ``X-Fal-Request-Timeout`` wins over the app's ``request_start_timeout``."""
+    if header:
+        try:
+            value = float(header)
+        except ValueError:
+            raise PlatformError(
+                f"Invalid X-Fal-Request-Timeout header: {header!r}", "bad_request", status=400
+            ) from None
+        if value <= 1:
+            raise PlatformError("X-Fal-Request-Timeout must be greater than 1 second", "bad_request", status=400)
+        return value
+    configured = gapp.config.scaling.request_start_timeout
+    return float(configured) if configured else None
+
+
+async def acquire(gapp: GatewayApp, request_id: str, timeout: float | None) -> Lease:
+    """A lease on one of the app's runners, or the platform error fal answers instead."""
+    try:
+        return await gapp.pool.acquire(request_id, start_timeout=timeout)
+    except RequestStartTimeout:
+        raise start_timeout_error() from None
+    except RunnerError as exc:
+        raise PlatformError(exc.message, exc.error_type) from None
+
+
+def logs_param(query: bytes) -> bool:
+    """``?logs=`` as fal_client (true/false), fal.apps and fal-js (1/0) spell it."""
+    if not query:
+        return False
+    values = parse_qs(query.decode("latin-1")).get("logs")
+    return values is not None and values[-1].strip().lower() in _TRUE
+
+
+def server_host(scope: Scope) -> str:
+    server = scope.get("server") or ("127.0.0.1", 80)
+    host, port = server[0], server[1]
+    if ":" in str(host):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+async def body_stream(first: bytes, receive: Receive) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise OSError("the caller disconnected while sending the request body")
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def read_body(receive: Receive) -> bytes:
+    parts: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Done()
+        parts.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def send_json(send: Send, status: int, body: Any, request_id: str, extra: Headers | None = None) -> None:
+    data = json.dumps(body).encode()
+    headers: Headers = [(b"content-type", b"application/json"), (b"x-fal-request-id", request_id.encode())]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+async def send_error(send: Send, exc: PlatformError, request_id: str) -> None:
+    try:
+        await send({"type": "http.response.start", "status": exc.status, "headers": exc.response_headers(request_id)})
+        await send({"type": "http.response.body", "body": exc.encode()})
+    except (OSError, RuntimeError):
+        pass

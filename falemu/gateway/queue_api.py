@@ -1,0 +1,151 @@
+"""The queue API's routes: submit, status (and its SSE stream), result and cancel."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs
+
+from falemu.gateway.apps import GatewayApp
+from falemu.gateway.asgi import Receive, Scope, Send, logs_param, read_body, send_json, server_host, start_timeout
+from falemu.gateway.errors import PlatformError
+from falemu.gateway.headers import Incoming
+from falemu.gateway.queue import COMPLETED, QueuedRequest
+
+if TYPE_CHECKING:
+    from falemu.gateway.app import Gateway
+
+_RESULT_DROP = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"x-fal-request-id", b"date", b"server"}
+)
+
+
+async def route(
+    gateway: Gateway,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    gapp: GatewayApp,
+    sub: str,
+    incoming: Incoming,
+    user: str | None,
+    request_id: str,
+    prefix: str,
+) -> None:
+    method = scope["method"]
+    parts = [p for p in sub.split("/") if p]
+    if parts and parts[0] == "requests" and len(parts) >= 2 and method in ("GET", "PUT", "HEAD"):
+        rec = gateway.queue.get(parts[1], gapp.config.alias)
+        action = "/".join(parts[2:])
+        if method == "PUT" and action == "cancel":
+            if rec is None:
+                await send_json(send, 404, {"status": "NOT_FOUND"}, parts[1])
+                return
+            code, word = gateway.queue.cancel(rec)
+            await send_json(send, code, {"status": word}, rec.id)
+            return
+        if method in ("GET", "HEAD") and action in ("", "status", "status/stream"):
+            if rec is None:
+                raise PlatformError("Request not found", status=404)
+            with_logs = logs_param(scope.get("query_string", b""))
+            if action == "status":
+                code, body = gateway.queue.status_body(rec, with_logs)
+                await send_json(send, code, body, rec.id)
+            elif action == "status/stream":
+                await status_stream(gateway, send, rec, with_logs)
+            else:
+                await result(send, rec)
+            return
+        raise PlatformError(f"Method {method} not allowed here", "bad_request", status=405)
+    if method != "POST":
+        raise PlatformError("Queue requests are submitted with POST", "bad_request", status=405)
+    await submit(gateway, scope, receive, send, gapp, sub, incoming, user, request_id, prefix)
+
+
+async def submit(
+    gateway: Gateway,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    gapp: GatewayApp,
+    sub: str,
+    incoming: Incoming,
+    user: str | None,
+    request_id: str,
+    prefix: str,
+) -> None:
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    webhook = (query.pop("fal_webhook", None) or [None])[0]
+    rest_query = "&".join(f"{k}={v}" for k, values in query.items() for v in values)
+    body = await read_body(receive)
+    owner, alias = gateway.owner, gapp.config.alias
+    target = ("/" + sub).encode()
+    if rest_query:
+        target += b"?" + rest_query.encode()
+    time_to_start = start_timeout(incoming.request_timeout, gapp)
+    scheme = scope.get("scheme", "http")
+    host = incoming.host or server_host(scope)
+    base_url = f"{scheme}://{host}{prefix}/{owner}/{alias}/requests/{request_id}"
+    priority = "low" if incoming.priority == "low" else "normal"
+    rec = QueuedRequest(
+        id=request_id,
+        alias=alias,
+        owner=owner,
+        method="POST",
+        target=target,
+        endpoint=f"{owner}/{alias}/{sub}",
+        headers=incoming.forward,
+        body=body,
+        caller=user,
+        base_url=base_url,
+        seq=gateway.queue.next_seq(priority),
+        no_retry=incoming.no_retry,
+        priority=priority,
+        start_deadline=(gateway.clock.now() + time_to_start) if time_to_start is not None else None,
+        webhook=webhook,
+    )
+    position = gateway.queue.submit(rec)
+    await send_json(
+        send,
+        200,
+        {"status": "IN_QUEUE", **rec.urls(), "queue_position": position, "gateway_request_id": rec.id},
+        rec.id,
+    )
+
+
+async def result(send: Send, rec: QueuedRequest) -> None:
+    if rec.status != COMPLETED:
+        raise PlatformError("Request is still in progress", "bad_request", status=400)
+    headers = [(k, v) for k, v in rec.response_headers if k not in _RESULT_DROP]
+    headers.append((b"x-fal-request-id", rec.id.encode()))
+    await send({"type": "http.response.start", "status": rec.response_status or 500, "headers": headers})
+    await send({"type": "http.response.body", "body": rec.response_body})
+
+
+async def status_stream(gateway: Gateway, send: Send, rec: QueuedRequest, with_logs: bool) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"text/event-stream"),
+                (b"cache-control", b"no-cache"),
+                (b"x-fal-request-id", rec.id.encode()),
+            ],
+        }
+    )
+    last = b""
+    try:
+        while True:
+            version = rec.version
+            _, body = gateway.queue.status_body(rec, with_logs)
+            data = json.dumps(body).encode()
+            if data != last:
+                await send({"type": "http.response.body", "body": b"data: " + data + b"\n\n", "more_body": True})
+                last = data
+            if rec.status == COMPLETED:
+                break
+            await rec.changed(version, timeout=15.0)
+        await send({"type": "http.response.body", "body": b""})
+    except OSError:
+        return

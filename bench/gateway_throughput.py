@@ -88,16 +88,15 @@ def serve_gateway(port: int, runner_port: int) -> None:
     gateway = create_app(
         {"probe": GatewayApp(config, pool)}, settings=Settings(), events=EventBus(history=1000), keys=keys
     )
-    uvicorn.run(
-        gateway,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        date_header=False,
-        proxy_headers=False,
-    )
+    from falemu.gateway.server import gateway_server_options, new_event_loop
+
+    options = gateway_server_options()
+    variant = os.environ.get("FALEMU_BENCH_VARIANT", "")
+    if "plainhttp" in variant:
+        options["http"] = "httptools"
+    config = uvicorn.Config(gateway, host="127.0.0.1", port=port, **options)
+    loop = asyncio.new_event_loop() if "asyncio" in variant else new_event_loop()
+    loop.run_until_complete(uvicorn.Server(config).serve())
 
 
 # -- load generators --------------------------------------------------------------------------------------

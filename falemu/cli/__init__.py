@@ -42,7 +42,38 @@ SHORT_HELP: dict[str, str] = {
 }
 
 
+def _usage_error(exc: click.UsageError) -> click.exceptions.Exit:
+    """Print a click usage error as falemu prints every error: ``error:`` and ``hint:``, one line each."""
+    message = exc.format_message()
+    hint = None
+    if exc.ctx is not None:
+        hint = f"see `{exc.ctx.command_path} --help`"
+        unknown = message.startswith("No such command") and "Did you mean" not in message
+        if unknown and isinstance(exc.ctx.command, click.Group):
+            import difflib
+
+            name = message.split("'")[1] if message.count("'") >= 2 else ""
+            commands = exc.ctx.command.list_commands(exc.ctx)
+            close = difflib.get_close_matches(name, commands, n=1)
+            if close:
+                hint = f"did you mean `{exc.ctx.command_path} {close[0]}`? ({hint})"
+            else:
+                hint = f"commands: {', '.join(commands)}"
+    click.echo(f"error: {message}", err=True)
+    if hint:
+        click.echo(f"hint: {hint}", err=True)
+    return click.exceptions.Exit(exc.exit_code)
+
+
 class LazyGroup(click.Group):
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            raise _usage_error(exc) from None
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 
@@ -74,6 +105,8 @@ class LazyGroup(click.Group):
             if exc.hint:
                 click.echo(f"hint: {exc.hint}", err=True)
             ctx.exit(exc.exit_code)
+        except click.UsageError as exc:
+            raise _usage_error(exc) from None
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
             raise
         except BrokenPipeError:

@@ -14,13 +14,21 @@ from typing import TYPE_CHECKING
 
 import click
 
-from falemu.cli.options import project_option
+from falemu.cli.options import examples, gpu_option, project_option, runtime_option
 
 if TYPE_CHECKING:
     from falemu.contract.results import Report
 
 
-@click.command("check")
+@click.command(
+    "check",
+    epilog=examples(
+        ("falemu check", "every app of the project; exit 0 pass, 1 violations, 2 config error"),
+        ("falemu check greeter --seed 1", "one app, reproducible generated cases"),
+        ("falemu check --baseline openapi.json", "also fail on breaking API changes"),
+        ("falemu check --junit-xml report.xml", "a report for CI"),
+    ),
+)
 @click.argument("apps", nargs=-1)
 @project_option
 @click.option(
@@ -31,13 +39,8 @@ if TYPE_CHECKING:
     help="Generated test cases per operation and phase (schemathesis).",
 )
 @click.option("--seed", type=int, default=None, help="Seed for the generated cases, to reproduce a run.")
-@click.option(
-    "--runtime",
-    type=click.Choice(["auto", "docker", "process"]),
-    default=None,
-    help="Where runners run (default: [tool.falemu] / FALEMU_RUNTIME / auto).",
-)
-@click.option("--gpu", type=click.Choice(["auto", "require", "off"]), default=None, help="GPU passthrough mode.")
+@runtime_option
+@gpu_option
 @click.option(
     "--baseline",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -62,7 +65,7 @@ def check(
     project: Path | None,
     max_examples: int,
     seed: int | None,
-    runtime: str | None,
+    runtime_name: str | None,
     gpu: str | None,
     baseline: Path | None,
     update_baseline: bool,
@@ -92,10 +95,11 @@ def check(
     names = list(apps) or list(loaded.app_names)
     if not names:
         raise ConfigError(
-            f"{loaded.pyproject} declares no [tool.fal.apps.<name>] table", hint="add one, see `falemu config --help`"
+            f"{loaded.pyproject} declares no [tool.fal.apps.<name>] table",
+            hint="add a [tool.fal.apps.<name>] table, e.g. with exposed_port and image.dockerfile (see `falemu up --help`)",
         )
     settings = project_settings(
-        loaded, cli={"port": 0, "host": "127.0.0.1", "tls": False, "runtime": runtime, "gpu": gpu}
+        loaded, cli={"port": 0, "host": "127.0.0.1", "tls": False, "runtime": runtime_name, "gpu": gpu}
     )
     options = GateOptions(
         max_examples=max_examples, seed=seed, baseline=baseline, update_baseline=update_baseline, negative=negative

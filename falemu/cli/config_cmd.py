@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import click
 
-from falemu.cli.options import project_option
+from falemu.cli.options import examples, project_option
 
 
 def _load(project: Path | None) -> Any:
@@ -22,12 +22,19 @@ def _format(value: Any) -> str:
 
     if value is None:
         return "-"
-    if isinstance(value, str):
-        return value
+    if isinstance(value, str | PurePath):
+        return str(value)
     return json.dumps(jsonable(value))
 
 
-@click.group("config")
+@click.group(
+    "config",
+    epilog=examples(
+        ("falemu config validate", "what `fal deploy` would say about every app"),
+        ("falemu config show greeter", "every value of greeter, with where it comes from"),
+        ("falemu config show-settings", "falemu's own settings ([tool.falemu], FALEMU_*)"),
+    ),
+)
 def config() -> None:
     """Validate and show [tool.fal.apps.*] as fal reads it."""
 

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import click
 
+from falemu.cli.options import examples
 
-@click.command("down")
+
+@click.command(
+    "down",
+    epilog=examples(
+        ("falemu down", "every falemu runner container of this engine"),
+        ("falemu down --app greeter", "only greeter's"),
+        ("falemu down --orphans", "only those left by a falemu process that is gone"),
+    ),
+)
 @click.option("--app", "app", default=None, help="Only the runners of this app (its deployed name).")
 @click.option("--orphans", is_flag=True, help="Only runners whose falemu process is gone.")
 def down(app: str | None, orphans: bool) -> None:

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from falemu.cli.options import project_option
+from falemu.cli.options import examples, project_option
 
 if TYPE_CHECKING:
     from falemu.config.model import Project
@@ -53,10 +53,33 @@ def gateway_address(host: str | None, port: int | None, project: Project | None)
     shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(shown, shown)
     if ":" in shown:
         shown = f"[{shown}]"
-    return f"{shown}:{port if port is not None else settings.port}", settings.tls or port is not None, "settings"
+    if port is not None:
+        return f"{shown}:{port}", True, "flags"
+    return f"{shown}:{settings.port}", settings.tls, "settings"
 
 
-@click.command("env")
+def env_warnings(address: str, tls: bool, source: str) -> list[str]:
+    """What a user should know about the exports: no gateway to point at, or one fal_client cannot speak to."""
+    warnings = []
+    restart = "start it with `falemu up --tls`"
+    if source == "settings":
+        warnings.append(f"no falemu up is running; these exports point at {address}, from falemu's settings")
+    else:
+        restart = "restart it with `falemu up --tls`"
+    if not tls:  # (an address given by flags is taken to be a TLS gateway)
+        gateway = "that gateway" if source == "settings" else source
+        warnings.append(f"{gateway} serves plain HTTP, and fal_client only speaks HTTPS; {restart}")
+    return warnings
+
+
+@click.command(
+    "env",
+    epilog=examples(
+        ('eval "$(falemu env)"', "point fal_client in this shell at the running falemu up"),
+        ("falemu env --shell fish | source", "the same, in fish"),
+        ("falemu env --port 8443", "for a gateway on another port (TLS assumed)"),
+    ),
+)
 @project_option
 @click.option("--host", default=None, help="Gateway address (default: the running falemu up, else settings).")
 @click.option("--port", type=int, default=None, help="Gateway port (default: the running falemu up, else settings).")
@@ -90,10 +113,6 @@ def env(project: Path | None, host: str | None, port: int | None, shell: str) ->
         "SSL_CERT_FILE": client_bundle(),
         "FAL_KEY": KeyStore(user=owner).default_key(),
     }
-    if not tls:
-        click.echo(
-            f"warning: the gateway ({source}) serves plain HTTP, and fal_client only speaks HTTPS; "
-            "start it with `falemu up --tls`",
-            err=True,
-        )
+    for line in env_warnings(address, tls, source):
+        click.echo(f"warning: {line}", err=True)
     click.echo(render(values, shell))

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from falemu.cli.options import examples
+
 if TYPE_CHECKING:
     from falemu.gateway.keys import KeyStore
 
@@ -19,7 +21,14 @@ def _store() -> KeyStore:
     return KeyStore(user=load_settings().owner)
 
 
-@click.group("keys")
+@click.group(
+    "keys",
+    epilog=examples(
+        ("falemu keys create --label ci", "a new key, printed once as FAL_KEY=<id>:<secret>"),
+        ("falemu keys list", "ids, users and labels"),
+        ("falemu keys revoke 33aa73a7", "by id or a unique prefix of it"),
+    ),
+)
 def keys() -> None:
     """Local API keys (`Authorization: Key <id>:<secret>`), kept in falemu's config folder (mode 0600).
 

@@ -6,13 +6,23 @@ import json
 
 import click
 
+from falemu.cli.options import examples
 from falemu.errors import UsageError
 
 
-@click.command("logs")
+@click.command(
+    "logs",
+    epilog=examples(
+        ("falemu logs", "the last 200 lines of every app"),
+        ("falemu logs greeter -f", "follow one app until Ctrl-C"),
+        ("falemu logs --tail 0 -f --json", "only new lines, as JSON"),
+    ),
+)
 @click.argument("app", required=False)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until Ctrl-C.")
-@click.option("--tail", type=int, default=200, show_default=True, help="Lines from before now to show.")
+@click.option(
+    "--tail", type=click.IntRange(min=0), default=200, show_default=True, help="Lines from before now to show."
+)
 @click.option("--json", "json_lines", is_flag=True, help="Print JSON lines.")
 def logs(app: str | None, follow: bool, tail: int, json_lines: bool) -> None:
     """Show the log lines of APP's runners (every app's when none is named)."""

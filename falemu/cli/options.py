@@ -20,3 +20,33 @@ def project_option(fn: F) -> F:
         default=None,
         help="Project folder (default: discovered from the current directory, as fal does).",
     )(fn)
+
+
+def runtime_option(fn: F) -> F:
+    """``--runtime auto|docker|process``, the same wording wherever runners start."""
+    return click.option(
+        "--runtime",
+        "runtime_name",
+        type=click.Choice(["auto", "docker", "process"]),
+        default=None,
+        help="Where runners run: docker (containers), process (host processes, no Docker needed) or auto "
+        "(Docker when it answers). Default: [tool.falemu] / FALEMU_RUNTIME / auto.",
+    )(fn)
+
+
+def gpu_option(fn: F) -> F:
+    """``--gpu auto|require|off``."""
+    return click.option(
+        "--gpu",
+        type=click.Choice(["auto", "require", "off"]),
+        default=None,
+        help="GPU passthrough for GPU machine types: auto (GPUs when the engine has them, else CPU with a "
+        "warning), require (fail without GPUs) or off.",
+    )(fn)
+
+
+def examples(*lines: tuple[str, str]) -> str:
+    """An ``Examples:`` epilog, kept as written by click's help formatter."""
+    width = max(len(cmd) for cmd, _ in lines) + 2
+    body = "\n".join(f"  {cmd.ljust(width)}{what}".rstrip() for cmd, what in lines)
+    return f"\b\nExamples:\n{body}"

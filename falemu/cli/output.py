@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import click
 
@@ -51,12 +52,33 @@ NO_OPENAPI_WARNING = (
 )
 
 
+# Why a runner stopped (policy StopReason values and the emulator's own), as a user reads it.
+STOP_REASONS = {
+    "keep_alive": "idle for keep_alive seconds",
+    "never_served": "no request came since it started, and min_concurrency is 0",
+    "above_max_concurrency": "above max_concurrency",
+    "shutdown": "falemu up is stopping",
+}
+# Image labels falemu adds to every build; the engine reports each as a build step of its own.
+FALEMU_LABEL_STEP = "LABEL falemu."
+
+
+def stop_reason_text(reason: str) -> str:
+    text = STOP_REASONS.get(reason)
+    return f"{text} ({reason})" if text else reason
+
+
 def _fmt_seconds(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 
 def timeline_text(timeline: Mapping[str, float]) -> str:
-    return ", ".join(f"{phase} {_fmt_seconds(sec)}" for phase, sec in timeline.items())
+    """The start-up phases in order (each its own duration); a zero build, an unchanged image, is left out."""
+    return ", ".join(
+        f"{phase.replace('_', ' ')} {_fmt_seconds(sec)}"
+        for phase, sec in timeline.items()
+        if not (phase == "build" and sec == 0)
+    )
 
 
 class Renderer:
@@ -76,6 +98,7 @@ class Renderer:
         self.color = color
         self._lock = threading.Lock()
         self._in_flight: dict[str, int] = {}
+        self._ready: set[str] = set()  # runners that were IDLE once: later RUNNING/IDLE flips are per request
 
     def _echo(self, text: str, *, err: bool = False) -> None:
         with self._lock:
@@ -100,6 +123,8 @@ class Renderer:
         if isinstance(event, BuildStarted):
             return f"{app}: building {event.image} ({event.steps} steps)"
         if isinstance(event, BuildStep):
+            if event.text.startswith(FALEMU_LABEL_STEP) and not self.verbose:
+                return None
             return f"{app}: step {event.step}/{event.steps} {event.text}"
         if isinstance(event, BuildOutput):
             return f"{app}:   {event.line}" if self.verbose else None
@@ -107,12 +132,20 @@ class Renderer:
             how = "reused unchanged image" if event.cached else f"built in {_fmt_seconds(event.seconds)}"
             return f"{app}: image {event.image} {how}"
         if isinstance(event, RunnerStateChanged):
+            with self._lock:
+                served_before = event.runner in self._ready
+                if event.state == "IDLE":
+                    self._ready.add(event.runner)
+            if not self.verbose and served_before and event.state in ("RUNNING", "IDLE"):
+                return None  # the request lines say it: `request ... -> runner`
             state = self._style(event.state, fg=STATE_COLORS.get(event.state))
             return f"[{event.runner}] {state}"
         if isinstance(event, RunnerReady):
-            kind = "cold start" if event.cold_start else "warm start"
+            kind = "cold start, a request was waiting" if event.cold_start else "started ahead of requests"
+            total = sum(event.timeline.values())
             timeline = timeline_text(event.timeline)
-            return f"[{event.runner}] ready at {event.address} ({kind}" + (f": {timeline})" if timeline else ")")
+            took = f" in {_fmt_seconds(total)}" if event.timeline else ""
+            return f"[{event.runner}] ready at {event.address}{took} ({kind}" + (f": {timeline})" if timeline else ")")
         if isinstance(event, RunnerFailed):
             text = f"[{event.runner}] " + self._style(f"failed ({event.error_type}): {event.message}", fg="red")
             if event.logs:
@@ -120,13 +153,13 @@ class Renderer:
                 text += "\n" + "\n".join(f"[{event.runner}] | {line}" for line in tail)
             return text
         if isinstance(event, RunnerStopped):
-            return f"[{event.runner}] stopped ({event.reason})"
+            return f"[{event.runner}] stopped: {stop_reason_text(event.reason)}"
         if isinstance(event, RunnerLog):
             return f"[{event.runner}] {event.line}"
         if isinstance(event, ScaledUp):
             return f"{app}: scaling up, {event.runners} runner(s) (target {event.target})"
         if isinstance(event, ScaledDown):
-            return f"{app}: scaling down, {event.runners} runner(s) left ({event.reason})"
+            return f"{app}: scaling down, {event.runners} runner(s) left: {stop_reason_text(event.reason)}"
         if isinstance(event, RequestQueued):
             return f"{app}: request {event.request_id} queued (position {event.queue_position})"
         if isinstance(event, RequestStarted):
@@ -142,6 +175,8 @@ class Renderer:
             return f"{app}: request {event.request_id} {status} in {_fmt_seconds(event.seconds)} ({n} in flight)"
         if isinstance(event, Notice):
             prefix = "warning: " if event.level == "warning" else ""
+            if app and app != "falemu" and app not in event.message:
+                prefix += f"{app}: "  # which app a warning is about, unless the message names it
             return self._style(f"{prefix}{event.message}", fg="yellow" if event.level == "warning" else None)
         return None
 
@@ -158,11 +193,13 @@ class Renderer:
         runners: Sequence[Mapping[str, Any]],
     ) -> None:
         """What ``fal deploy`` prints after a deploy: the app's URLs and its endpoints."""
+        app_id = urlsplit(url).path.strip("/")  # what fal_client takes: "<owner>/<app>"
         if self.json_lines:
             self.json(
                 {
                     "event": "Serving",
                     "app": app,
+                    "app_id": app_id,
                     "url": url,
                     "queue_url": queue_url,
                     "auth": auth,
@@ -173,6 +210,7 @@ class Renderer:
             )
             return
         lines = [self._style(f"── {app} ", bold=True) + self._style(f"(auth: {auth})", dim=True)]
+        lines.append(f"  App id {app_id}")
         lines.append(f"  Sync   {url}")
         lines.append(f"  Async  {queue_url}")
         if endpoints:

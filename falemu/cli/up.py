@@ -8,34 +8,77 @@ import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
-from falemu.cli.options import project_option
+from falemu.cli.options import examples, gpu_option, project_option, runtime_option
 
 
-@click.command("up")
+def check_port_free(host: str, port: int) -> None:
+    """Fail before any image is built when the gateway port is taken (the gateway binds it after the builds)."""
+    import socket
+
+    from falemu.errors import UsageError
+
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                hint="another falemu up may be running (see `falemu ps`); pick another port with --port, or --port 0",
+            ) from None
+
+
+def ready_text(base_url: str, tls: bool, app_ids: list[str]) -> str:
+    """The lines ``falemu up`` prints once everything serves: where it is and how to call it."""
+    example = app_ids[0] if app_ids else "<owner>/<app>"
+    if tls:
+        client = f'fal_client: run `eval "$(falemu env)"`, then fal_client.run("{example}/<path>", arguments={{...}})'
+    else:
+        client = "fal_client only speaks HTTPS: restart with `falemu up --tls` to call these apps with it"
+    return (
+        f"gateway at {base_url}; `falemu ps` and `falemu logs -f` from another terminal\n{client}\npress Ctrl-C to stop"
+    )
+
+
+EXAMPLES = examples(
+    ("falemu up", "every app of the pyproject around this folder"),
+    ("falemu up greeter --port 0", "one app, on a free port"),
+    ("falemu up --tls", 'HTTPS, so fal_client works (`eval "$(falemu env)"`)'),
+    ("falemu up --json | jq .", "events as JSON lines, for scripts"),
+)
+
+
+@click.command("up", epilog=EXAMPLES)
 @click.argument("apps", nargs=-1)
 @project_option
 @click.option("--owner", default=None, help="The owner part of app URLs (default: local).")
 @click.option("--host", default=None, help="Address the gateway listens on (default: 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Gateway port (default: 8787; 0 picks a free one).")
-@click.option(
-    "--runtime",
-    "runtime_name",
-    type=click.Choice(["auto", "docker", "process"]),
-    default=None,
-    help="Run runners as containers (docker) or host processes (process); auto uses Docker when it answers.",
-)
-@click.option("--gpu", type=click.Choice(["auto", "require", "off"]), default=None, help="GPU passthrough.")
+@runtime_option
+@gpu_option
 @click.option(
     "--machine-limits/--no-machine-limits",
     default=None,
     help="Give each runner the CPU and memory of its fal machine_type.",
 )
-@click.option("--cmd", "command", default=None, help="Command that starts the server (process runtime).")
 @click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Host folder for /data."
+    "--cmd",
+    "command",
+    default=None,
+    help="Command that starts the server with --runtime process (default: image.cmd, else the Dockerfile's CMD).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Host folder mounted at /data in every runner (default: falemu's cache folder).",
 )
 @click.option("--tls/--no-tls", default=None, help="Serve HTTPS with a certificate from falemu's local CA.")
 @click.option("--verbose", "-v", is_flag=True, help="Show build output.")
@@ -79,6 +122,7 @@ def up(
         "tls": tls,
     }
     settings = project_settings(loaded, cli={k: v for k, v in cli.items() if v is not None})
+    check_port_free(settings.host, settings.port)
     renderer = Renderer(json_lines=json_lines, verbose=verbose)
     events = EventBus()
     events.subscribe(renderer)
@@ -121,12 +165,8 @@ def up(
 
             verify = client_bundle()
         state_path = state.register(emulator, verify=verify)
-        renderer.status(
-            "Ready",
-            f"gateway at {emulator.base_url}; `falemu ps` and `falemu logs -f` from another terminal\n"
-            "press Ctrl-C to stop",
-            url=emulator.base_url,
-        )
+        app_ids = [urlsplit(emulator.app_url(name)).path.strip("/") for name in emulator.apps]
+        renderer.status("Ready", ready_text(emulator.base_url, bool(settings.tls), app_ids), url=emulator.base_url)
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:

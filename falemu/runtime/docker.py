@@ -272,7 +272,12 @@ class DockerRuntime:
         return {"nano_cpus": int(cpus * 1e9), "mem_limit": memory, "memswap_limit": memory}
 
     def _host_port(self, container_id: str, port: int) -> int:
-        attrs = self._client.api.inspect_container(container_id)
+        from docker.errors import NotFound
+
+        try:
+            attrs = self._client.api.inspect_container(container_id)
+        except NotFound:
+            return 0  # removed meanwhile (`falemu down`, `docker rm`): the readiness wait reports it
         bindings = (attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{port}/tcp") or []
         for binding in bindings:
             if binding.get("HostPort"):

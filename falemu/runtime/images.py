@@ -37,6 +37,8 @@ from falemu.runtime.engine import first_line
 
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 TAIL = 20
+# Lines the classic builder adds around each step; they say nothing about why a step failed.
+_ENGINE_NOISE = re.compile(r"^(---> |Removing intermediate container |Successfully built |Successfully tagged )")
 
 
 class BuildFailed(ImageError):
@@ -138,7 +140,8 @@ def _build_with_api(client: Any, app: AppConfig, ctx: BuildContext, tag: str, st
                     tail.clear()
                     events(BuildStep(app.alias, step=step, steps=steps, text=instruction))
                 elif line.strip():
-                    tail.append(line.rstrip())
+                    if not _ENGINE_NOISE.match(line.strip()):
+                        tail.append(line.rstrip())  # the step's own output, for the error hint
                     events(BuildOutput(app.alias, line=line.rstrip()))
     except APIError as exc:
         error = first_line(str(exc.explanation or exc))

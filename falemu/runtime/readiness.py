@@ -183,7 +183,7 @@ def startup_error(
         extra = f" ({gone.detail})" if gone.detail else ""
         return RunnerError(
             f"runner {runner} of {app} exited{code} during start-up{extra}",
-            hint=f"its last log line: {last} (RunnerError.logs has the last lines)",
+            hint=f"its last log line: {last}",
             error_type="runner_scheduling_failure",
             logs=logs,
             exit_code=gone.code,

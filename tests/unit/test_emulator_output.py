@@ -34,14 +34,16 @@ def test_runner_lines_are_prefixed_by_runner_id() -> None:
     assert out.getvalue().splitlines() == [
         "[greeter-1a2b] Uvicorn running",
         "[greeter-1a2b] IDLE",
-        "[greeter-1a2b] stopped (keep_alive)",
+        "[greeter-1a2b] stopped: idle for keep_alive seconds (keep_alive)",
     ]
 
 
 def test_ready_line_shows_address_kind_and_timeline() -> None:
     r, out = renderer()
     r(RunnerReady("greeter", runner="g-1", address="http://127.0.0.1:4000", timeline={"create": 0.05, "start": 1.5}))
-    assert out.getvalue().strip() == "[g-1] ready at http://127.0.0.1:4000 (cold start: create 50 ms, start 1.5 s)"
+    assert out.getvalue().strip() == (
+        "[g-1] ready at http://127.0.0.1:4000 in 1.6 s (cold start, a request was waiting: create 50 ms, start 1.5 s)"
+    )
 
 
 def test_build_progress_and_verbose_output() -> None:
@@ -74,7 +76,7 @@ def test_failures_show_their_logs_and_notices_their_level() -> None:
         "[g-1] failed (startup_timeout): not ready",
         "[g-1] | boom",
         "[g-1] | bang",
-        "warning: no GPU",
+        "warning: greeter: no GPU",
         "greeter: scaling up, 2 runner(s) (target 2)",
     ]
 

@@ -1,0 +1,139 @@
+"""Issue 3's cleanup promise with the real ``falemu up`` process: SIGKILL, then the next start cleans up.
+
+A first ``falemu up`` is killed with SIGKILL (nothing can run at exit), so its runner stays behind; the
+next ``falemu up`` removes it at start-up because its owner process is gone, and after that one's
+Ctrl-C (SIGINT) no container of either process is left. Containers are counted by their owner label
+(``<pid>@<host>``), so other suites on the same engine do not disturb the counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.docker
+
+SLOW = Path(__file__).resolve().parents[1] / "apps" / "slow"
+
+
+class Up:
+    """A ``falemu up --json`` subprocess whose events are read line by line."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "falemu",
+                "up",
+                "--project",
+                str(SLOW),
+                "--port",
+                "0",
+                "--runtime",
+                "docker",
+                "--json",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    @property
+    def owner(self) -> str:
+        return f"{self.proc.pid}@{socket.gethostname()}"
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, event: str, timeout: float = 240) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            self.seen.append(line)
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(data, dict) and data.get("event") == event:
+                return data
+        pytest.fail(f"falemu up printed no {event} event; output:\n" + "\n".join(self.seen[-50:]))
+
+    def end(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=60)
+
+
+@pytest.fixture
+def env(tmp_path: Path, base_image: str) -> dict[str, str]:
+    return dict(
+        os.environ,
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+        XDG_RUNTIME_DIR=str(tmp_path / "run"),
+        FALEMU_DATA_DIR=str(tmp_path / "data"),
+        FALEMU_BUILD_ARG_BASE_IMAGE=base_image,
+        PYTHONUNBUFFERED="1",
+    )
+
+
+@pytest.fixture
+def ups(docker_client: Any) -> Iterator[list[Up]]:
+    started: list[Up] = []
+    yield started
+    for up in started:
+        up.end()
+        for container in docker_client.containers.list(all=True, filters={"label": f"falemu.owner={up.owner}"}):
+            container.remove(force=True)
+
+
+def owned_by(docker_client: Any, up: Up) -> list[Any]:
+    return list(docker_client.containers.list(all=True, filters={"label": f"falemu.owner={up.owner}"}))
+
+
+def test_sigkill_then_next_start_then_sigint_leaves_no_container(
+    env: dict[str, str], docker_client: Any, ups: list[Up]
+) -> None:
+    first = Up(env)
+    ups.append(first)
+    first.wait_for("Ready")
+    assert len(owned_by(docker_client, first)) == 1
+
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait(timeout=60)
+    assert len(owned_by(docker_client, first)) == 1  # SIGKILL cannot be caught: the runner is left ...
+
+    second = Up(env)
+    ups.append(second)
+    second.wait_for("Serving")
+    assert owned_by(docker_client, first) == []  # ... until the next falemu start removes it
+    assert len(owned_by(docker_client, second)) == 1
+
+    second.proc.send_signal(signal.SIGINT)
+    assert second.proc.wait(timeout=60) == 0
+    assert owned_by(docker_client, second) == []
+    assert owned_by(docker_client, first) == []

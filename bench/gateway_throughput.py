@@ -1,18 +1,24 @@
 """Throughput and latency through falemu's gateway against the runner's own port, in one run.
 
     python bench/gateway_throughput.py [--seconds 4] [--rounds 3] [--connections 16]
+                                       [--loop auto|asyncio|uvloop] [--http gateway|httptools]
 
-Starts a probe runner (uvicorn, in its own process) and a gateway (uvicorn, in its own process) in
-front of it, then loads both with the same generator, alternating direct and gateway rounds so
-background noise hits both alike. The generator is ``wrk`` when it is installed
+Starts a probe runner (uvicorn, in its own process) and a gateway (served as ``falemu up`` serves it,
+in its own process) in front of it, then loads both with the same generator, alternating direct and
+gateway rounds so background noise hits both alike. The generator is ``wrk`` when it is installed
 (``apt-get install wrk``), else a small asyncio keep-alive client built in here.
 
-Scenarios:
-- ``fast``: the runner answers at once; the gateway's whole cost shows (a worst case);
-- ``5ms``: the runner takes 5 ms per request, like a small model; what users feel;
-- ``serial``: one connection, the ``fast`` route: added latency per request.
+Scenarios (all on one runner):
+- ``fast``: the runner answers at once, 16 connections: the gateway's whole cost shows (a worst
+  case: on a small machine the generator, the runner and the gateway share the same cores, so the
+  ratio is the CPU the gateway adds per request, not a delay users see);
+- ``5ms``: the runner takes 5 ms per request (like a small model), 16 connections;
+- ``serial``: one connection, the ``fast`` route: added latency per request;
+- ``5ms-serial``: one connection, the ``5ms`` route (fal's default ``max_multiplexing`` is 1).
 
-Targets: gateway throughput >= 80% of direct, p50 added latency <= 1 ms. Everything runs on
+Besides req/s and latency, each row shows the CPU time (user + system) the runner and the gateway
+processes spent per request, read from ``/proc``: unlike req/s it barely moves with other work on the
+machine. Targets: gateway throughput >= 80% of direct, p50 added latency <= 1 ms. Everything runs on
 127.0.0.1 and every loop is bounded by ``--seconds``.
 """
 
@@ -28,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +46,18 @@ class Result:
     rps: float
     p50_ms: float
     p99_ms: float
+    requests: int = 0
+    runner_cpu_us: float = 0.0  # CPU time per request, microseconds
+    gateway_cpu_us: float = 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux), 0 where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -62,7 +81,7 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 # -- the gateway process ----------------------------------------------------------------------------------
 
 
-def serve_gateway(port: int, runner_port: int) -> None:
+def serve_gateway(port: int, runner_port: int, loop: str, http: str) -> None:
     import tempfile
 
     import uvicorn
@@ -91,12 +110,19 @@ def serve_gateway(port: int, runner_port: int) -> None:
     from falemu.gateway.server import gateway_server_options, new_event_loop
 
     options = gateway_server_options()
-    variant = os.environ.get("FALEMU_BENCH_VARIANT", "")
-    if "plainhttp" in variant:
-        options["http"] = "httptools"
-    config = uvicorn.Config(gateway, host="127.0.0.1", port=port, **options)
-    loop = asyncio.new_event_loop() if "asyncio" in variant else new_event_loop()
-    loop.run_until_complete(uvicorn.Server(config).serve())
+    if http != "gateway":
+        options["http"] = http
+    server = uvicorn.Server(uvicorn.Config(gateway, host="127.0.0.1", port=port, **options))
+    if loop == "asyncio":
+        event_loop = asyncio.new_event_loop()
+    elif loop == "uvloop":
+        import uvloop
+
+        event_loop = uvloop.new_event_loop()
+    else:
+        event_loop = new_event_loop()
+    print(f"gateway: {type(event_loop).__module__}.{type(event_loop).__name__}, http={http}", flush=True)
+    event_loop.run_until_complete(server.serve())
 
 
 # -- load generators --------------------------------------------------------------------------------------
@@ -117,7 +143,9 @@ def run_wrk(url: str, connections: int, seconds: float) -> Result:
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if not match or "Non-2xx" in out or "Socket errors" in out:
         raise SystemExit(f"wrk run failed or saw errors:\n{out}")
-    return Result(float(match.group(1)), _wrk_value(out, "50%"), _wrk_value(out, "99%"))
+    done = re.search(r"(\d+) requests in", out)
+    requests = int(done.group(1)) if done else 0
+    return Result(float(match.group(1)), _wrk_value(out, "50%"), _wrk_value(out, "99%"), requests)
 
 
 async def _connection(host: str, port: int, request: bytes, stop: float, latencies: list[float]) -> None:
@@ -155,7 +183,7 @@ def run_builtin(url: str, connections: int, seconds: float) -> Result:
     latencies.sort()
     p50 = latencies[len(latencies) // 2] * 1e3
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3
-    return Result(len(latencies) / elapsed, p50, p99)
+    return Result(len(latencies) / elapsed, p50, p99, len(latencies))
 
 
 # -- the run ----------------------------------------------------------------------------------------------
@@ -166,7 +194,23 @@ def median_result(results: list[Result]) -> Result:
         statistics.median(r.rps for r in results),
         statistics.median(r.p50_ms for r in results),
         statistics.median(r.p99_ms for r in results),
+        sum(r.requests for r in results),
+        statistics.median(r.runner_cpu_us for r in results),
+        statistics.median(r.gateway_cpu_us for r in results),
     )
+
+
+def measured(
+    load: Callable[[str, int, float], Result], url: str, connections: int, seconds: float, pids: tuple[int, int]
+) -> Result:
+    """One load round, with the CPU the runner and gateway processes spent per request during it."""
+    before = [cpu_seconds(pid) for pid in pids]
+    result = load(url, connections, seconds)
+    after = [cpu_seconds(pid) for pid in pids]
+    if result.requests:
+        result.runner_cpu_us = (after[0] - before[0]) * 1e6 / result.requests
+        result.gateway_cpu_us = (after[1] - before[1]) * 1e6 / result.requests
+    return result
 
 
 def main() -> int:
@@ -175,10 +219,23 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per scenario and target (median is shown)")
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections of the loaded rounds")
     parser.add_argument("--builtin", action="store_true", help="use the built-in generator even if wrk exists")
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="the gateway's event loop (auto: as falemu up)",
+    )
+    parser.add_argument(
+        "--http",
+        choices=("gateway", "httptools", "h11"),
+        default="gateway",
+        help="the gateway's HTTP protocol: falemu's (coalesced writes) or a stock uvicorn one",
+    )
     parser.add_argument("--serve-gateway", nargs=2, type=int, metavar=("PORT", "RUNNER_PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_gateway:
-        serve_gateway(*args.serve_gateway)
+        port, runner_port = args.serve_gateway
+        serve_gateway(port, runner_port, args.loop, args.http)
         return 0
 
     use_wrk = shutil.which("wrk") is not None and not args.builtin
@@ -193,7 +250,19 @@ def main() -> int:
             cwd=ROOT,
         ),
         subprocess.Popen(
-            [sys.executable, __file__, "--serve-gateway", str(gateway_port), str(runner_port)], env=env, cwd=ROOT
+            [
+                sys.executable,
+                __file__,
+                "--serve-gateway",
+                str(gateway_port),
+                str(runner_port),
+                "--loop",
+                args.loop,
+                "--http",
+                args.http,
+            ],
+            env=env,
+            cwd=ROOT,
         ),
     ]
     try:
@@ -205,30 +274,44 @@ def main() -> int:
             ("fast", "/fast", args.connections),
             ("5ms", "/sleep?s=0.005", args.connections),
             ("serial", "/fast", 1),
+            ("5ms-serial", "/sleep?s=0.005", 1),
         ]
         for base in (direct_base, gateway_base):  # warm up connections and code paths
             load(base + "/fast", 4, 1.0)
+        pids = (procs[0].pid, procs[1].pid)
         load_avg = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"load generator: {'wrk' if use_wrk else 'built-in asyncio client'}; {os.cpu_count()} CPUs")
+        print("runner: uvicorn (loop auto) with falemu's probe app; generator, runner and gateway share the CPUs")
         print(f"load average before: {load_avg} (other work on the machine skews both targets alike)")
-        print(f"{'scenario':<8} {'conns':>5} {'target':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+        print(
+            f"{'scenario':<10} {'conns':>5} {'target':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+            f" {'runner CPU us/req':>18} {'gateway CPU us/req':>19}"
+        )
         verdicts: list[str] = []
         for name, path, connections in scenarios:
             runs: dict[str, list[Result]] = {"direct": [], "gateway": []}
             for _ in range(args.rounds):
-                runs["direct"].append(load(direct_base + path, connections, args.seconds))
-                runs["gateway"].append(load(gateway_base + path, connections, args.seconds))
+                runs["direct"].append(measured(load, direct_base + path, connections, args.seconds, pids))
+                runs["gateway"].append(measured(load, gateway_base + path, connections, args.seconds, pids))
             direct, gateway = median_result(runs["direct"]), median_result(runs["gateway"])
             for target, r in (("direct", direct), ("gateway", gateway)):
-                print(f"{name:<8} {connections:>5} {target:<8} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}")
+                gateway_cpu = f"{r.gateway_cpu_us:>19.0f}" if target == "gateway" else f"{'-':>19}"
+                print(
+                    f"{name:<10} {connections:>5} {target:<8} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}"
+                    f" {r.runner_cpu_us:>18.0f} {gateway_cpu}"
+                )
             ratio = gateway.rps / direct.rps
             added = gateway.p50_ms - direct.p50_ms
-            if name == "serial":
-                verdicts.append(f"serial: p50 added latency {added:.2f} ms (target <= 1 ms: {_ok(added <= 1.0)})")
+            added99 = gateway.p99_ms - direct.p99_ms
+            if connections == 1:
+                verdicts.append(
+                    f"{name}: p50 added latency {added:.2f} ms (target <= 1 ms: {_ok(added <= 1.0)}), "
+                    f"p99 added {added99:.2f} ms"
+                )
             else:
                 verdicts.append(
                     f"{name}: gateway throughput {ratio:.0%} of direct (target >= 80%: {_ok(ratio >= 0.8)}), "
-                    f"p50 added {added:.2f} ms"
+                    f"p50 added {added:.2f} ms, p99 added {added99:.2f} ms"
                 )
         print(f"load average after: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
         print()

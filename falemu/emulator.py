@@ -371,16 +371,9 @@ class Emulator:
 
                 certfile, keyfile, _ = server_ssl_files()
                 kwargs = {"ssl_certfile": certfile, "ssl_keyfile": keyfile}
-            server_config = uvicorn.Config(
-                app,
-                log_level="warning",
-                access_log=False,
-                lifespan="on",
-                server_header=False,
-                date_header=False,
-                timeout_graceful_shutdown=2,
-                **kwargs,
-            )
+            from falemu.gateway.server import gateway_server_options
+
+            server_config = uvicorn.Config(app, **{**gateway_server_options(), **kwargs})
             server = uvicorn.Server(server_config)
             self._server = server
             serving = asyncio.create_task(server.serve(sockets=[sock]))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from falemu.cli.options import examples, gpu_option, project_option, runtime_option
+from falemu.cli.options import NO_APPS_HINT, examples, gpu_option, project_option, runtime_option
 
 if TYPE_CHECKING:
     from falemu.contract.results import Report
@@ -94,10 +94,7 @@ def check(
     loaded = load_project(project)
     names = list(apps) or list(loaded.app_names)
     if not names:
-        raise ConfigError(
-            f"{loaded.pyproject} declares no [tool.fal.apps.<name>] table",
-            hint="add a [tool.fal.apps.<name>] table, e.g. with exposed_port and image.dockerfile (see `falemu up --help`)",
-        )
+        raise ConfigError(f"{loaded.pyproject} declares no [tool.fal.apps.<name>] table", hint=NO_APPS_HINT)
     settings = project_settings(
         loaded, cli={"port": 0, "host": "127.0.0.1", "tls": False, "runtime": runtime_name, "gpu": gpu}
     )

@@ -60,11 +60,14 @@ def logs(app: str | None, follow: bool, tail: int, json_lines: bool) -> None:
             for line in response.iter_lines():
                 if line:
                     renderer.log_line(json.loads(line))
+        if follow:
+            renderer.note(f"the falemu up at {instance.url} stopped")
     except KeyboardInterrupt:
         return
     except httpx.HTTPError as exc:
         if follow:
-            return  # the falemu up stopped
+            renderer.note(f"the falemu up at {instance.url} stopped")
+            return
         raise UsageError(
             f"cannot read logs from {instance.url}: {exc}", hint="is that falemu up still running?"
         ) from None

@@ -10,15 +10,20 @@ import click
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+NO_APPS_HINT = (
+    "add a [tool.fal.apps.<name>] table to it, for example with exposed_port = 8000 and "
+    '[tool.fal.apps.<name>.image] dockerfile = "Dockerfile"'
+)
+
 
 def project_option(fn: F) -> F:
-    """``--project DIR``: the project folder, instead of discovering it from the current directory."""
+    """``--project PATH``: the project folder (or its pyproject.toml), instead of discovering it."""
     return click.option(
         "--project",
         "project",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=click.Path(path_type=Path),
         default=None,
-        help="Project folder (default: discovered from the current directory, as fal does).",
+        help="Project folder or its pyproject.toml (default: found from the current folder upward, as fal does).",
     )(fn)
 
 

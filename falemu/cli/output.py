@@ -58,6 +58,8 @@ STOP_REASONS = {
     "never_served": "no request came since it started, and min_concurrency is 0",
     "above_max_concurrency": "above max_concurrency",
     "shutdown": "falemu up is stopping",
+    "exited": "its container or process exited",
+    "replaced": "replaced by a fresh runner",
 }
 # Image labels falemu adds to every build; the engine reports each as a build step of its own.
 FALEMU_LABEL_STEP = "LABEL falemu."
@@ -96,9 +98,10 @@ class Renderer:
         self.verbose = verbose
         self.stream = stream or sys.stdout
         self.color = color
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: `stopping()` runs in a signal handler of the main thread
         self._in_flight: dict[str, int] = {}
         self._ready: set[str] = set()  # runners that were IDLE once: later RUNNING/IDLE flips are per request
+        self._stopping = False  # after Ctrl-C, a start that ends is cancelled, not failed
 
     def _echo(self, text: str, *, err: bool = False) -> None:
         with self._lock:
@@ -131,6 +134,10 @@ class Renderer:
         if isinstance(event, BuildFinished):
             how = "reused unchanged image" if event.cached else f"built in {_fmt_seconds(event.seconds)}"
             return f"{app}: image {event.image} {how}"
+        if self._stopping and isinstance(event, RunnerFailed):
+            return f"[{event.runner}] start cancelled: falemu up is stopping"
+        if self._stopping and isinstance(event, RunnerStateChanged) and event.state == "FAILURE_DELAY":
+            return None
         if isinstance(event, RunnerStateChanged):
             with self._lock:
                 served_before = event.runner in self._ready
@@ -229,12 +236,24 @@ class Renderer:
             return
         self._echo(text)
 
+    def note(self, text: str) -> None:
+        """A remark about the command itself, on stderr, so it never mixes with the data on stdout."""
+        self._echo(text, err=True)
+
     def status(self, event: str, text: str, **data: Any) -> None:
         """A lifecycle line of ``falemu up`` (Ready, Stopping, Stopped): text, or a JSON line in --json mode."""
         if self.json_lines:
             self.json({"event": event, **data, "ts": time.time()})
         else:
             self._echo(text)
+
+    def stopping(self) -> None:
+        """``falemu up`` got Ctrl-C or SIGTERM: say so once, before the cleanup's own lines."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+        self.status("Stopping", "stopping...")
 
     def ps(self, instances: Sequence[Mapping[str, Any]]) -> None:
         if self.json_lines:

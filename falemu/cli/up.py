@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from falemu.cli.options import examples, gpu_option, project_option, runtime_option
+from falemu.cli.options import NO_APPS_HINT, examples, gpu_option, project_option, runtime_option
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -108,9 +108,12 @@ def up(
     from falemu.cli.output import Renderer
     from falemu.config import load_project, project_settings
     from falemu.emulator import Emulator
+    from falemu.errors import ConfigError
     from falemu.events import EventBus
 
     loaded = load_project(project)
+    if not apps and not loaded.app_names:
+        raise ConfigError(f"{loaded.pyproject} declares no [tool.fal.apps.<name>] table", hint=NO_APPS_HINT)
     cli: dict[str, Any] = {
         "owner": owner,
         "host": host,
@@ -139,6 +142,7 @@ def up(
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        renderer.stopping()  # at once: what the cleanup prints next is then read as part of stopping
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_signal)
@@ -170,7 +174,7 @@ def up(
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
-        renderer.status("Stopping", "stopping...")
+        renderer.stopping()
     finally:
         # A second Ctrl-C must not cut the cleanup short: runners would be left behind.
         signal.signal(signal.SIGINT, signal.SIG_IGN)

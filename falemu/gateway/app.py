@@ -40,6 +40,7 @@ Choices where fal's documents are silent (the queue keeps results in memory, the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -72,6 +73,7 @@ from falemu.scaling.pool import Outcome
 
 QUEUE_PREFIX = "/queue"
 NO_KEY = "No user found for Key ID and Secret"
+_NO_TIMEOUT = contextlib.nullcontext()
 MISSING_KEY = "Missing authorization header. Set FAL_KEY (`falemu env` prints one)."
 
 
@@ -261,7 +263,7 @@ class Gateway:
             else:
                 body = first.get("body", b"")
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(timeout) if timeout is not None else _NO_TIMEOUT:
                     resp = await self.upstream.request(
                         runner.host,
                         runner.port,
@@ -288,9 +290,12 @@ class Gateway:
                             }
                         )
                         response_started = True
-                        async for chunk in resp.iter_body():
+                        while (chunk := await resp.next_chunk()) is not None:
+                            if resp.at_end():  # the last part: send it as the end of the body
+                                await resp.next_chunk()
+                                break
                             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                        await send({"type": "http.response.body", "body": b""})
+                        await send({"type": "http.response.body", "body": chunk or b""})
                     except UpstreamError:
                         if watcher is not None and watcher.done():
                             status = 499

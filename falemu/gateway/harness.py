@@ -21,6 +21,7 @@ from falemu.gateway import GatewayApp, create_app
 from falemu.gateway.keys import KeyStore
 from falemu.gateway.probe import Probe
 from falemu.gateway.serve import ThreadedServer
+from falemu.gateway.server import gateway_server_options
 from falemu.gateway.static_pool import StaticPool
 from falemu.runtime.base import Runner
 
@@ -68,7 +69,7 @@ class GatewayHarness:
             self.pools[config.alias] = pool
             apps[config.alias] = GatewayApp(config, pool)
         gateway = create_app(apps, settings=settings or Settings(), events=self.events, keys=self.keys)
-        self.gateway = ThreadedServer(gateway, **server_options).start()
+        self.gateway = ThreadedServer(gateway, **{**gateway_server_options(), **server_options}).start()
         self.servers.append(self.gateway)
         return self.gateway.url
 

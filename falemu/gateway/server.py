@@ -29,7 +29,7 @@ class _CorkedTransport:
         self.raw = transport
         self._loop = loop
         self._pending: list[bytes] = []
-        self._scheduled = False
+        self._handle: asyncio.Handle | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if len(data) >= _DIRECT_WRITE:
@@ -39,16 +39,18 @@ class _CorkedTransport:
         if not data:
             return
         self._pending.append(bytes(data))
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self.flush)
+        if self._handle is None:
+            self._handle = self._loop.call_soon(self.flush)
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
             self.write(data)
 
     def flush(self) -> None:
-        self._scheduled = False
+        handle = self._handle
+        if handle is not None:
+            self._handle = None
+            handle.cancel()
         pending = self._pending
         if not pending:
             return
@@ -83,6 +85,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         corked = _CorkedTransport(transport, self.loop)
         super().connection_made(corked)  # type: ignore[arg-type]
 
+    def on_response_complete(self) -> None:
+        transport = self.transport
+        if isinstance(transport, _CorkedTransport):
+            transport.flush()  # the whole response is written: send it now, not at the end of the step
+        super().on_response_complete()
+
     def handle_websocket_upgrade(self) -> None:
         transport = self.transport
         if isinstance(transport, _CorkedTransport):
@@ -106,7 +114,6 @@ def gateway_server_options() -> dict[str, Any]:
         "http": GatewayHttpProtocol,
         "log_level": "warning",
         "access_log": False,
-        "proxy_headers": False,
         "server_header": False,
         "date_header": False,
         "lifespan": "on",

@@ -322,12 +322,20 @@ class UpstreamResponse:
                 return value
         return None
 
+    async def next_chunk(self) -> bytes | None:
+        """The next part of the body as it arrives; ``None`` at its end."""
+        chunk = await self._conn.next_chunk()
+        if chunk is None:
+            self._finished = True
+        return chunk
+
+    def at_end(self) -> bool:
+        """Whether the body is complete and every part of it was taken (only its end is left)."""
+        body = self._conn._body
+        return len(body) == 1 and body[0] is None
+
     async def iter_body(self) -> AsyncIterator[bytes]:
-        while True:
-            chunk = await self._conn.next_chunk()
-            if chunk is None:
-                self._finished = True
-                return
+        while (chunk := await self.next_chunk()) is not None:
             yield chunk
 
     async def read(self) -> bytes:

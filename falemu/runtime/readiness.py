@@ -199,6 +199,12 @@ def startup_error(
     wanted = f"GET {health_path or '/'} on port {port} never answered" + (" 2xx" if health_path else "")
     return StartupTimeout(
         f"runner {runner} of {app} was not ready within startup_timeout ({limit:g} s): {wanted}",
-        hint=timeout_hint or f"its last log line: {last}",
+        hint=timeout_hint
+        or (
+            f"its last log line: {last}; if the server is only slow to start, raise startup_timeout"
+            if logs.strip()
+            else f"the server printed nothing: check that it starts and listens on 0.0.0.0:{port}, "
+            "or raise startup_timeout if it is only slow"
+        ),
         logs=logs,
     )

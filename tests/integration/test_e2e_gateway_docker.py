@@ -133,6 +133,7 @@ min_concurrency = 1
 max_concurrency = 1
 keep_alive = 60
 request_timeout = 4
+termination_grace_period_seconds = 1
 
 [tool.fal.apps.echo.image]
 dockerfile = "Dockerfile"
@@ -260,6 +261,31 @@ def test_sync_api_forwards_method_headers_and_body_unmodified(live: Live) -> Non
     assert headers["content-type"] == "application/octet-stream"
     for method in ("DELETE", "PATCH"):
         assert httpx.request(method, f"{live.echo}/echo", timeout=60).json()["method"] == method
+    encoded = httpx.get(f"{live.echo}/echo?text=a%26b%3Dc&sum=1%2B1&space=x%20y", timeout=60)
+    assert encoded.json()["query"] == "text=a%26b%3Dc&sum=1%2B1&space=x%20y"
+
+
+def test_sync_api_streams_a_chunked_request_body(live: Live) -> None:
+    chunks = [secrets.token_bytes(64_000) for _ in range(8)]
+
+    def upload() -> Iterator[bytes]:
+        yield from chunks
+
+    answer = httpx.post(f"{live.echo}/echo", content=upload(), timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["sha256"] == hashlib.sha256(b"".join(chunks)).hexdigest()
+    assert answer.json()["length"] == 8 * 64_000
+
+
+def test_unknown_app_and_unknown_request_are_404_with_a_request_id(live: Live) -> None:
+    unknown_app = httpx.post(f"{live.emu.base_url}/{OWNER}/no-such-app/echo", timeout=30)
+    assert unknown_app.status_code == 404
+    assert unknown_app.headers["x-fal-request-id"]
+    unknown_id = f"{live.echo_queue}/requests/00000000-0000-0000-0000-000000000000"
+    for url in (unknown_id, unknown_id + "/status"):
+        missing = httpx.get(url, timeout=30)
+        assert missing.status_code == 404, url
+        assert missing.headers["x-fal-request-id"]
 
 
 def test_sync_api_streams_sse_without_buffering(live: Live) -> None:

@@ -31,7 +31,7 @@ SLOW = Path(__file__).resolve().parents[1] / "apps" / "slow"
 class Up:
     """A ``falemu up --json`` subprocess whose events are read line by line."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], project: Path = SLOW) -> None:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -39,7 +39,7 @@ class Up:
                 "falemu",
                 "up",
                 "--project",
-                str(SLOW),
+                str(project),
                 "--port",
                 "0",
                 "--runtime",
@@ -137,3 +137,46 @@ def test_sigkill_then_next_start_then_sigint_leaves_no_container(
     assert second.proc.wait(timeout=60) == 0
     assert owned_by(docker_client, second) == []
     assert owned_by(docker_client, first) == []
+
+
+TWO_APPS = """\
+[project]
+name = "pair"
+version = "1.0.0"
+
+[tool.fal.apps.left]
+exposed_port = 8000
+auth = "public"
+image = { dockerfile = "Dockerfile", build_args = { BASE_IMAGE = "python:3.11-slim" } }
+health_check = { path = "/health" }
+
+[tool.fal.apps.right]
+exposed_port = 8000
+auth = "public"
+image = { dockerfile = "Dockerfile", build_args = { BASE_IMAGE = "python:3.11-slim" } }
+health_check = { path = "/health" }
+"""
+
+
+def test_up_without_names_serves_every_app_of_the_pyproject(
+    env: dict[str, str], docker_client: Any, ups: list[Up], tmp_path: Path
+) -> None:
+    import httpx
+
+    project = tmp_path / "pair"
+    project.mkdir()
+    (project / ".git").mkdir()
+    (project / "pyproject.toml").write_text(TWO_APPS)
+    for name in ("Dockerfile", "server.py"):
+        (project / name).write_text((SLOW / name).read_text())
+    up = Up(env, project)
+    ups.append(up)
+    serving = [up.wait_for("Serving"), up.wait_for("Serving")]
+    urls = sorted(s["url"] for s in serving)
+    assert [u.rsplit("/", 1)[1] for u in urls] == ["left", "right"]
+    for url in urls:
+        answer = httpx.post(f"{url}/slow?seconds=0", timeout=120)
+        assert answer.status_code == 200, answer.text
+    up.proc.send_signal(signal.SIGINT)
+    assert up.proc.wait(timeout=60) == 0
+    assert owned_by(docker_client, up) == []

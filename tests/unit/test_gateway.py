@@ -7,7 +7,8 @@ StaticPool; the gateway is served the same way and called with httpx.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,16 @@ from falemu.gateway.keys import KeyStore
 from falemu.gateway.serve import ThreadedServer
 from falemu.gateway.static_pool import StaticPool
 from falemu.runtime.base import Runner
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 15.0) -> None:
+    """Poll until ``predicate()`` is true: the gateway finishes its bookkeeping (lease release, events)
+    just after the caller has the last byte, on another thread (a guard against hangs, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.01)
 
 
 def app_config(alias: str, auth: str | None = "public", **scaling: Any) -> AppConfig:
@@ -179,6 +190,7 @@ def test_two_apps_at_once_route_to_their_own_runners(harness: GatewayHarness, cl
 def test_request_events_are_emitted(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     rid = client.get(f"{url}/local/echo/").headers["x-fal-request-id"]
+    wait_for(lambda: [e for e in harness.events_of(RequestCompleted) if e.request_id == rid])
     started = [e for e in harness.events_of(RequestStarted) if e.request_id == rid]
     done = [e for e in harness.events_of(RequestCompleted) if e.request_id == rid]
     assert [e.runner for e in started] == ["echo-0"]
@@ -203,6 +215,7 @@ def test_request_timeout_is_504_and_replaces_the_runner(harness: GatewayHarness,
     assert resp.json()["error_type"] == "request_timeout"
     assert resp.headers["x-fal-error-type"] == "request_timeout"
     assert "x-fal-request-timeout-type" not in resp.headers
+    wait_for(lambda: harness.pools["echo"].replaced)
     assert harness.pools["echo"].replaced == ["echo-0"]
 
 
@@ -211,6 +224,7 @@ def test_runner_503_is_passed_on_and_the_runner_replaced(harness: GatewayHarness
     resp = client.get(f"{url}/local/echo/status/503")
     assert resp.status_code == 503
     assert resp.headers["x-fal-request-id"]
+    wait_for(lambda: harness.pools["echo"].replaced)
     assert harness.pools["echo"].replaced == ["echo-0"]
     assert client.get(f"{url}/local/echo/").json()["runner"] == "echo-0"  # same server, new runner id in the pool
     assert harness.pools["echo"].acquired[-1][1] == "echo-0-r1"
@@ -232,6 +246,7 @@ def test_unreachable_runner_is_503_runner_connection_refused(harness: GatewayHar
     assert resp.status_code == 503
     assert resp.json()["error_type"] == "runner_connection_refused"
     assert resp.headers["x-fal-error-type"] == "runner_connection_refused"
+    wait_for(lambda: pool.replaced)
     assert pool.replaced == ["dead-0"]
 
 
@@ -323,8 +338,6 @@ def test_keys_never_appear_in_events(harness: GatewayHarness, client: httpx.Clie
 
 
 def test_caller_leaving_an_open_stream_frees_the_runner(harness: GatewayHarness, client: httpx.Client) -> None:
-    import time
-
     url = harness.serve([app_config("echo")])
     with client.stream("POST", f"{url}/local/echo/stream?n=3&gate=never", json={}) as resp:
         rid = resp.headers["x-fal-request-id"]
@@ -357,11 +370,13 @@ def test_head_request_and_expect_header(harness: GatewayHarness, client: httpx.C
 def test_websocket_is_forwarded_both_ways(harness: GatewayHarness, keys: KeyStore) -> None:
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
+    from websockets.typing import Subprotocol
 
     url = harness.serve([app_config("live", auth="private")])
     _, value = keys.create("ws")
     ws_url = url.replace("http://", "ws://") + "/local/live/realtime?max_buffering=5&fal_jwt_token=t"
-    with connect(ws_url, additional_headers={"Authorization": f"Key {value}"}, subprotocols=["chat"]) as ws:
+    auth = {"Authorization": f"Key {value}"}
+    with connect(ws_url, additional_headers=auth, subprotocols=[Subprotocol("chat")]) as ws:
         hello = json.loads(ws.recv())
         assert ws.subprotocol == "chat"
         assert hello["path"] == "/realtime"
@@ -378,6 +393,7 @@ def test_websocket_is_forwarded_both_ways(harness: GatewayHarness, keys: KeyStor
             ws.recv()
     assert info.value.rcvd is not None
     assert info.value.rcvd.code == 4000
+    wait_for(lambda: harness.pools["live"].outcomes)
     assert harness.pools["live"].outcomes[-1][1] == "ok"
 
 

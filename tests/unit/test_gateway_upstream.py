@@ -34,7 +34,10 @@ async def serve(handler: Handler) -> tuple[asyncio.Server, int]:
 
 
 def run(coro: Awaitable[None]) -> None:
-    asyncio.run(asyncio.wait_for(coro, 20))  # type: ignore[arg-type]
+    async def bounded() -> None:
+        await asyncio.wait_for(coro, 20)
+
+    asyncio.run(bounded())
 
 
 def test_chunked_body_split_across_packets_and_keep_alive_reuse() -> None:

@@ -104,8 +104,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def instances() -> list[Instance]:
-    """Every running ``falemu up`` of this user, oldest first; stale state files are removed."""
+def instances(project: Path | None = None) -> list[Instance]:
+    """Every running ``falemu up`` of this user (serving ``project``'s root when given), oldest first.
+
+    Stale state files are removed on the way.
+    """
     directory = state_dir()
     if not directory.is_dir():
         return []
@@ -118,6 +121,8 @@ def instances() -> list[Instance]:
             continue
         if not _alive(instance.pid):
             unregister(path)
+            continue
+        if project is not None and Path(instance.project).resolve() != project.resolve():
             continue
         found.append(instance)
     return sorted(found, key=lambda i: i.started)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
-from falemu.cli.options import examples
+from falemu.cli.options import examples, project_option, project_root
 from falemu.errors import UsageError
 
 
@@ -24,14 +25,15 @@ from falemu.errors import UsageError
     "--tail", type=click.IntRange(min=0), default=200, show_default=True, help="Lines from before now to show."
 )
 @click.option("--json", "json_lines", is_flag=True, help="Print JSON lines.")
-def logs(app: str | None, follow: bool, tail: int, json_lines: bool) -> None:
+@project_option
+def logs(app: str | None, follow: bool, tail: int, json_lines: bool, project: Path | None) -> None:
     """Show the log lines of APP's runners (every app's when none is named)."""
     import httpx
 
     from falemu import state
     from falemu.cli.output import Renderer
 
-    running = state.instances()
+    running = state.instances(project_root(project))
     if app is not None:
         running = [i for i in running if app in i.apps] or running
     if not running:

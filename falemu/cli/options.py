@@ -55,3 +55,12 @@ def examples(*lines: tuple[str, str]) -> str:
     width = max(len(cmd) for cmd, _ in lines) + 2
     body = "\n".join(f"  {cmd.ljust(width)}{what}".rstrip() for cmd, what in lines)
     return f"\b\nExamples:\n{body}"
+
+
+def project_root(project: Path | None) -> Path | None:
+    """The root folder ``--project`` names (None when not given): the folder, or a pyproject's folder."""
+    if project is None:
+        return None
+    from falemu.config import load_project
+
+    return load_project(project).root

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
 
+from falemu.cli.options import project_option, project_root
+
 
 @click.command("ps")
 @click.option("--json", "json_lines", is_flag=True, help="Print JSON.")
-def ps(json_lines: bool) -> None:
-    """List the apps and runners of each running `falemu up`, with state, requests in flight and age."""
+@project_option
+def ps(json_lines: bool, project: Path | None) -> None:
+    """List the apps and runners of each running `falemu up`, with state, requests in flight and age.
+
+    With --project, only the `falemu up` serving that project.
+    """
     import httpx
 
     from falemu import state
     from falemu.cli.output import Renderer
 
     snapshots: list[dict[str, Any]] = []
-    for instance in state.instances():
+    for instance in state.instances(project_root(project)):
         try:
             response = httpx.get(
                 f"{instance.url}/_falemu/ps",

@@ -144,13 +144,13 @@ TWO_APPS = """\
 name = "pair"
 version = "1.0.0"
 
-[tool.fal.apps.left]
+[tool.fal.apps.left-SUFFIX]
 exposed_port = 8000
 auth = "public"
 image = { dockerfile = "Dockerfile", build_args = { BASE_IMAGE = "python:3.11-slim" } }
 health_check = { path = "/health" }
 
-[tool.fal.apps.right]
+[tool.fal.apps.right-SUFFIX]
 exposed_port = 8000
 auth = "public"
 image = { dockerfile = "Dockerfile", build_args = { BASE_IMAGE = "python:3.11-slim" } }
@@ -161,22 +161,31 @@ health_check = { path = "/health" }
 def test_up_without_names_serves_every_app_of_the_pyproject(
     env: dict[str, str], docker_client: Any, ups: list[Up], tmp_path: Path
 ) -> None:
+    import secrets
+
     import httpx
 
+    suffix = secrets.token_hex(3)
+    names = [f"left-{suffix}", f"right-{suffix}"]
     project = tmp_path / "pair"
     project.mkdir()
     (project / ".git").mkdir()
-    (project / "pyproject.toml").write_text(TWO_APPS)
+    (project / "pyproject.toml").write_text(TWO_APPS.replace("SUFFIX", suffix))
     for name in ("Dockerfile", "server.py"):
         (project / name).write_text((SLOW / name).read_text())
-    up = Up(env, project)
-    ups.append(up)
-    serving = [up.wait_for("Serving"), up.wait_for("Serving")]
-    urls = sorted(s["url"] for s in serving)
-    assert [u.rsplit("/", 1)[1] for u in urls] == ["left", "right"]
-    for url in urls:
-        answer = httpx.post(f"{url}/slow?seconds=0", timeout=120)
-        assert answer.status_code == 200, answer.text
-    up.proc.send_signal(signal.SIGINT)
-    assert up.proc.wait(timeout=60) == 0
-    assert owned_by(docker_client, up) == []
+    try:
+        up = Up(env, project)
+        ups.append(up)
+        serving = [up.wait_for("Serving"), up.wait_for("Serving")]
+        urls = sorted(s["url"] for s in serving)
+        assert [u.rsplit("/", 1)[1] for u in urls] == names
+        for url in urls:
+            answer = httpx.post(f"{url}/slow?seconds=0", timeout=120)
+            assert answer.status_code == 200, answer.text
+        up.proc.send_signal(signal.SIGINT)
+        assert up.proc.wait(timeout=60) == 0
+        assert owned_by(docker_client, up) == []
+    finally:
+        for name in names:
+            for image in docker_client.images.list(filters={"label": f"falemu.app={name}"}):
+                docker_client.images.remove(image.id, force=True)

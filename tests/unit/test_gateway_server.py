@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 from typing import Any
 
+import httpx
+
+from falemu.gateway.probe import Probe
 from falemu.gateway.serve import ThreadedServer
 from falemu.gateway.server import GatewayHttpProtocol, _CorkedTransport, gateway_server_options
+from falemu.gateway.tls import server_ssl_files
 
 
 class RecordingTransport:
@@ -103,3 +108,13 @@ def test_served_response_arrives_whole_and_keep_alive_works() -> None:
                 data += chunk
             assert data.startswith(b"HTTP/1.1 200 OK\r\n")
             assert data.count(b"HTTP/1.1") == 1
+
+
+def test_tls_and_streaming_through_the_gateway_protocol(tmp_path: Path) -> None:
+    certfile, keyfile, ca = server_ssl_files(tmp_path)
+    options = {**gateway_server_options(), "ssl_certfile": certfile, "ssl_keyfile": keyfile}
+    with ThreadedServer(Probe("tls"), **options) as server, httpx.Client(verify=ca) as client:
+        assert client.get(server.url + "/fast").json() == {"ok": True}
+        with client.stream("POST", server.url + "/stream?n=3", json={}) as resp:
+            events = [line for line in resp.iter_lines() if line.startswith("data:")]
+        assert len(events) == 3

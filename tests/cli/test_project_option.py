@@ -1,0 +1,69 @@
+"""Every command that works on a project takes ``--project``; ps, logs and down scope themselves to it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from falemu.cli import cli
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "direct-server"
+
+
+@pytest.mark.parametrize("command", ["up", "check", "config", "doctor", "env", "ps", "logs", "down"])
+def test_command_takes_project(command: str) -> None:
+    args = [command, "validate", "--help"] if command == "config" else [command, "--help"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "--project" in result.output
+
+
+def test_instances_are_scoped_to_the_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state file of a live `falemu up` of another project is not picked by ps/logs --project."""
+    from falemu import state
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    directory = state.state_dir()
+    directory.mkdir(parents=True)
+    # A live process (this one) serving another folder.
+    other = state.Instance(
+        pid=os.getpid(), url="http://127.0.0.1:9", admin_token="t", project=str(tmp_path), apps=["x"], started=1.0
+    )
+    (directory / f"{os.getpid()}.json").write_text(other.to_json())
+    assert [i.project for i in state.instances()] == [str(tmp_path)]
+    assert state.instances(EXAMPLE) == []
+    assert len(state.instances(tmp_path)) == 1
+
+
+@pytest.mark.docker
+def test_down_with_project_removes_only_that_projects_runners(docker_client: object, base_image: str) -> None:
+    import docker
+
+    client = docker.from_env()
+    labels_mine = {"falemu.app": "greeter", "falemu.runner": "greeter-test-down", "falemu.owner": "1@elsewhere"}
+    labels_other = {"falemu.app": "not-in-project", "falemu.runner": "other-test-down", "falemu.owner": "1@elsewhere"}
+    mine = client.containers.create(base_image, ["sleep", "60"], labels=labels_mine)
+    other = client.containers.create(base_image, ["sleep", "60"], labels=labels_other)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "falemu", "down", "--project", str(EXAMPLE)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        remaining = {c.id for c in client.containers.list(all=True, filters={"label": "falemu.app"})}
+        assert mine.id not in remaining
+        assert other.id in remaining
+    finally:
+        for container in (mine, other):
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+        client.close()

@@ -3,10 +3,13 @@
     python bench/gateway_throughput.py [--seconds 4] [--rounds 3] [--connections 16]
                                        [--loop auto|asyncio|uvloop] [--http gateway|httptools]
 
-Starts a probe runner (uvicorn, in its own process) and a gateway (served as ``falemu up`` serves it,
-in its own process) in front of it, then loads both with the same generator, alternating direct and
-gateway rounds so background noise hits both alike. The generator is ``wrk`` when it is installed
-(``apt-get install wrk``), else a small asyncio keep-alive client built in here.
+Starts a probe runner (uvicorn, in its own process) and a gateway in front of it (its own process,
+with the uvicorn options ``falemu up`` uses from :mod:`falemu.gateway.server`, on uvloop when it is
+installed), then loads both with the same generator, alternating direct and gateway rounds so
+background noise hits both alike. The generator is ``wrk`` when it is installed
+(``apt-get install wrk``), else a small asyncio keep-alive client built in here. The gateway leases
+its runner from a fixed pool (:class:`~falemu.gateway.static_pool.StaticPool`), not from the
+autoscaling controller, so the controller's own per-request work is not in these figures.
 
 Scenarios (all on one runner):
 - ``fast``: the runner answers at once, 16 connections: the gateway's whole cost shows (a worst

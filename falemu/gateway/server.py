@@ -3,13 +3,15 @@
 uvicorn writes a response's status line and headers in one ``transport.write`` and each body part in
 another, so a small response costs the gateway two socket sends and the caller two wake-ups. The
 gateway's protocol (:class:`GatewayHttpProtocol`) collects the writes made within one event-loop step
-and sends them together at the end of the step: head and a small body leave in one segment. Large
-writes (``>= _DIRECT_WRITE`` bytes) go out at once, after anything collected before them, so streamed
-bodies are neither delayed nor copied. A websocket upgrade hands the connection over uncorked.
+and sends them together as soon as the response is complete, or at the end of the step when it is not
+(a streamed response's head and parts are never held longer): head and a small body leave in one
+segment. Large writes (``>= _DIRECT_WRITE`` bytes) go out at once, after anything collected before
+them, so big bodies are neither delayed nor copied. A websocket upgrade hands the connection over
+uncorked.
 
 :func:`gateway_server_options` is the uvicorn configuration every place that serves the gateway uses
 (``falemu up``, the test harness, the benchmark), and :func:`new_event_loop` gives uvloop's loop when
-uvloop is installed, else asyncio's.
+uvloop is installed (about 15% less CPU per forwarded request than asyncio's), else asyncio's.
 """
 
 from __future__ import annotations

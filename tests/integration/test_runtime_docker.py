@@ -29,8 +29,13 @@ def _spec(prepared: Any, runner_id: str, data_dir: Path, **kw: Any) -> RunnerSpe
 def _exec(runtime: Any, runner: Any, *cmd: str) -> str:
     handle = runner.handle
     assert isinstance(handle, ContainerHandle)
-    result = runtime.client.containers.get(handle.id).exec_run(list(cmd))
-    assert result.exit_code == 0, result.output
+    container = runtime.client.containers.get(handle.id)
+    # Docker 20.10 under load sometimes loses a short exec's output (exit 0, nothing attached): ask again.
+    for _ in range(5):
+        result = container.exec_run(list(cmd))
+        assert result.exit_code == 0, result.output
+        if result.output:
+            break
     return str(result.output.decode())
 
 

@@ -329,7 +329,9 @@ class Emulator:
         return sock
 
     def _thread_main(self, sock: socket.socket) -> None:
-        loop = asyncio.new_event_loop()
+        from falemu.gateway.server import new_event_loop
+
+        loop = new_event_loop()  # uvloop's when installed
         self._loop = loop
         try:
             asyncio.set_event_loop(loop)

@@ -6,6 +6,7 @@ the pytest fixtures keep them in ``falemu_app.events``.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
 import time
@@ -138,8 +139,7 @@ class EventBus:
     def __init__(self, history: int = 10_000) -> None:
         self._subscribers: list[Callable[[Event], None]] = []
         self._lock = threading.Lock()
-        self._history: list[Event] = []
-        self._max = history
+        self._history: collections.deque[Event] = collections.deque(maxlen=history)
 
     def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
         with self._lock:
@@ -155,8 +155,6 @@ class EventBus:
     def __call__(self, event: Event) -> None:
         with self._lock:
             self._history.append(event)
-            if len(self._history) > self._max:
-                del self._history[: len(self._history) - self._max]
             subscribers = list(self._subscribers)
         for fn in subscribers:
             fn(event)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs
+from urllib.parse import unquote_plus
 
 from falemu.gateway.apps import GatewayApp
 from falemu.gateway.asgi import Receive, Scope, Send, logs_param, read_body, send_json, server_host, start_timeout
@@ -74,14 +74,12 @@ async def submit(
     request_id: str,
     prefix: str,
 ) -> None:
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-    webhook = (query.pop("fal_webhook", None) or [None])[0]
-    rest_query = "&".join(f"{k}={v}" for k, values in query.items() for v in values)
+    webhook, rest_query = split_webhook(scope.get("query_string", b"").decode("latin-1"))
     body = await read_body(receive)
     owner, alias = gateway.owner, gapp.config.alias
     target = ("/" + sub).encode()
     if rest_query:
-        target += b"?" + rest_query.encode()
+        target += b"?" + rest_query.encode("latin-1")
     time_to_start = start_timeout(incoming.request_timeout, gapp)
     scheme = scope.get("scheme", "http")
     host = incoming.host or server_host(scope)
@@ -149,3 +147,17 @@ async def status_stream(gateway: Gateway, send: Send, rec: QueuedRequest, with_l
         await send({"type": "http.response.body", "body": b""})
     except OSError:
         return
+
+
+def split_webhook(query: str) -> tuple[str | None, str]:
+    """``fal_webhook`` out of a raw query string; the rest goes to the runner byte for byte, still encoded."""
+    webhook: str | None = None
+    kept: list[str] = []
+    for pair in query.split("&") if query else ():
+        name = unquote_plus(pair.partition("=")[0])
+        if name == "fal_webhook":
+            if webhook is None:
+                webhook = unquote_plus(pair.partition("=")[2])
+            continue
+        kept.append(pair)
+    return webhook, "&".join(kept)

@@ -453,3 +453,20 @@ def test_concurrent_status_polls_do_not_disturb_the_queue(harness: GatewayHarnes
         t.join()
     assert errors == []
     completed(client, data)
+
+
+@pytest.mark.parametrize(
+    ("query", "webhook", "rest"),
+    [
+        ("", None, ""),
+        ("a=1%262&b=x%2By%20z", None, "a=1%262&b=x%2By%20z"),
+        ("fal_webhook=https%3A%2F%2Fh%2Fw%3Fk%3D1&q=%26", "https://h/w?k=1", "q=%26"),
+        ("q=1&fal_webhook=http://x/&flag", "http://x/", "q=1&flag"),
+    ],
+)
+def test_webhook_is_taken_out_and_the_rest_of_the_query_stays_encoded(
+    query: str, webhook: str | None, rest: str
+) -> None:
+    from falemu.gateway.queue_api import split_webhook
+
+    assert split_webhook(query) == (webhook, rest)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from falemu.events import Event, RunnerLog
+from falemu.runtime.labels import pid_alive
 
 if TYPE_CHECKING:
     from falemu.emulator import Emulator
@@ -94,16 +95,6 @@ def unregister(path: Path) -> None:
         path.unlink()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def instances(project: Path | None = None) -> list[Instance]:
     """Every running ``falemu up`` of this user (serving ``project``'s root when given), oldest first.
 
@@ -119,7 +110,7 @@ def instances(project: Path | None = None) -> list[Instance]:
             instance = Instance(**data, path=path)
         except (OSError, ValueError, TypeError):
             continue
-        if not _alive(instance.pid):
+        if not pid_alive(instance.pid):
             unregister(path)
             continue
         if project is not None and Path(instance.project).resolve() != project.resolve():

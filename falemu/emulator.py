@@ -133,19 +133,22 @@ class Emulator:
             raise
 
     def stop(self) -> None:
-        """Stop the gateway, every runner and the loop; safe to call more than once."""
-        if self._stopped:
-            return
+        """Stop the gateway, every runner and the loop; safe to call more than once.
+
+        A call cut short (a second Ctrl-C while waiting) is completed by the next call: it waits for
+        the loop thread and closes the runtime again, rather than returning at once.
+        """
+        first = not self._stopped
         self._stopped = True
         loop, server, thread, main = self._loop, self._server, self._thread, self._main_task
-        if loop is not None and not loop.is_closed():
+        if first and loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 if server is not None:
                     loop.call_soon_threadsafe(setattr, server, "should_exit", True)
                 elif main is not None:
                     # Still starting (building or waiting for the first runners): give up on that now.
                     loop.call_soon_threadsafe(main.cancel)
-        if thread is not None:
+        if thread is not None and thread is not threading.current_thread():
             thread.join(STOP_TIMEOUT)
         if self._own_runtime and self._runtime is not None:
             self._runtime.close()
@@ -329,9 +332,18 @@ class Emulator:
         return sock
 
     def _thread_main(self, sock: socket.socket) -> None:
-        from falemu.gateway.server import new_event_loop
+        try:
+            from falemu.gateway.server import new_event_loop
 
-        loop = new_event_loop()  # uvloop's when installed
+            loop = new_event_loop()  # uvloop's when installed
+        except Exception as exc:  # start() waits for _ready: it must hear of this, not hang
+            sock.close()
+            self._startup_error = FalemuError(
+                f"cannot create the gateway's event loop: {type(exc).__name__}: {exc}",
+                hint="reinstall falemu with its dependencies (uvicorn, httptools, uvloop)",
+            )
+            self._ready.set()
+            return
         self._loop = loop
         try:
             asyncio.set_event_loop(loop)
@@ -349,6 +361,8 @@ class Emulator:
 
         serving: asyncio.Task[None] | None = None
         try:
+            if self._stop_requested():  # stop() came before this task existed, so nothing cancelled it
+                raise asyncio.CancelledError
             for name, config in self.configs.items():
                 spec = RunnerSpec(
                     prepared=self.prepared[name],

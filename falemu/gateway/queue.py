@@ -109,9 +109,13 @@ class QueuedRequest:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.waiters.append(fut)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await fut
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await fut
+        finally:
+            if fut in self.waiters:  # timed out or cancelled: a long-lived stream must not pile them up
+                self.waiters.remove(fut)
 
 
 class QueueManager:
@@ -336,6 +340,12 @@ class QueueManager:
         normal = asyncio.ensure_future(self._normal_present(rec.alias).wait())
         try:
             await asyncio.wait({acquiring, normal}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            # Cancelled (the request, or the gateway closing) after the pool granted the runner but
+            # before this task resumed: nobody else holds that lease, so hand it back.
+            if acquiring.done() and not acquiring.cancelled() and acquiring.exception() is None:
+                await pool.release(acquiring.result(), "ok")
+            raise
         finally:
             normal.cancel()
             if not acquiring.done():

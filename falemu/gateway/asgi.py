@@ -101,7 +101,11 @@ async def read_body(receive: Receive) -> bytes:
 
 async def send_json(send: Send, status: int, body: Any, request_id: str, extra: Headers | None = None) -> None:
     data = json.dumps(body).encode()
-    headers: Headers = [(b"content-type", b"application/json"), (b"x-fal-request-id", request_id.encode())]
+    headers: Headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(data)).encode()),
+        (b"x-fal-request-id", request_id.encode()),
+    ]
     if extra:
         headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})

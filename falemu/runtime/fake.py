@@ -57,6 +57,7 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # small responses go out at once, not after the delayed-ACK wait
 
     def log_message(self, format: str, *args: Any) -> None:
         on_log = self.server.on_log

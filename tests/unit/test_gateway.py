@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import pytest
+from gateway_support import app_config, wait_for
 
-from falemu.config.model import AppConfig, AppShape, ScalingConfig
 from falemu.config.settings import Settings
 from falemu.events import EventBus, RequestCompleted, RequestStarted
 from falemu.gateway import GatewayApp, create_app
@@ -24,46 +22,6 @@ from falemu.gateway.keys import KeyStore
 from falemu.gateway.serve import ThreadedServer
 from falemu.gateway.static_pool import StaticPool
 from falemu.runtime.base import Runner
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 15.0) -> None:
-    """Poll until ``predicate()`` is true: the gateway finishes its bookkeeping (lease release, events)
-    just after the caller has the last byte, on another thread (a guard against hangs, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.01)
-
-
-def app_config(alias: str, auth: str | None = "public", **scaling: Any) -> AppConfig:
-    return AppConfig(
-        name=alias,
-        alias=alias,
-        shape=AppShape.DIRECT_SERVER,
-        project_root=Path("."),
-        auth=auth,
-        scaling=ScalingConfig(**scaling),
-    )
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> KeyStore:
-    return KeyStore(tmp_path / "config", user="local")
-
-
-@pytest.fixture
-def harness(keys: KeyStore) -> Iterator[GatewayHarness]:
-    h = GatewayHarness(keys)
-    yield h
-    h.close()
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=httpx.Timeout(20.0)) as c:
-        yield c
-
 
 # -- forwarding ---------------------------------------------------------------------------------------
 

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from gateway_support import app_config, wait_for
 
-from falemu.config.model import AppConfig, AppShape, ScalingConfig
 from falemu.events import RequestQueued
 from falemu.gateway.harness import GatewayHarness
 from falemu.gateway.keys import KeyStore
@@ -23,44 +21,6 @@ from falemu.gateway.probe import Probe
 from falemu.gateway.serve import ThreadedServer
 
 Q = "/queue/local"
-
-
-def app_config(alias: str, auth: str | None = "public", **scaling: Any) -> AppConfig:
-    return AppConfig(
-        name=alias,
-        alias=alias,
-        shape=AppShape.DIRECT_SERVER,
-        project_root=Path("."),
-        auth=auth,
-        scaling=ScalingConfig(**scaling),
-    )
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> KeyStore:
-    return KeyStore(tmp_path / "config", user="local")
-
-
-@pytest.fixture
-def harness(keys: KeyStore) -> Iterator[GatewayHarness]:
-    h = GatewayHarness(keys)
-    yield h
-    h.close()
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=httpx.Timeout(20.0)) as c:
-        yield c
-
-
-def wait_for(predicate: Any, timeout: float = 15.0) -> None:
-    """Poll until ``predicate()`` is true (a guard against hangs, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.02)
 
 
 def submit(client: httpx.Client, url: str, path: str, body: Any = None, **kw: Any) -> dict[str, Any]:

@@ -8,31 +8,28 @@ Ctrl-C (SIGINT) no container of either process is left. Containers are counted b
 
 from __future__ import annotations
 
-import json
 import os
-import queue
 import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from up_process import UpProcess
 
 pytestmark = pytest.mark.docker
 
 SLOW = Path(__file__).resolve().parents[1] / "apps" / "slow"
 
 
-class Up:
+class Up(UpProcess):
     """A ``falemu up --json`` subprocess whose events are read line by line."""
 
     def __init__(self, env: dict[str, str], project: Path = SLOW) -> None:
-        self.proc = subprocess.Popen(
+        proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -51,36 +48,11 @@ class Up:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
+        super().__init__(proc)
 
     @property
     def owner(self) -> str:
         return f"{self.proc.pid}@{socket.gethostname()}"
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def wait_for(self, event: str, timeout: float = 240) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.5)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    break
-                continue
-            self.seen.append(line)
-            try:
-                data = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(data, dict) and data.get("event") == event:
-                return data
-        pytest.fail(f"falemu up printed no {event} event; output:\n" + "\n".join(self.seen[-50:]))
 
     def end(self) -> None:
         if self.proc.poll() is None:

@@ -37,9 +37,10 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,7 +85,38 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 # -- the gateway process ----------------------------------------------------------------------------------
 
 
-def serve_gateway(port: int, runner_port: int, loop: str, http: str) -> None:
+class AttachedRuntime:
+    """A Runtime whose runners are servers already listening (the benchmark starts them itself)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def prepare(self, app: Any, events: Any = None, verbose: bool = False) -> Any:
+        from falemu.runtime.base import PreparedApp
+
+        return PreparedApp(app=app, image=None, built=False)
+
+    def start(self, spec: Any, events: Any = None) -> Any:
+        from falemu.runtime.base import Runner
+
+        return Runner(id=spec.runner_id, app=spec.prepared.app.alias, host="127.0.0.1", port=self.port)
+
+    def stop(self, runner: Any, grace: float | None = None) -> None:
+        pass
+
+    def logs(self, runner: Any, follow: bool = False) -> Iterator[str]:
+        return iter(())
+
+    def is_alive(self, runner: Any) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def serve_gateway(port: int, runner_ports: dict[str, int], loop: str, http: str, pool: str) -> None:
+    """The gateway process: one app per runner, each behind the autoscaling controller ``falemu up``
+    uses (one runner, ``min_concurrency = max_concurrency = 1``), or behind a fixed StaticPool."""
     import tempfile
 
     import uvicorn
@@ -94,28 +126,12 @@ def serve_gateway(port: int, runner_port: int, loop: str, http: str) -> None:
     from falemu.events import EventBus
     from falemu.gateway import GatewayApp, create_app
     from falemu.gateway.keys import KeyStore
-    from falemu.gateway.static_pool import StaticPool
-    from falemu.runtime.base import Runner
-
-    config = AppConfig(
-        name="probe",
-        alias="probe",
-        shape=AppShape.DIRECT_SERVER,
-        project_root=ROOT,
-        auth="public",
-        scaling=ScalingConfig(max_multiplexing=10_000),
-    )
-    pool = StaticPool(config, [Runner(id="probe-0", app="probe", host="127.0.0.1", port=runner_port)])
-    keys = KeyStore(Path(tempfile.mkdtemp(prefix="falemu-bench-")))
-    gateway = create_app(
-        {"probe": GatewayApp(config, pool)}, settings=Settings(), events=EventBus(history=1000), keys=keys
-    )
     from falemu.gateway.server import gateway_server_options, new_event_loop
+    from falemu.gateway.static_pool import StaticPool
+    from falemu.runtime.base import PreparedApp, Runner, RunnerSpec
+    from falemu.scaling.controller import AppController
+    from falemu.scaling.pool import RunnerPool
 
-    options = gateway_server_options()
-    if http != "gateway":
-        options["http"] = http
-    server = uvicorn.Server(uvicorn.Config(gateway, host="127.0.0.1", port=port, **options))
     if loop == "asyncio":
         event_loop = asyncio.new_event_loop()
     elif loop == "uvloop":
@@ -124,7 +140,43 @@ def serve_gateway(port: int, runner_port: int, loop: str, http: str) -> None:
         event_loop = uvloop.new_event_loop()
     else:
         event_loop = new_event_loop()
-    print(f"gateway: {type(event_loop).__module__}.{type(event_loop).__name__}, http={http}", flush=True)
+    asyncio.set_event_loop(event_loop)
+    events = EventBus(history=1000)
+    apps: dict[str, GatewayApp] = {}
+    for alias, runner_port in runner_ports.items():
+        scaling = ScalingConfig(min_concurrency=1, max_concurrency=1, max_multiplexing=10_000, keep_alive=3600)
+        config = AppConfig(
+            name=alias, alias=alias, shape=AppShape.DIRECT_SERVER, project_root=ROOT, auth="public", scaling=scaling
+        )
+        runner_pool: RunnerPool
+        if pool == "static":
+            runner_pool = StaticPool(config, [Runner(id=f"{alias}-0", app=alias, host="127.0.0.1", port=runner_port)])
+        else:
+            spec = RunnerSpec(
+                prepared=PreparedApp(app=config, image=None, built=False),
+                runner_id="",
+                owner="local",
+                data_dir=Path(tempfile.mkdtemp(prefix="falemu-bench-data-")),
+            )
+            controller = AppController(config, AttachedRuntime(runner_port), spec, events=events)  # type: ignore[arg-type]
+            event_loop.run_until_complete(controller.start())
+            runner_pool = controller
+        apps[alias] = GatewayApp(config, runner_pool)
+    keys = KeyStore(Path(tempfile.mkdtemp(prefix="falemu-bench-")))
+    gateway = create_app(apps, settings=Settings(), events=events, keys=keys)
+    options = gateway_server_options()
+    if http != "gateway":
+        options["http"] = http
+    server = uvicorn.Server(uvicorn.Config(gateway, host="127.0.0.1", port=port, **options))
+    if os.environ.get("BENCH_GC") == "freeze":
+        import gc
+
+        gc.freeze()
+    if os.environ.get("BENCH_GC") == "off":
+        import gc
+
+        gc.disable()
+    print(f"gateway: {type(event_loop).__module__}.{type(event_loop).__name__}, http={http}, pool={pool}", flush=True)
     event_loop.run_until_complete(server.serve())
 
 
@@ -216,6 +268,22 @@ def measured(
     return result
 
 
+RUNNERS = {
+    # alias: (uvicorn app, extra uvicorn arguments)
+    "probe": ("falemu.gateway.probe:app", []),
+    "api": ("fastapi_runner:app", ["--app-dir", str(ROOT / "bench")]),
+}
+
+SCENARIOS = [
+    # name, app, path, connections
+    ("fastapi", "api", "/fast", 16),
+    ("asgi", "probe", "/fast", 16),
+    ("5ms", "probe", "/sleep?s=0.005", 16),
+    ("serial", "probe", "/fast", 1),
+    ("5ms-serial", "probe", "/sleep?s=0.005", 1),
+]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each measured round")
@@ -232,70 +300,77 @@ def main() -> int:
         "--http",
         choices=("gateway", "httptools", "h11"),
         default="gateway",
-        help="the gateway's HTTP protocol: falemu's (coalesced writes) or a stock uvicorn one",
+        help="the gateway's HTTP protocol: falemu's (fast path, coalesced writes) or a stock uvicorn one "
+        "(every request through the ASGI app)",
     )
-    parser.add_argument("--serve-gateway", nargs=2, type=int, metavar=("PORT", "RUNNER_PORT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--pool",
+        choices=("controller", "static"),
+        default="controller",
+        help="what leases runners: the autoscaling controller (as falemu up) or a fixed pool",
+    )
+    parser.add_argument("--only", nargs="*", metavar="SCENARIO", help="run only these scenarios")
+    parser.add_argument("--serve-gateway", nargs="+", metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_gateway:
-        port, runner_port = args.serve_gateway
-        serve_gateway(port, runner_port, args.loop, args.http)
+        port, *pairs = args.serve_gateway
+        runner_ports = {alias: int(p) for alias, _, p in (pair.partition("=") for pair in pairs)}
+        serve_gateway(int(port), runner_ports, args.loop, args.http, args.pool)
         return 0
 
     use_wrk = shutil.which("wrk") is not None and not args.builtin
     load = run_wrk if use_wrk else run_builtin
-    runner_port, gateway_port = free_port(), free_port()
+    ports = {alias: free_port() for alias in RUNNERS}
+    gateway_port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     quiet = ["--log-level", "warning", "--no-access-log", "--no-server-header", "--no-date-header"]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "falemu.gateway.probe:app", "--port", str(runner_port), *quiet],
-            env=env,
-            cwd=ROOT,
-        ),
-        subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "--serve-gateway",
-                str(gateway_port),
-                str(runner_port),
-                "--loop",
-                args.loop,
-                "--http",
-                args.http,
-            ],
-            env=env,
-            cwd=ROOT,
-        ),
-    ]
+    runners = {
+        alias: subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", target, *extra, "--port", str(ports[alias]), *quiet], env=env, cwd=ROOT
+        )
+        for alias, (target, extra) in RUNNERS.items()
+    }
+    gateway_args = [str(gateway_port), *(f"{alias}={port}" for alias, port in ports.items())]
+    gateway_proc = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--serve-gateway",
+            *gateway_args,
+            *("--loop", args.loop, "--http", args.http),
+            *("--pool", args.pool),
+        ],
+        env=env,
+        cwd=ROOT,
+    )
+    procs = [*runners.values(), gateway_proc]
     try:
-        wait_port(runner_port)
-        wait_port(gateway_port)
-        direct_base = f"http://127.0.0.1:{runner_port}"
-        gateway_base = f"http://127.0.0.1:{gateway_port}/local/probe"
-        scenarios = [
-            ("fast", "/fast", args.connections),
-            ("5ms", "/sleep?s=0.005", args.connections),
-            ("serial", "/fast", 1),
-            ("5ms-serial", "/sleep?s=0.005", 1),
-        ]
-        for base in (direct_base, gateway_base):  # warm up connections and code paths
-            load(base + "/fast", 4, 1.0)
-        pids = (procs[0].pid, procs[1].pid)
+        for port in [*ports.values(), gateway_port]:
+            wait_port(port)
+        scenarios = [(n, *rest) for n, *rest in SCENARIOS if not args.only or n in args.only]
+        for alias, port in ports.items():  # warm up connections and code paths
+            load(f"http://127.0.0.1:{port}/fast", 4, 1.0)
+            load(f"http://127.0.0.1:{gateway_port}/local/{alias}/fast", 4, 1.0)
         load_avg = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"load generator: {'wrk' if use_wrk else 'built-in asyncio client'}; {os.cpu_count()} CPUs")
-        print("runner: uvicorn (loop auto) with falemu's probe app; generator, runner and gateway share the CPUs")
+        print("runners: uvicorn (loop auto) with falemu's probe app (bare ASGI) and a FastAPI app;")
+        print("generator, runner and gateway share the CPUs")
         print(f"load average before: {load_avg} (other work on the machine skews both targets alike)")
         print(
             f"{'scenario':<10} {'conns':>5} {'target':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
             f" {'runner CPU us/req':>18} {'gateway CPU us/req':>19}"
         )
         verdicts: list[str] = []
-        for name, path, connections in scenarios:
+        for name, alias, path, connections in scenarios:
+            if connections > 1:
+                connections = args.connections
+            direct_url = f"http://127.0.0.1:{ports[alias]}{path}"
+            gateway_url = f"http://127.0.0.1:{gateway_port}/local/{alias}{path}"
+            pids = (runners[alias].pid, gateway_proc.pid)
             runs: dict[str, list[Result]] = {"direct": [], "gateway": []}
             for _ in range(args.rounds):
-                runs["direct"].append(measured(load, direct_base + path, connections, args.seconds, pids))
-                runs["gateway"].append(measured(load, gateway_base + path, connections, args.seconds, pids))
+                runs["direct"].append(measured(load, direct_url, connections, args.seconds, pids))
+                runs["gateway"].append(measured(load, gateway_url, connections, args.seconds, pids))
             direct, gateway = median_result(runs["direct"]), median_result(runs["gateway"])
             for target, r in (("direct", direct), ("gateway", gateway)):
                 gateway_cpu = f"{r.gateway_cpu_us:>19.0f}" if target == "gateway" else f"{'-':>19}"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Event:
     app: str
     ts: float = field(default_factory=time.time, kw_only=True)
@@ -30,38 +30,38 @@ class Event:
         return data
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class BuildStarted(Event):
     image: str
     steps: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class BuildStep(Event):
     step: int
     steps: int
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class BuildOutput(Event):
     line: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class BuildFinished(Event):
     image: str
     cached: bool
     seconds: float
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RunnerStateChanged(Event):
     runner: str
     state: str  # fal's runner states: PENDING, SETUP, IDLE, RUNNING, DRAINING, TERMINATING, TERMINATED, FAILURE_DELAY
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RunnerReady(Event):
     runner: str
     address: str
@@ -69,7 +69,7 @@ class RunnerReady(Event):
     cold_start: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RunnerFailed(Event):
     runner: str
     error_type: str
@@ -77,38 +77,38 @@ class RunnerFailed(Event):
     logs: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RunnerStopped(Event):
     runner: str
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RunnerLog(Event):
     runner: str
     line: str
     stream: str = "stdout"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Notice(Event):
     level: str  # info | warning
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RequestQueued(Event):
     request_id: str
     queue_position: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RequestStarted(Event):
     request_id: str
     runner: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RequestCompleted(Event):
     request_id: str
     runner: str
@@ -116,13 +116,13 @@ class RequestCompleted(Event):
     seconds: float
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ScaledUp(Event):
     runners: int
     target: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ScaledDown(Event):
     runners: int
     target: int
@@ -137,26 +137,27 @@ class EventBus:
     """Fan-out of events to subscribers; thread-safe, keeps the last ``history`` events."""
 
     def __init__(self, history: int = 10_000) -> None:
-        self._subscribers: list[Callable[[Event], None]] = []
+        self._subscribers: tuple[Callable[[Event], None], ...] = ()  # replaced, never changed in place
         self._lock = threading.Lock()
         self._history: collections.deque[Event] = collections.deque(maxlen=history)
 
     def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
         with self._lock:
-            self._subscribers.append(fn)
+            self._subscribers = (*self._subscribers, fn)
 
         def unsubscribe() -> None:
             with self._lock:
-                if fn in self._subscribers:
-                    self._subscribers.remove(fn)
+                subscribers = list(self._subscribers)
+                if fn in subscribers:
+                    subscribers.remove(fn)
+                    self._subscribers = tuple(subscribers)
 
         return unsubscribe
 
     def __call__(self, event: Event) -> None:
         with self._lock:
             self._history.append(event)
-            subscribers = list(self._subscribers)
-        for fn in subscribers:
+        for fn in self._subscribers:
             fn(event)
 
     @property

@@ -26,9 +26,26 @@ class Done(Exception):
     """The response is already sent (or the caller is gone): nothing more to answer."""
 
 
+_RANDOM_BATCH = 256  # request ids drawn per call to the system's random source
+_random_ids: list[str] = []  # list.pop is atomic: gateways on several threads may share it
+os.register_at_fork(after_in_child=_random_ids.clear)  # a child must not repeat its parent's ids
+
+
+def _random_hex() -> str:
+    try:
+        return _random_ids.pop()
+    except IndexError:
+        pool = os.urandom(16 * _RANDOM_BATCH).hex()
+        _random_ids.extend(pool[start : start + 32] for start in range(0, len(pool), 32))
+        return _random_ids.pop()
+
+
 def new_request_id() -> str:
-    """A random (version 4) UUID as text, made without building a UUID object (the hot path)."""
-    h = os.urandom(16).hex()
+    """A random (version 4) UUID as text, made without building a UUID object (the hot path).
+
+    The randomness comes from ``os.urandom`` in batches, one system call per 256 ids.
+    """
+    h = _random_hex()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 

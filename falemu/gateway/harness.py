@@ -18,6 +18,7 @@ from falemu.config.model import AppConfig
 from falemu.config.settings import Settings
 from falemu.events import Event, EventBus, RunnerLog
 from falemu.gateway import GatewayApp, create_app
+from falemu.gateway.app import Gateway
 from falemu.gateway.keys import KeyStore
 from falemu.gateway.probe import Probe
 from falemu.gateway.serve import ThreadedServer
@@ -33,8 +34,10 @@ class GatewayHarness:
     servers: list[ThreadedServer] = field(default_factory=list)
     probes: dict[str, Probe] = field(default_factory=dict)
     pools: dict[str, StaticPool] = field(default_factory=dict)
+    app: Gateway | None = None
     gateway: ThreadedServer | None = None
     replacements: int = 0
+    http: str = "gateway"  # "gateway": falemu's protocol (fast path); "httptools": every request via ASGI
 
     def runner(self, runner_id: str, app: str) -> Runner:
         """A probe server whose log lines reach the event bus as this runner's RunnerLog events."""
@@ -69,7 +72,11 @@ class GatewayHarness:
             self.pools[config.alias] = pool
             apps[config.alias] = GatewayApp(config, pool)
         gateway = create_app(apps, settings=settings or Settings(), events=self.events, keys=self.keys)
-        self.gateway = ThreadedServer(gateway, **{**gateway_server_options(), **server_options}).start()
+        self.app = gateway
+        options = gateway_server_options()
+        if self.http != "gateway":
+            options["http"] = self.http
+        self.gateway = ThreadedServer(gateway, **{**options, **server_options}).start()
         self.servers.append(self.gateway)
         return self.gateway.url
 

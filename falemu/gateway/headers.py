@@ -60,6 +60,7 @@ class Incoming:
     runner_hint: str | None = None
     content_length: int | None = None
     host: str | None = None
+    chunked: bool = False  # the body comes with Transfer-Encoding (its length is unknown up front)
 
 
 def split_headers(raw: Headers) -> Incoming:
@@ -87,6 +88,8 @@ def split_headers(raw: Headers) -> Incoming:
                     incoming.content_length = None
             elif name == b"host":
                 incoming.host = value.decode("latin-1")
+            elif name == b"transfer-encoding":
+                incoming.chunked = True
             continue
         if name == b"authorization":
             text = value.decode("latin-1")

@@ -1,8 +1,14 @@
-"""How the gateway is served: uvicorn options and an HTTP protocol that coalesces writes.
+"""How the gateway is served: uvicorn options and an HTTP protocol with a fast path that coalesces writes.
 
-uvicorn writes a response's status line and headers in one ``transport.write`` and each body part in
-another, so a small response costs the gateway two socket sends and the caller two wake-ups. The
-gateway's protocol (:class:`GatewayHttpProtocol`) collects the writes made within one event-loop step
+:class:`GatewayHttpProtocol` is uvicorn's httptools protocol with two changes. When a request's head
+is parsed, it first asks :func:`falemu.gateway.fastpath.begin` whether the request can skip the ASGI app
+(a plain sync request with a runner free at once); if so the request is forwarded by callbacks, and
+uvicorn's request cycle, ASGI scope and task are never made. Every other request goes to the gateway's
+ASGI app as usual, pipelined requests included.
+
+Second, uvicorn writes a response's status line and headers in one ``transport.write`` and each body
+part in another, so a small response would cost the gateway two socket sends and the caller two
+wake-ups. The protocol collects the writes made within one event-loop step
 and sends them together as soon as the response is complete, or at the end of the step when it is not
 (a streamed response's head and parts are never held longer): head and a small body leave in one
 segment. Large writes (``>= _DIRECT_WRITE`` bytes) go out at once, after anything collected before
@@ -17,9 +23,15 @@ uvloop is installed (about 15% less CPU per forwarded request than asyncio's), e
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from falemu.gateway import fastpath
+
+if TYPE_CHECKING:
+    from falemu.gateway.app import Gateway
+    from falemu.gateway.fastpath import FastExchange
 
 _DIRECT_WRITE = 16 * 1024  # writes at least this large skip the collecting buffer
 
@@ -43,6 +55,13 @@ class _CorkedTransport:
         self._pending.append(bytes(data))
         if self._handle is None:
             self._handle = self._loop.call_soon(self.flush)
+
+    def write_now(self, data: bytes) -> None:
+        """Send ``data`` at once, after anything collected before it."""
+        if self._pending:
+            self.flush()
+        if not self.raw.is_closing():
+            self.raw.write(data)
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
@@ -81,11 +100,96 @@ class _CorkedTransport:
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the writes of one loop step sent as one."""
+    """uvicorn's httptools protocol with the writes of one loop step sent as one, and the sync API's
+    fast path (:mod:`falemu.gateway.fastpath`) for the requests that can take it."""
+
+    _gateway: Gateway | None = None
+    _exchange: FastExchange | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         corked = _CorkedTransport(transport, self.loop)
         super().connection_made(corked)  # type: ignore[arg-type]
+        self._gateway = _find_gateway(self.app)
+
+    @property
+    def default_headers(self) -> list[tuple[bytes, bytes]]:
+        return self.server_state.default_headers
+
+    # -- the fast path ---------------------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        # uvicorn builds the request's ASGI scope here; the fast path never needs it, so it is built
+        # only when the request goes to the ASGI app (_build_scope).
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
+    def _build_scope(self) -> None:
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        HttpToolsProtocol.on_message_begin(self)  # the scope, as uvicorn makes it (it resets the rest)
+        self.url, self.expect_100_continue = url, expect
+        self.headers.extend(headers)  # the scope holds this very list
+
+    def on_headers_complete(self) -> None:
+        gateway = self._gateway
+        if (
+            gateway is not None
+            and (self.cycle is None or self.cycle.response_complete)
+            and not self.expect_100_continue
+            and not self.parser.should_upgrade()
+            and self.parser.get_http_version() == "1.1"
+        ):
+            exchange = fastpath.begin(
+                gateway, self, self.parser.get_method(), self.url, self.headers, self.parser.should_keep_alive()
+            )
+            if exchange is not None:
+                self._exchange = exchange
+                self.cycle = exchange  # type: ignore[assignment]  # uvicorn reads response_complete and keep_alive
+                return
+        self._build_scope()
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self._exchange is not None and self.cycle is self._exchange:  # type: ignore[comparison-overlap]
+            self._exchange.request_body(body)
+        else:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._exchange is not None and self.cycle is self._exchange:  # type: ignore[comparison-overlap]
+            self._exchange.request_complete()
+        else:
+            super().on_message_complete()
+
+    def send_now(self, data: bytes) -> None:
+        transport = self.transport
+        if isinstance(transport, _CorkedTransport):
+            transport.write_now(data)
+        else:
+            transport.write(data)
+
+    def exchange_done(self, exchange: FastExchange) -> None:
+        if self._exchange is exchange:
+            self._exchange = None
+        self.on_response_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        exchange = self._exchange
+        self._exchange = None
+        if isinstance(self.cycle, fastpath.FastExchange):
+            self.cycle = None  # type: ignore[assignment]  # uvicorn would signal a request cycle
+        if exchange is not None:
+            exchange.client_lost()
+        super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._exchange is not None:
+            self._exchange.pause_reading_runner()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._exchange is not None:
+            self._exchange.resume_reading_runner()
 
     def on_response_complete(self) -> None:
         transport = self.transport
@@ -99,6 +203,19 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             transport.flush()
             self.transport = transport.raw
         super().handle_websocket_upgrade()
+
+
+def _find_gateway(app: Any) -> Gateway | None:
+    """The falemu gateway behind uvicorn's middleware (proxy headers), if the served app is one."""
+    from falemu.gateway.app import Gateway
+
+    for _ in range(4):
+        if isinstance(app, Gateway):
+            return app
+        app = getattr(app, "app", None)
+        if app is None:
+            return None
+    return None
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

@@ -61,11 +61,16 @@ class StaticPool:
         self.acquired.append((request_id, slot.runner.id))
         return Lease(runner=slot.runner, request_id=request_id, started=time.monotonic())
 
+    def try_acquire(self, request_id: str) -> Lease | None:
+        if self._waiters:
+            return None
+        slot = self._free_slot()
+        return self._lease(slot, request_id) if slot is not None else None
+
     async def acquire(self, request_id: str, *, start_timeout: float | None = None) -> Lease:
-        if not self._waiters:
-            slot = self._free_slot()
-            if slot is not None:
-                return self._lease(slot, request_id)
+        lease = self.try_acquire(request_id)
+        if lease is not None:
+            return lease
         fut: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
         fut.request_id = request_id  # type: ignore[attr-defined]
         self._waiters.append(fut)
@@ -78,7 +83,7 @@ class StaticPool:
             raise RequestStartTimeout(f"no runner within {start_timeout} s") from None
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
-                await self.release(fut.result(), "ok")  # granted and cancelled at once: not lost
+                self.release_nowait(fut.result(), "ok")  # granted and cancelled at once: not lost
             raise
         finally:
             if not fut.done():
@@ -87,6 +92,9 @@ class StaticPool:
                     self._waiters.remove(fut)
 
     async def release(self, lease: Lease, outcome: Outcome = "ok") -> None:
+        self.release_nowait(lease, outcome)
+
+    def release_nowait(self, lease: Lease, outcome: Outcome = "ok") -> None:
         self.outcomes.append((lease.request_id, outcome))
         slot = next((s for s in self._slots if s.runner is lease.runner), None)
         if slot is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import AsyncIterable, AsyncIterator
-from typing import cast
+from typing import Protocol, cast
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -33,8 +33,31 @@ class UpstreamError(Exception):
         self.response_started = response_started
 
 
-class _Connection(asyncio.Protocol):
-    """One TCP connection to a runner, carrying one exchange at a time."""
+class Sink(Protocol):
+    """Receives one exchange's response as callbacks (the gateway's fast path), instead of awaiting it.
+
+    A response that arrives whole (head and ``Content-Length`` body, or no body) comes as one
+    ``upstream_response``; any other as ``upstream_head``, ``upstream_body`` parts and ``upstream_end``.
+    ``upstream_error`` ends the exchange early, at any point.
+    """
+
+    def upstream_response(self, status: int, headers: Headers, body: bytes) -> None: ...
+
+    def upstream_head(self, status: int, headers: Headers) -> None: ...
+
+    def upstream_body(self, chunk: bytes) -> None: ...
+
+    def upstream_end(self) -> None: ...
+
+    def upstream_error(self, exc: UpstreamError) -> None: ...
+
+
+class Connection(asyncio.Protocol):
+    """One TCP connection to a runner, carrying one exchange at a time.
+
+    The response goes either to futures and a queue that :class:`UpstreamResponse` awaits, or, after
+    :meth:`begin_sink`, straight to a :class:`Sink`'s callbacks as the bytes arrive.
+    """
 
     def __init__(self, pool: UpstreamPool, key: tuple[str, int]) -> None:
         self.pool = pool
@@ -58,6 +81,7 @@ class _Connection(asyncio.Protocol):
         self._body_waiter: asyncio.Future[None] | None = None
         self._no_body = False
         self._reading_paused = False
+        self._sink: Sink | None = None
         self.got_bytes = False
 
     def begin(self, no_body: bool) -> asyncio.Future[tuple[int, Headers]]:
@@ -65,6 +89,26 @@ class _Connection(asyncio.Protocol):
         self._no_body = no_body
         self._head_waiter = self._loop.create_future()
         return self._head_waiter
+
+    def begin_sink(self, sink: Sink, no_body: bool) -> None:
+        """Start an exchange whose response goes to ``sink``'s callbacks; the caller writes the request."""
+        self._reset()
+        self._no_body = no_body
+        self._sink = sink
+
+    def _head_failed(self, exc: UpstreamError) -> bool:
+        """Hand ``exc`` to whoever waits for the response head; False when the head already came."""
+        if self._sink is not None:
+            if self._state != "head":
+                return False
+            sink, self._sink = self._sink, None
+            self._state = "done"
+            sink.upstream_error(exc)
+            return True
+        if self._head_waiter is not None and not self._head_waiter.done():
+            self._head_waiter.set_exception(exc)
+            return True
+        return False
 
     # -- protocol callbacks ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -90,10 +134,8 @@ class _Connection(asyncio.Protocol):
         self.pool._forget(self)
         if self._can_write is not None and not self._can_write.done():
             self._can_write.set_result(None)
-        if self._head_waiter is not None and not self._head_waiter.done():
-            self._head_waiter.set_exception(
-                UpstreamError("the runner closed the connection before answering", "runner_disconnected")
-            )
+        if self._head_failed(UpstreamError("the runner closed the connection before answering", "runner_disconnected")):
+            return
         if self._state == "body-close":
             self._state = "done"
             self._push(None)
@@ -112,9 +154,7 @@ class _Connection(asyncio.Protocol):
             self._feed(data)
         except UpstreamError as exc:
             self.reusable = False
-            if self._head_waiter is not None and not self._head_waiter.done():
-                self._head_waiter.set_exception(exc)
-            else:
+            if not self._head_failed(exc):
                 self._push(exc)
             if self.transport is not None:
                 self.transport.close()
@@ -126,24 +166,46 @@ class _Connection(asyncio.Protocol):
             self.reusable = False
             return
         if self._state == "head":
-            self._buf += data
-            end = self._buf.find(b"\r\n\r\n")
+            if self._buf:
+                self._buf += data
+                data = bytes(self._buf)
+                self._buf = bytearray()
+            end = data.find(b"\r\n\r\n")
             if end < 0:
-                if len(self._buf) > _MAX_HEAD:
+                if len(data) > _MAX_HEAD:
                     raise UpstreamError("the runner sent an oversized response head", "runner_incomplete_response")
+                self._buf = bytearray(data)
                 return
-            head = bytes(self._buf[:end])
-            rest = bytes(self._buf[end + 4 :])
-            self._buf = bytearray()
-            status, headers = _parse_head(head)
+            rest = data[end + 4 :]
+            status, headers = _parse_head(data[:end])
             if 100 <= status < 200 and status != 101:
                 if rest:  # informational: the real head follows
                     self._feed(rest)
                 return
             self._start_body(status, headers)
-            assert self._head_waiter is not None
-            if not self._head_waiter.done():
-                self._head_waiter.set_result((status, headers))
+            sink = self._sink
+            if sink is not None:
+                if self._state == "body-length" and len(rest) >= self._remaining:
+                    # The whole response is in: one callback (the common small answer).
+                    body = rest[: self._remaining]
+                    if len(rest) > self._remaining:
+                        self.reusable = False
+                    self._remaining = 0
+                    self._state = "done"
+                    self._sink = None
+                    sink.upstream_response(status, headers, body)
+                    return
+                if self._state == "done":
+                    if rest:
+                        self.reusable = False
+                    self._sink = None
+                    sink.upstream_response(status, headers, b"")
+                    return
+                sink.upstream_head(status, headers)
+            else:
+                assert self._head_waiter is not None
+                if not self._head_waiter.done():
+                    self._head_waiter.set_result((status, headers))
             if self._state == "done":
                 self._push(None)
                 if rest:
@@ -253,6 +315,17 @@ class _Connection(asyncio.Protocol):
 
     # -- body queue -------------------------------------------------------------------------------
     def _push(self, item: bytes | BaseException | None) -> None:
+        sink = self._sink
+        if sink is not None:
+            if item is None:
+                self._sink = None
+                sink.upstream_end()
+            elif isinstance(item, UpstreamError):
+                self._sink = None
+                sink.upstream_error(item)
+            elif isinstance(item, bytes):
+                sink.upstream_body(item)
+            return
         self._body.append(item)
         if isinstance(item, bytes):
             self._body_bytes += len(item)
@@ -288,6 +361,25 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+
+
+def request_head(
+    host: str, port: int, method: str, target: bytes, headers: Headers, length: int | None, *, chunked: bool = False
+) -> bytes:
+    """A request head for a runner; ``length`` is the body's size (None: no Content-Length), ``chunked``
+    announces a chunked body instead."""
+    lines = [b"%s %s HTTP/1.1\r\nhost: %s:%d\r\n" % (method.encode("ascii"), target, host.encode(), port)]
+    for name, value in headers:
+        lines.append(b"%s: %s\r\n" % (name, value))
+    if chunked:
+        lines.append(b"transfer-encoding: chunked\r\n")
+    elif length is not None:
+        lines.append(b"content-length: %d\r\n" % length)
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
 def _parse_head(head: bytes) -> tuple[int, Headers]:
     lines = head.split(b"\r\n")
     status_line = lines[0].split(b" ", 2)
@@ -309,7 +401,7 @@ def _parse_head(head: bytes) -> tuple[int, Headers]:
 class UpstreamResponse:
     """A runner's response: status and headers now, the body as it arrives."""
 
-    def __init__(self, conn: _Connection, status: int, headers: Headers, pool: UpstreamPool) -> None:
+    def __init__(self, conn: Connection, status: int, headers: Headers, pool: UpstreamPool) -> None:
         self._conn = conn
         self.status = status
         self.headers = headers
@@ -359,30 +451,30 @@ class UpstreamPool:
     """Kept-alive connections to runners, keyed by (host, port)."""
 
     def __init__(self, *, max_idle_per_host: int = 256, connect_timeout: float = 10.0) -> None:
-        self._idle: dict[tuple[str, int], list[_Connection]] = {}
-        self._all: set[_Connection] = set()
+        self._idle: dict[tuple[str, int], list[Connection]] = {}
+        self._all: set[Connection] = set()
         self.max_idle_per_host = max_idle_per_host
         self.connect_timeout = connect_timeout
 
-    def _forget(self, conn: _Connection) -> None:
+    def _forget(self, conn: Connection) -> None:
         self._all.discard(conn)
         idle = self._idle.get(conn.key)
         if idle and conn in idle:
             idle.remove(conn)
 
-    def _put_back(self, conn: _Connection) -> None:
+    def _put_back(self, conn: Connection) -> None:
         idle = self._idle.setdefault(conn.key, [])
         if len(idle) >= self.max_idle_per_host:
             conn.close()
             return
         idle.append(conn)
 
-    async def _connect(self, host: str, port: int) -> _Connection:
+    async def _connect(self, host: str, port: int) -> Connection:
         loop = asyncio.get_running_loop()
         key = (host, port)
         try:
             async with asyncio.timeout(self.connect_timeout):
-                transport, conn = await loop.create_connection(lambda: _Connection(self, key), host, port)
+                transport, conn = await loop.create_connection(lambda: Connection(self, key), host, port)
             if conn.transport is None:  # some loops call connection_made later
                 conn.connection_made(transport)
         except TimeoutError:
@@ -396,7 +488,22 @@ class UpstreamPool:
             return conn
         raise UpstreamError(message, error_type)
 
-    def _take_idle(self, host: str, port: int) -> _Connection | None:
+    async def connect(self, host: str, port: int) -> Connection:
+        """A new connection to ``host:port``; raises :class:`UpstreamError` with fal's error type."""
+        return await self._connect(host, port)
+
+    def take_idle(self, host: str, port: int) -> Connection | None:
+        """A kept-alive connection to ``host:port`` that is free, if there is one."""
+        return self._take_idle(host, port)
+
+    def reuse(self, conn: Connection) -> None:
+        """After a sink exchange: keep ``conn`` for the next request if it ended cleanly, else close it."""
+        if conn.response_done and conn.reusable and not conn.closed:
+            self._put_back(conn)
+        else:
+            conn.close()
+
+    def _take_idle(self, host: str, port: int) -> Connection | None:
         idle = self._idle.get((host, port))
         while idle:
             conn = idle.pop()
@@ -421,21 +528,13 @@ class UpstreamPool:
         ``headers`` must not carry ``host``, ``content-length``, ``transfer-encoding`` or ``connection``:
         the framing is decided here. A streamed body without ``content_length`` goes out chunked.
         """
-        head_start = b"%s %s HTTP/1.1\r\nhost: %s:%d\r\n" % (method.encode("ascii"), target, host.encode(), port)
-        lines = [head_start]
-        for name, value in headers:
-            lines.append(b"%s: %s\r\n" % (name, value))
         streamed = not isinstance(body, bytes | bytearray)
-        if not streamed:
-            assert isinstance(body, bytes | bytearray)
-            if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
-                lines.append(b"content-length: %d\r\n" % len(body))
-        elif content_length is not None:
-            lines.append(b"content-length: %d\r\n" % content_length)
+        if streamed:
+            length = content_length
         else:
-            lines.append(b"transfer-encoding: chunked\r\n")
-        lines.append(b"\r\n")
-        head = b"".join(lines)
+            assert isinstance(body, bytes | bytearray)
+            length = len(body) if body or method not in BODYLESS_METHODS else None
+        head = request_head(host, port, method, target, headers, length, chunked=streamed and content_length is None)
         no_body = method == "HEAD"
 
         for attempt in (0, 1):
@@ -476,7 +575,7 @@ class UpstreamPool:
         raise UpstreamError("the runner closed the connection before answering", "runner_disconnected")
 
     @staticmethod
-    async def _send_body(conn: _Connection, body: AsyncIterable[bytes], *, chunked: bool) -> None:
+    async def _send_body(conn: Connection, body: AsyncIterable[bytes], *, chunked: bool) -> None:
         transport = conn.transport
         assert transport is not None
         try:

@@ -166,7 +166,7 @@ async def serve(gateway: Gateway, scope: MutableMapping[str, Any], receive: Rece
         gapp = gateway.apps.get(alias) if owner == gateway.owner else None
         if gapp is None or not alias:
             raise PlatformError(f"Application '{owner}/{alias}' not found", status=404)
-        caller = gateway._authorize(gapp, incoming)
+        caller = gateway.authorize(gapp, incoming)
         raw_sub = raw_path.lstrip(b"/").partition(b"/")[2].partition(b"/")[2]
         query = runner_query(scope.get("query_string", b""))
         target = "/" + raw_sub.decode("latin-1") + ("?" + query if query else "")

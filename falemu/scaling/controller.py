@@ -49,6 +49,7 @@ from falemu.scaling.policy import (
     WaitingRequest,
     backoff_seconds,
     decide,
+    target_runners,
 )
 from falemu.scaling.pool import Lease, Outcome, RequestStartTimeout, RunnerInfo
 
@@ -132,6 +133,7 @@ class AppController:
         self._last_health = time.monotonic()
         self._next_change: float | None = None
         self._health_task: asyncio.Task[None] | None = None
+        self._reconcile_handle: asyncio.Handle | None = None
 
     # -- RunnerPool ---------------------------------------------------------------------------------
 
@@ -156,17 +158,27 @@ class AppController:
         if failed and self._last_error is not None:
             raise self._last_error
 
+    def try_acquire(self, request_id: str) -> Lease | None:
+        if self._closed or self._waiters:
+            return None
+        slot = self._free_slot()
+        if slot is None:
+            return None
+        lease = self._lease(slot, request_id)
+        # With nobody waiting, a lease can only change the decision by raising the target above the
+        # live runners (the buffer, or demand beyond them): apply the policy only then.
+        if self._target_exceeds_live():
+            self._reconcile()
+        return lease
+
     async def acquire(self, request_id: str, *, start_timeout: float | None = None) -> Lease:
         self._check_open()
         timeout = start_timeout if start_timeout is not None else self.app.scaling.request_start_timeout
         if timeout is not None and timeout <= 0:
             timeout = None
-        if not self._waiters:
-            slot = self._free_slot()
-            if slot is not None:
-                lease = self._lease(slot, request_id)
-                self._reconcile()
-                return lease
+        lease = self.try_acquire(request_id)
+        if lease is not None:
+            return lease
         self._raise_if_backing_off()
         loop = asyncio.get_running_loop()
         waiter = _Waiter(request_id, self.clock.now(), loop.create_future())
@@ -183,7 +195,8 @@ class AppController:
                 lease = fut.result()
                 if isinstance(exc, TimeoutError):
                     return lease  # granted in the same instant the timeout fired: use it
-                self._give_back(lease, served=False)
+                if self._give_back(lease, served=False):
+                    self._reconcile()
             elif not fut.done():
                 fut.cancel()
             if isinstance(exc, TimeoutError):
@@ -193,14 +206,28 @@ class AppController:
             raise
 
     async def release(self, lease: Lease, outcome: Outcome = "ok") -> None:
+        if self._return(lease, outcome):
+            self._reconcile()
+
+    def release_nowait(self, lease: Lease, outcome: Outcome = "ok") -> None:
+        """:meth:`release`, with the policy applied once at the end of this event-loop step: releases
+        that come together (a busy gateway) share one evaluation."""
+        if self._return(lease, outcome) and self._reconcile_handle is None:
+            self._reconcile_handle = asyncio.get_running_loop().call_soon(self._deferred_reconcile)
+
+    def _return(self, lease: Lease, outcome: Outcome) -> bool:
         slot = self._slots.get(lease.runner.id)
         if slot is None:
-            return
+            return False
         if outcome == "replace" and slot.state in LIVE_STATES:
             self.stats.replaced += 1
             slot.stop_reason = "replaced"
             self._set_state(slot, S.DRAINING)
-        self._give_back(lease, served=True)
+        return self._give_back(lease, served=True)
+
+    def _deferred_reconcile(self) -> None:
+        self._reconcile_handle = None
+        self._reconcile()
 
     def runners(self) -> list[RunnerInfo]:
         with self._lock:
@@ -264,6 +291,9 @@ class AppController:
         if self._closed:
             return
         self._closed = True
+        if self._reconcile_handle is not None:
+            self._reconcile_handle.cancel()
+            self._reconcile_handle = None
         error = RunnerError(f"{self.app.alias} is shutting down", error_type="runner_disconnected")
         self._fail_waiters(error)
         for task in (self._loop_task, self._health_task):
@@ -290,11 +320,17 @@ class AppController:
         return sum(1 for s in self._slots.values() if s.state in LIVE_STATES)
 
     def _free_slot(self) -> _Slot | None:
+        """The serving runner with the fewest requests in flight (the oldest on a tie), if one has room."""
         cap = max(1, self.app.scaling.max_multiplexing)
-        free = [s for s in self._slots.values() if s.state in SERVING_STATES and s.in_flight < cap]
-        if not free:
-            return None
-        return min(free, key=lambda s: (s.in_flight, s.started_at))
+        best: _Slot | None = None
+        for s in self._slots.values():
+            if (
+                s.in_flight < cap
+                and s.state in SERVING_STATES
+                and (best is None or (s.in_flight, s.started_at) < (best.in_flight, best.started_at))
+            ):
+                best = s
+        return best
 
     def _lease(self, slot: _Slot, request_id: str) -> Lease:
         assert slot.runner is not None
@@ -303,10 +339,11 @@ class AppController:
             self._set_state(slot, S.RUNNING)
         return Lease(runner=slot.runner, request_id=request_id, started=self.clock.now())
 
-    def _give_back(self, lease: Lease, *, served: bool) -> None:
+    def _give_back(self, lease: Lease, *, served: bool) -> bool:
+        """Return the lease's capacity and hand it to a waiter; True when the policy must run again."""
         slot = self._slots.get(lease.runner.id)
         if slot is None:
-            return
+            return False
         slot.in_flight = max(0, slot.in_flight - 1)
         if served:
             slot.served += 1
@@ -318,7 +355,18 @@ class AppController:
         elif slot.state in SERVING_STATES and slot.in_flight == 0:
             self._set_state(slot, S.IDLE)
         self._dispatch()
-        self._reconcile()
+        return True
+
+    def _target_exceeds_live(self) -> bool:
+        scaling = self.app.scaling
+        if scaling.concurrency_buffer <= 0 and scaling.concurrency_buffer_perc <= 0 and scaling.min_concurrency <= 0:
+            return False  # the target is what the live runners' requests need, and they carry them all
+        live = in_flight = 0
+        for slot in self._slots.values():
+            if slot.state in LIVE_STATES:
+                live += 1
+                in_flight += slot.in_flight
+        return target_runners(self.app.scaling, in_flight) > live
 
     def _dispatch(self) -> None:
         while self._waiters:

@@ -40,8 +40,16 @@ class RunnerPool(Protocol):
         """
         ...
 
+    def try_acquire(self, request_id: str) -> Lease | None:
+        """A lease at once when a runner has spare capacity and no request waits before this one, else None."""
+        ...
+
     async def release(self, lease: Lease, outcome: Outcome = "ok") -> None:
         """Give the runner back. ``replace`` stops it (fal replaces a runner after a 503 or a request timeout)."""
+        ...
+
+    def release_nowait(self, lease: Lease, outcome: Outcome = "ok") -> None:
+        """:meth:`release` for callers outside a coroutine (the gateway's callback-driven fast path)."""
         ...
 
     def runners(self) -> list[RunnerInfo]:

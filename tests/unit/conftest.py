@@ -17,9 +17,11 @@ def keys(tmp_path: Path) -> KeyStore:
     return KeyStore(tmp_path / "config", user="local")
 
 
-@pytest.fixture
-def harness(keys: KeyStore) -> Iterator[GatewayHarness]:
-    h = GatewayHarness(keys)
+@pytest.fixture(params=["fast", "asgi"])
+def harness(request: pytest.FixtureRequest, keys: KeyStore) -> Iterator[GatewayHarness]:
+    """The gateway served by its own protocol (sync requests take the fast path where they can) and by
+    uvicorn's stock one (every request through the ASGI app): both must answer alike."""
+    h = GatewayHarness(keys, http="gateway" if request.param == "fast" else "httptools")
     yield h
     h.close()
 

@@ -451,3 +451,61 @@ def test_real_clock_keeps_working() -> None:
         await ctl.close()
 
     asyncio.run(main())
+
+
+# -- the gateway's fast path: try_acquire and release_nowait ------------------------------------------------
+
+
+def test_try_acquire_leases_a_free_runner_and_steps_aside_when_none_is_free_or_someone_waits() -> None:
+    async def body(h: Harness) -> None:
+        first = h.ctl.try_acquire("r1")
+        assert first is not None
+        assert h.ctl.try_acquire("r2") is None  # the only runner is full (max_multiplexing=1), max_concurrency=1
+        waiter = asyncio.ensure_future(h.ctl.acquire("r3"))
+        await asyncio.sleep(0)
+        assert h.ctl.waiting == 1
+        h.ctl.release_nowait(first)
+        third = await asyncio.wait_for(waiter, 5)  # the capacity went to the waiter, in arrival order
+        assert third.runner.id == first.runner.id
+        assert h.ctl.try_acquire("r4") is None
+        await h.ctl.release(third)
+        assert h.ctl.try_acquire("r5") is not None
+
+    run(body, warm=1, min_concurrency=1, max_concurrency=1, keep_alive=300)
+
+
+def test_try_acquire_starts_the_buffer_runner_its_lease_calls_for() -> None:
+    async def body(h: Harness) -> None:
+        assert len(h.runtime.started) == 1
+        lease = h.ctl.try_acquire("r1")
+        assert lease is not None
+        await h.ctl.settle()
+        assert len(h.runtime.started) == 2  # demand 1 + concurrency_buffer 1: a second runner, at once
+        h.ctl.release_nowait(lease)
+
+    run(body, warm=1, concurrency_buffer=1, max_concurrency=3, keep_alive=300)
+
+
+def test_try_acquire_without_a_buffer_starts_nothing() -> None:
+    async def body(h: Harness) -> None:
+        leases = [h.ctl.try_acquire(f"r{i}") for i in range(3)]
+        assert all(lease is not None for lease in leases)
+        await h.ctl.settle()
+        assert len(h.runtime.started) == 1
+        for lease in leases:
+            assert lease is not None
+            h.ctl.release_nowait(lease)
+
+    run(body, warm=1, max_multiplexing=3, max_concurrency=3, keep_alive=300)
+
+
+def test_release_nowait_applies_the_policy_in_the_same_loop_step() -> None:
+    async def body(h: Harness) -> None:
+        lease = h.ctl.try_acquire("r1")
+        assert lease is not None
+        h.ctl.release_nowait(lease)
+        await asyncio.sleep(0)  # one step: the deferred evaluation has run, long before the 50 ms tick
+        await asyncio.sleep(0)
+        assert [info.state for info in h.ctl.runners()] in (["TERMINATING"], ["TERMINATED"], [])
+
+    run(body, warm=1, keep_alive=0)

@@ -1,0 +1,245 @@
+"""The sync API's fast path (falemu.gateway.fastpath): which requests take it, and what only it does.
+
+Everything the sync API answers is also checked against both protocols by test_gateway.py (its
+``harness`` fixture runs each test with and without the fast path); these tests cover the choice of
+path and the connection-level behaviour of the fast path itself, over real sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+
+import h11
+import httpx
+import pytest
+from gateway_support import app_config, wait_for
+
+from falemu.events import RequestCompleted
+from falemu.gateway.harness import GatewayHarness
+from falemu.gateway.keys import KeyStore
+from falemu.gateway.static_pool import StaticPool
+from falemu.runtime.base import Runner
+
+
+@pytest.fixture
+def fast(keys: KeyStore) -> Iterator[GatewayHarness]:
+    h = GatewayHarness(keys)  # falemu's own protocol, as `falemu up` serves it
+    yield h
+    h.close()
+
+
+def fast_count(harness: GatewayHarness) -> int:
+    assert harness.app is not None
+    return harness.app.fast_requests
+
+
+def read_responses(sock: socket.socket, count: int) -> list[tuple[int, dict[bytes, bytes], bytes]]:
+    """``count`` HTTP/1.1 responses from ``sock``, parsed by h11."""
+    conn = h11.Connection(h11.CLIENT)
+    # h11 needs to know it sent requests; pipelined GETs with no body are enough to set its state.
+    out: list[tuple[int, dict[bytes, bytes], bytes]] = []
+    status, headers, body = 0, {}, b""
+    while len(out) < count:
+        if conn.our_state is h11.IDLE:
+            conn.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
+            conn.send(h11.EndOfMessage())
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = sock.recv(65536)
+            conn.receive_data(data)
+            if not data:
+                break
+        elif isinstance(event, h11.Response):
+            status, headers, body = event.status_code, dict(event.headers), b""
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            out.append((status, headers, body))
+            if len(out) < count:
+                conn.start_next_cycle()
+    return out
+
+
+# -- which requests take the fast path ---------------------------------------------------------------------
+
+
+def test_plain_sync_requests_take_the_fast_path(fast: GatewayHarness, client: httpx.Client) -> None:
+    url = fast.serve([app_config("echo")])
+    got = client.get(f"{url}/local/echo/items?q=a%20b", headers={"x-fal-endpoint": "spoof"})
+    assert got.status_code == 200
+    echo = got.json()
+    assert (echo["path"], echo["query"]) == ("/items", "q=a%20b")
+    assert echo["headers"]["x-fal-endpoint"] == "local/echo/items"
+    assert got.headers["x-fal-request-id"] == echo["headers"]["x-fal-request-id"]
+    posted = client.post(f"{url}/local/echo/run", json={"n": 1})
+    assert json.loads(posted.json()["body"]) == {"n": 1}
+    assert fast_count(fast) == 2
+
+
+def test_unusual_requests_fall_back_to_the_asgi_path_and_still_work(fast: GatewayHarness, client: httpx.Client) -> None:
+    url = fast.serve([app_config("echo")])
+
+    def chunks() -> Iterator[bytes]:
+        yield b"part one, "
+        yield b"part two"
+
+    streamed = client.post(f"{url}/local/echo/upload", content=chunks())  # chunked: length unknown up front
+    assert streamed.json()["body"] == "part one, part two"
+    encoded = client.get(f"{url}/local/echo/a%2Fb")  # routed by its decoded form
+    assert encoded.json()["raw_path"] == "/a%2Fb"
+    big = "x" * (300 * 1024)
+    assert client.post(f"{url}/local/echo/big", content=big).json()["body"] == big
+    unknown = client.get(f"{url}/local/nope/x")
+    assert unknown.status_code == 404
+    submitted = client.post(f"{url}/queue/local/echo/run", json={})
+    assert submitted.status_code == 200
+    assert fast_count(fast) == 0
+
+
+def test_a_request_that_must_wait_for_a_runner_takes_the_asgi_path(fast: GatewayHarness, client: httpx.Client) -> None:
+    url = fast.serve([app_config("busy", max_multiplexing=1)])
+    pool = fast.pools["busy"]
+    holder = threading.Thread(target=lambda: client.post(f"{url}/local/busy/slow?s=1"))
+    holder.start()
+    wait_for(lambda: sum(info.in_flight for info in pool.runners()) == 1)
+    with httpx.Client(timeout=20) as other:
+        second = other.get(f"{url}/local/busy/after")
+    holder.join()
+    assert second.status_code == 200
+    assert fast_count(fast) == 1  # the first request only: the second waited on the ASGI path
+
+
+# -- connection behaviour ------------------------------------------------------------------------------------
+
+
+def test_pipelined_requests_are_answered_in_order(fast: GatewayHarness) -> None:
+    url = fast.serve([app_config("echo")])
+    port = int(url.rsplit(":", 1)[1])
+    requests = (
+        b"GET /local/echo/one HTTP/1.1\r\nhost: x\r\n\r\n"
+        b"POST /local/echo/two HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc"
+        b"POST /local/echo/three HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nxyz\r\n0\r\n\r\n"
+        b"GET /local/echo/four HTTP/1.1\r\nhost: x\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(requests)
+        answers = read_responses(sock, 4)
+    paths = [json.loads(body)["path"] for _, _, body in answers]
+    assert paths == ["/one", "/two", "/three", "/four"]
+    assert [json.loads(body)["body"] for _, _, body in answers][1:3] == ["abc", "xyz"]
+    assert len({headers[b"x-fal-request-id"] for _, headers, _ in answers}) == 4
+    assert fast_count(fast) >= 1
+
+
+def test_connection_close_and_http10_end_the_connection_after_the_answer(fast: GatewayHarness) -> None:
+    url = fast.serve([app_config("echo")])
+    port = int(url.rsplit(":", 1)[1])
+    for request in (
+        b"GET /local/echo/a HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        b"GET /local/echo/b HTTP/1.0\r\nhost: x\r\n\r\n",
+    ):
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+            sock.sendall(request)
+            data = b""
+            while chunk := sock.recv(65536):  # returns b"" only when the gateway closes the connection
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200"))
+        assert json.loads(body)["path"] in ("/a", "/b")
+
+
+def test_caller_leaving_mid_request_frees_the_runner_at_once(fast: GatewayHarness) -> None:
+    url = fast.serve([app_config("slow")])
+    port = int(url.rsplit(":", 1)[1])
+    pool = fast.pools["slow"]
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(b"POST /local/slow/slow?s=30 HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
+        wait_for(lambda: sum(info.in_flight for info in pool.runners()) == 1)
+    wait_for(lambda: sum(info.in_flight for info in pool.runners()) == 0)  # long before the runner's 30 s
+    assert pool.outcomes[-1][1] == "error"
+    wait_for(lambda: bool(fast.events_of(RequestCompleted)))
+    assert fast.events_of(RequestCompleted)[-1].status_code == 499
+    assert fast_count(fast) == 1
+
+
+def test_large_answers_stream_through_in_parts(fast: GatewayHarness, client: httpx.Client) -> None:
+    url = fast.serve([app_config("echo")])
+    body = "y" * (200 * 1024)  # fast path in; the echo (with JSON around it) comes back over many reads
+    got = client.post(f"{url}/local/echo/big", content=body)
+    assert got.json()["body"] == body
+    with client.stream("POST", f"{url}/local/echo/stream?n=50") as sse:
+        assert sse.headers["content-type"] == "text/event-stream"
+        events = [line for line in sse.iter_lines() if line.startswith("data:")]
+    assert [json.loads(line[5:])["i"] for line in events] == list(range(50))
+    assert fast_count(fast) == 2
+
+
+class _ForgetfulRunner:
+    """A raw HTTP runner that answers the first request on a connection, then drops the connection on
+    the next one without a byte: a kept-alive socket the runner closed just as the gateway reused it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._stop = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            body = b'{"ok":true}'
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n" + body)
+            conn.recv(65536)  # the next request on this connection: closed unanswered
+
+    def close(self) -> None:
+        self._stop = True
+        self.sock.close()
+
+
+def test_a_reused_runner_connection_that_died_is_retried_once_on_a_new_one(
+    fast: GatewayHarness, client: httpx.Client
+) -> None:
+    runner = _ForgetfulRunner()
+    try:
+        url = fast.serve([app_config("flaky")])
+        fast.pools["flaky"]._slots[0].runner = Runner(id="flaky-0", app="flaky", host="127.0.0.1", port=runner.port)
+        first = client.get(f"{url}/local/flaky/a")
+        second = client.get(f"{url}/local/flaky/b")
+        assert (first.status_code, second.status_code) == (200, 200)
+        assert runner.connections == 2  # the second request went out again on a fresh connection
+        assert fast_count(fast) == 2
+    finally:
+        runner.close()
+
+
+def test_a_runner_that_refuses_connections_is_503(fast: GatewayHarness, client: httpx.Client) -> None:
+    url = fast.serve([app_config("gone")])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    pool: StaticPool = fast.pools["gone"]
+    pool._slots[0].runner = Runner(id="gone-0", app="gone", host="127.0.0.1", port=free)
+    got = client.get(f"{url}/local/gone/x")
+    assert got.status_code == 503
+    assert got.json()["error_type"] == "runner_connection_refused"
+    assert got.headers["x-fal-error-type"] == "runner_connection_refused"
+    assert pool.outcomes[-1][1] == "replace"
+    assert fast_count(fast) == 1

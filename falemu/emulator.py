@@ -46,6 +46,8 @@ from falemu.scaling.pool import RunnerInfo, RunnerPool
 if TYPE_CHECKING:
     import uvicorn
 
+    from falemu.gateway.app import Gateway
+
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 SCALING_FIELDS = frozenset(f.name for f in dataclasses.fields(ScalingConfig))
@@ -92,6 +94,7 @@ class Emulator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: uvicorn.Server | None = None
+        self.gateway: Gateway | None = None  # the gateway, once serving
         self._main_task: asyncio.Task[None] | None = None
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
@@ -436,20 +439,13 @@ class Emulator:
                 await controller.settle(timeout=30)
 
     def _asgi_app(self) -> ASGIApp:
-        from falemu.state import ADMIN_ROUTES, admin_app
+        from falemu.state import admin_app
 
         gateway = self._gateway_app()
-        admin = admin_app(self)
+        self.gateway = gateway
+        return _WithAdminRoutes(gateway, admin_app(self))
 
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] == "http" and str(scope.get("path", "")).rstrip("/") in ADMIN_ROUTES:
-                await admin(scope, receive, send)
-                return
-            await gateway(scope, receive, send)
-
-        return app
-
-    def _gateway_app(self) -> ASGIApp:
+    def _gateway_app(self) -> Gateway:
         from falemu.gateway import GatewayApp, create_app
         from falemu.gateway.keys import KeyStore
 
@@ -460,3 +456,23 @@ class Emulator:
         return create_app(
             apps, settings=self.settings, events=self.events, keys=KeyStore(user=self.settings.owner), clock=self.clock
         )
+
+
+class _WithAdminRoutes:
+    """The gateway with the admin routes of `falemu ps/logs` in front.
+
+    ``app`` is the gateway itself: that is where the gateway's HTTP protocol finds it for the sync
+    API's fast path (which leaves the admin routes to this wrapper).
+    """
+
+    def __init__(self, app: Gateway, admin: ASGIApp) -> None:
+        self.app = app
+        self.admin = admin
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from falemu.state import ADMIN_ROUTES
+
+        if scope["type"] == "http" and str(scope.get("path", "")).rstrip("/") in ADMIN_ROUTES:
+            await self.admin(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

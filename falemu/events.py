@@ -25,9 +25,20 @@ class Event:
         return type(self).__name__
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        """The event's fields (values as they are, not copied) and its kind under ``event``."""
+        data = {name: getattr(self, name) for name in _field_names(type(self))}
         data["event"] = self.kind
         return data
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type[Event]) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 @dataclass(slots=True)

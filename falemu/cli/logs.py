@@ -73,3 +73,5 @@ def logs(app: str | None, follow: bool, tail: int, json_lines: bool, project: Pa
         raise UsageError(
             f"cannot read logs from {instance.url}: {exc}", hint="is that falemu up still running?"
         ) from None
+    finally:
+        renderer.flush()

@@ -83,6 +83,9 @@ def timeline_text(timeline: Mapping[str, float]) -> str:
     )
 
 
+FLUSH_DELAY = 0.02  # seconds a line written to a file or pipe may wait for the next flush
+
+
 class Renderer:
     """Renders events as they come, from any thread."""
 
@@ -102,13 +105,51 @@ class Renderer:
         self._in_flight: dict[str, int] = {}
         self._ready: set[str] = set()  # runners that were IDLE once: later RUNNING/IDLE flips are per request
         self._stopping = False  # after Ctrl-C, a start that ends is cancelled, not failed
+        try:
+            self._tty = self.stream.isatty()
+        except (AttributeError, ValueError):
+            self._tty = False
+        self._flush_wanted = threading.Event()
+        self._flusher: threading.Thread | None = None
 
     def _echo(self, text: str, *, err: bool = False) -> None:
+        if err or self._tty:
+            with self._lock:
+                click.echo(text, file=sys.stderr if err else self.stream, color=self.color)
+            return
+        if "\x1b" in text and not self.color:
+            text = click.unstyle(text)
+        self._write(text + "\n")
+
+    def _write(self, line: str) -> None:
+        """Write to a file or pipe, flushed within FLUSH_DELAY: one system call for many lines when a
+        runner logs every request, and still line by line for a reader at rest."""
         with self._lock:
-            click.echo(text, file=sys.stderr if err else self.stream, color=self.color)
+            self.stream.write(line)
+            if self._flush_wanted.is_set():
+                return
+            self._flush_wanted.set()
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_loop, name="falemu-output", daemon=True)
+                self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while True:
+            self._flush_wanted.wait()
+            time.sleep(FLUSH_DELAY)
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_wanted.clear()
+            try:
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass  # the reader went away
 
     def _style(self, text: str, **kwargs: Any) -> str:
-        return click.style(text, **kwargs)
+        colored = self.color if self.color is not None else self._tty
+        return click.style(text, **kwargs) if colored else text
 
     def __call__(self, event: Event) -> None:
         if self.json_lines:
@@ -119,7 +160,7 @@ class Renderer:
             self._echo(line)
 
     def json(self, data: Mapping[str, Any]) -> None:
-        self._echo(json.dumps(dict(data), default=str, sort_keys=False))
+        self._write(json.dumps(dict(data), default=str) + "\n")
 
     def render(self, event: Event) -> str | None:
         app = event.app

@@ -187,3 +187,4 @@ def up(
                 state.unregister(state_path)
             signal.signal(signal.SIGTERM, previous)
     renderer.status("Stopped", "stopped: every runner of this falemu up is gone")
+    renderer.flush()

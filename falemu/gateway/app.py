@@ -117,8 +117,8 @@ class Gateway:
         self.events(event)
 
     def _on_event(self, event: Event) -> None:
-        if not isinstance(event, RunnerLog):
-            return
+        if not isinstance(event, RunnerLog) or not self.queue.wants_logs(event.runner):
+            return  # most lines concern no queued request: no need to wake the loop for them
         loop = self._loop
         if loop is None or loop.is_closed():
             return

@@ -458,6 +458,10 @@ class QueueManager:
         _, recent = self._recent.get(runner, (now, []))
         self._recent[runner] = (now, [*recent[-7:], rec])
 
+    def wants_logs(self, runner: str) -> bool:
+        """Whether a queued request may take this runner's log lines now (callable from any thread)."""
+        return runner in self._on_runner or runner in self._recent
+
     def runner_log(self, runner: str, line: str, stream: str, ts: float) -> None:
         targets = self._on_runner.get(runner)
         if not targets:

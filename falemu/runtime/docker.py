@@ -393,20 +393,20 @@ class DockerRuntime:
             return  # the container went away
 
     def _stream_lines(self, container_id: str, follow: bool) -> Iterator[str]:
-        """The container's log lines; ends quietly when the container is gone."""
+        """The container's log lines (stdout and stderr); ends quietly when the container is gone."""
         from docker.errors import NotFound
 
-        pending = b""
+        from falemu.runtime.logstream import follow_lines
+
+        api = self._client.api
+        params = {"stdout": 1, "stderr": 1, "follow": 1 if follow else 0, "timestamps": 0, "tail": "all"}
         try:
-            for chunk in self._client.api.logs(container_id, stream=True, follow=follow):
-                pending += chunk
-                while b"\n" in pending:
-                    line, pending = pending.split(b"\n", 1)
-                    yield line.decode(errors="replace").rstrip("\r")
+            response = api._get(api._url("/containers/{0}/logs", container_id), params=params, stream=True)
+            api._raise_for_status(response)
         except NotFound:
-            pass
-        if pending:
-            yield pending.decode(errors="replace")
+            return
+        for _stream, line in follow_lines(response):  # runners have no TTY: the stream is multiplexed
+            yield line
 
     def stop(self, runner: Runner, grace: float | None = None) -> None:
         from docker.errors import APIError, NotFound

@@ -144,3 +144,29 @@ def test_ps_table() -> None:
     r2, out2 = renderer()
     r2.ps([])
     assert out2.getvalue().strip() == "no falemu up is running"
+
+
+class _CountingStream(io.StringIO):
+    """A file-like stream (not a terminal) that counts its flushes."""
+
+    flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+def test_lines_to_a_file_or_pipe_are_flushed_in_batches_yet_soon() -> None:
+    from gateway_support import wait_for
+
+    for json_lines in (True, False):
+        out = _CountingStream()
+        r = Renderer(stream=out, json_lines=json_lines)
+        for i in range(1000):
+            r(RunnerLog("greeter", runner="g-1", line=f"GET /health {i}"))
+        wait_for(lambda out=out: out.flushes >= 1)  # a quiet reader still gets the last line promptly
+        lines = out.getvalue().splitlines()
+        assert len(lines) == 1000
+        assert "\x1b[" not in out.getvalue()  # no colour codes in a file
+        assert out.flushes < 100  # not one system call per line
+        r.flush()

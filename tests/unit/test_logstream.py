@@ -1,0 +1,67 @@
+"""Docker's chunked, multiplexed log stream into lines (falemu.runtime.logstream)."""
+
+from __future__ import annotations
+
+from falemu.runtime.logstream import LogDemuxer
+
+
+def frame(kind: int, payload: bytes) -> bytes:
+    return bytes([kind, 0, 0, 0]) + len(payload).to_bytes(4, "big") + payload
+
+
+def chunked(*parts: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+
+BODY = chunked(
+    frame(1, b"first line\n"),
+    frame(2, b"an err"),  # stderr's line continues two frames later
+    frame(1, b"second\r\nthird "),
+    frame(2, b"or line\n") + frame(1, b"line\n"),
+    frame(1, b"no newline at the end"),
+)
+EXPECTED = [
+    ("stdout", "first line"),
+    ("stdout", "second"),
+    ("stderr", "an error line"),
+    ("stdout", "third line"),
+]
+
+
+def test_whole_body_gives_lines_per_stream_and_the_unfinished_last_line_at_close() -> None:
+    demux = LogDemuxer(chunked=True)
+    assert demux.feed(BODY) == EXPECTED
+    assert demux.finished
+    assert demux.close() == [("stdout", "no newline at the end")]
+
+
+def test_any_split_of_the_bytes_gives_the_same_lines() -> None:
+    for size in (1, 2, 3, 7, 8, 9, 13, 64):
+        demux = LogDemuxer(chunked=True)
+        lines = []
+        for start in range(0, len(BODY), size):
+            lines += demux.feed(BODY[start : start + size])
+        assert lines == EXPECTED, size
+        assert demux.finished
+        assert demux.close() == [("stdout", "no newline at the end")]
+
+
+def test_chunk_extensions_and_bytes_after_the_last_chunk_are_ignored() -> None:
+    body = b"%x;name=value\r\n%s\r\n0\r\nTrailer: x\r\n\r\n" % (len(frame(1, b"ok\n")), frame(1, b"ok\n"))
+    demux = LogDemuxer(chunked=True)
+    assert demux.feed(body) == [("stdout", "ok")]
+    assert demux.finished
+    assert demux.feed(frame(1, b"late\n")) == []
+
+
+def test_unchunked_and_raw_streams() -> None:
+    plain = LogDemuxer(chunked=False)
+    assert plain.feed(frame(1, b"a\nb") + frame(1, b"c\n")) == [("stdout", "a"), ("stdout", "bc")]
+    raw = LogDemuxer(chunked=False, multiplexed=False)
+    assert raw.feed(b"tty line\nrest") == [("stdout", "tty line")]
+    assert raw.close() == [("stdout", "rest")]
+
+
+def test_invalid_utf8_is_replaced_not_raised() -> None:
+    demux = LogDemuxer(chunked=False)
+    assert demux.feed(frame(1, b"caf\xe9\n")) == [("stdout", "caf\ufffd")]

@@ -298,10 +298,10 @@ def main() -> int:
     )
     parser.add_argument(
         "--http",
-        choices=("gateway", "httptools", "h11"),
+        choices=("gateway", "httptools", "h11", "floor"),
         default="gateway",
         help="the gateway's HTTP protocol: falemu's (fast path, coalesced writes) or a stock uvicorn one "
-        "(every request through the ASGI app)",
+        "(every request through the ASGI app); floor: bench/floor_proxy.py instead of falemu's gateway",
     )
     parser.add_argument(
         "--pool",
@@ -331,15 +331,13 @@ def main() -> int:
         for alias, (target, extra) in RUNNERS.items()
     }
     gateway_args = [str(gateway_port), *(f"{alias}={port}" for alias, port in ports.items())]
+    if args.http == "floor":
+        gateway_command = [sys.executable, str(ROOT / "bench" / "floor_proxy.py"), *gateway_args]
+    else:
+        gateway_command = [sys.executable, __file__, "--serve-gateway", *gateway_args]
+        gateway_command += ["--loop", args.loop, "--http", args.http, "--pool", args.pool]
     gateway_proc = subprocess.Popen(
-        [
-            sys.executable,
-            __file__,
-            "--serve-gateway",
-            *gateway_args,
-            *("--loop", args.loop, "--http", args.http),
-            *("--pool", args.pool),
-        ],
+        gateway_command,
         env=env,
         cwd=ROOT,
     )

@@ -164,6 +164,8 @@ class Renderer:
 
     def render(self, event: Event) -> str | None:
         app = event.app
+        if type(event) is RunnerLog:  # the events of every request first: they come by the thousand
+            return f"[{event.runner}] {event.line}"
         if isinstance(event, BuildStarted):
             return f"{app}: building {event.image} ({event.steps} steps)"
         if isinstance(event, BuildStep):

@@ -7,7 +7,9 @@ the pytest fixtures keep them in ``falemu_app.events``.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -151,6 +153,7 @@ class EventBus:
         self._subscribers: tuple[Callable[[Event], None], ...] = ()  # replaced, never changed in place
         self._lock = threading.Lock()
         self._history: collections.deque[Event] = collections.deque(maxlen=history)
+        self._reported: set[Callable[[Event], None]] = set()
 
     def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
         with self._lock:
@@ -169,12 +172,39 @@ class EventBus:
         with self._lock:
             self._history.append(event)
         for fn in self._subscribers:
-            fn(event)
+            try:
+                fn(event)
+            except OSError as exc:
+                # Whoever emitted (often the gateway, in the middle of a request) must not fail
+                # because a reader's output is gone (`falemu up | head`): that reader is dropped.
+                self._drop(fn, exc)
+            except Exception as exc:
+                self._report(fn, exc)
+
+    def _drop(self, fn: Callable[[Event], None], exc: Exception) -> None:
+        with self._lock:
+            if fn not in self._subscribers:
+                return
+            self._subscribers = tuple(s for s in self._subscribers if s is not fn)
+        _warn(f"an event subscriber's output failed, it gets no more events: {exc!r}")
+
+    def _report(self, fn: Callable[[Event], None], exc: Exception) -> None:
+        """A subscriber's own error: said once per subscriber; it keeps getting events."""
+        with self._lock:
+            if fn in self._reported:
+                return
+            self._reported.add(fn)
+        _warn(f"an event subscriber failed on {type(exc).__name__}: {exc} (further failures are not shown)")
 
     @property
     def history(self) -> list[Event]:
         with self._lock:
             return list(self._history)
+
+
+def _warn(message: str) -> None:
+    with contextlib.suppress(Exception):
+        sys.stderr.write(f"falemu: {message}\n")
 
 
 def null_sink(event: Event) -> None:

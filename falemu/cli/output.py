@@ -7,6 +7,7 @@ URLs and endpoints of each app.
 
 from __future__ import annotations
 
+import atexit
 import json
 import sys
 import threading
@@ -111,9 +112,12 @@ class Renderer:
             self._tty = False
         self._flush_wanted = threading.Event()
         self._flusher: threading.Thread | None = None
+        self._at_exit = False
 
     def _echo(self, text: str, *, err: bool = False) -> None:
         if err or self._tty:
+            if err:
+                self.flush()  # what went to stdout before comes first
             with self._lock:
                 click.echo(text, file=sys.stderr if err else self.stream, color=self.color)
             return
@@ -130,12 +134,20 @@ class Renderer:
                 return
             self._flush_wanted.set()
             if self._flusher is None:
+                if not self._at_exit:
+                    self._at_exit = True
+                    atexit.register(self.flush)  # before the interpreter tears stdout down
                 self._flusher = threading.Thread(target=self._flush_loop, name="falemu-output", daemon=True)
                 self._flusher.start()
 
     def _flush_loop(self) -> None:
         while True:
-            self._flush_wanted.wait()
+            if not self._flush_wanted.wait(timeout=1.0):
+                with self._lock:
+                    if not self._flush_wanted.is_set():  # a second at rest: the thread ends
+                        self._flusher = None
+                        return
+                continue
             time.sleep(FLUSH_DELAY)
             self.flush()
 

@@ -100,6 +100,7 @@ class Gateway:
         self.clock: Clock = clock or MonotonicClock()
         self.queue = QueueManager(self)
         self.fast_requests = 0  # sync requests served by the fast path (falemu.gateway.fastpath)
+        self.closed = False
         self._upstream: UpstreamPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -143,6 +144,7 @@ class Gateway:
         return status
 
     async def aclose(self) -> None:
+        self.closed = True
         self._unsubscribe()
         await self.queue.aclose()
         if self._upstream is not None:

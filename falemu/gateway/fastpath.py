@@ -48,6 +48,10 @@ class Downstream(Protocol):
     @property
     def default_headers(self) -> Headers: ...
 
+    @property
+    def write_paused(self) -> bool:
+        """The caller's connection has more unsent bytes than its high-water mark."""
+
     def send_now(self, data: bytes) -> None:
         """Write ``data`` to the caller at once, after anything written before it."""
 
@@ -141,6 +145,7 @@ class FastExchange:
         self._retried = False
         self._started = False  # the response head went to the caller
         self._chunked = False
+        self._runner_paused = False  # reading the runner is paused: the caller is behind
         self._timer: asyncio.TimerHandle | None = None
         self._began = time.monotonic()
         gateway.emit(RequestStarted(gapp.config.alias, request_id=request_id, runner=lease.runner.id))
@@ -177,11 +182,13 @@ class FastExchange:
 
     def pause_reading_runner(self) -> None:
         """The caller reads slower than the runner writes: stop reading the runner for now."""
+        self._runner_paused = True
         conn = self._conn
         if conn is not None and conn.transport is not None and not conn.closed:
             conn.transport.pause_reading()
 
     def resume_reading_runner(self) -> None:
+        self._runner_paused = False
         conn = self._conn
         if conn is not None and conn.transport is not None and not conn.closed:
             conn.transport.resume_reading()
@@ -214,6 +221,16 @@ class FastExchange:
         conn.begin_sink(self, self.method == "HEAD")
         assert conn.transport is not None
         conn.transport.write(self._request)
+        if self._runner_paused or self.downstream.write_paused:  # the caller was slow before this began
+            self.pause_reading_runner()
+
+    def _reuse_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if self._runner_paused and conn.transport is not None and not conn.closed:
+            conn.transport.resume_reading()  # the pause was for this exchange, not the next one
+        self.gateway.upstream.reuse(conn)
 
     def upstream_response(self, status: int, headers: Headers, body: bytes) -> None:
         self.status = status
@@ -222,9 +239,7 @@ class FastExchange:
         out = response_headers(headers, self.request_id.encode())
         self._started = True
         self.downstream.send_now(self._head(status, out) + body)
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            self.gateway.upstream.reuse(conn)
+        self._reuse_connection()
         self._finish(close=False)
 
     def upstream_head(self, status: int, headers: Headers) -> None:
@@ -249,9 +264,7 @@ class FastExchange:
     def upstream_end(self) -> None:
         if self._chunked:
             self.downstream.transport.write(b"0\r\n\r\n")
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            self.gateway.upstream.reuse(conn)
+        self._reuse_connection()
         self._finish(close=False)
 
     def upstream_error(self, exc: UpstreamError) -> None:
@@ -260,7 +273,7 @@ class FastExchange:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
-            if not self._started and not self._retried and not conn.got_bytes:
+            if not self._started and not self._retried and not conn.got_bytes and not self.gateway.closed:
                 # A kept-alive connection the runner had already closed: try once on a new one.
                 self._retried = True
                 self._connecting = asyncio.ensure_future(self._connect_and_send())
@@ -300,7 +313,7 @@ class FastExchange:
         headers = exc.response_headers(self.request_id)
         headers.append((b"content-length", b"%d" % len(body)))
         self.status = exc.status
-        self.downstream.send_now(self._head(exc.status, headers) + body)
+        self.downstream.send_now(self._head(exc.status, headers) + (body if self.method != "HEAD" else b""))
         self._finish(close=False)
 
     def _drop_runner_connection(self) -> None:

@@ -115,6 +115,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def default_headers(self) -> list[tuple[bytes, bytes]]:
         return self.server_state.default_headers
 
+    @property
+    def write_paused(self) -> bool:
+        return self.flow is not None and self.flow.write_paused
+
     # -- the fast path ---------------------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         # uvicorn builds the request's ASGI scope here; the fast path never needs it, so it is built

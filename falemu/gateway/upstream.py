@@ -507,7 +507,14 @@ class UpstreamPool:
         idle = self._idle.get((host, port))
         while idle:
             conn = idle.pop()
-            if conn.reusable and not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+            transport = conn.transport
+            if (
+                conn.reusable
+                and not conn.closed
+                and transport is not None
+                and not transport.is_closing()
+                and transport.is_reading()
+            ):
                 return conn
             conn.close()
         return None

@@ -32,7 +32,7 @@ class LogDemuxer:
         self._chunk_left = 0  # payload bytes left in the current chunk
         self._skip_crlf = False  # the CRLF after a chunk's payload is due
         self._frames = b""  # frame bytes not parsed yet
-        self._lines: dict[int, bytes] = {}  # stream -> its unfinished line
+        self._lines: dict[int, list[bytes]] = {}  # stream -> the parts of its unfinished line
 
     def feed(self, data: bytes) -> list[tuple[str, str]]:
         payload = self._dechunk(data) if self.chunked else data
@@ -54,19 +54,23 @@ class LogDemuxer:
 
     def close(self) -> list[tuple[str, str]]:
         """The unfinished last lines, when the stream ends."""
-        rest = [(STREAMS.get(kind, "stdout"), _text(line)) for kind, line in self._lines.items() if line]
+        rest = [(STREAMS.get(kind, "stdout"), _text(b"".join(parts))) for kind, parts in self._lines.items() if parts]
         self._lines.clear()
         return rest
 
     def _split(self, kind: int, payload: bytes) -> list[tuple[str, str]]:
-        pending = self._lines.get(kind, b"")
+        pending = self._lines.setdefault(kind, [])
         if b"\n" not in payload:
-            self._lines[kind] = pending + payload
+            pending.append(payload)  # a long line is joined once, when it ends
             return []
-        parts = (pending + payload).split(b"\n")
-        self._lines[kind] = parts.pop()
+        lines = payload.split(b"\n")
+        if pending:
+            pending.append(lines[0])
+            lines[0] = b"".join(pending)
+        last = lines.pop()  # what follows the last newline: the start of the next line
+        self._lines[kind] = [last] if last else []
         stream = STREAMS.get(kind, "stdout")
-        return [(stream, _text(line)) for line in parts]
+        return [(stream, _text(line)) for line in lines]
 
     def _dechunk(self, data: bytes) -> bytes:
         buf = self._http + data if self._http else data
@@ -107,10 +111,10 @@ def follow_lines(response: Any, *, multiplexed: bool = True) -> Iterator[tuple[s
     falls back to urllib3's own reads where that reader is not there.
     """
     raw = response.raw
-    fp = getattr(getattr(raw, "_fp", None), "fp", None)
-    read1 = getattr(fp, "read1", None)
     chunked = bool(getattr(raw, "chunked", False))
-    if read1 is None:  # pragma: no cover - urllib3 internals changed: let it parse the chunks
+    fp = getattr(getattr(raw, "_fp", None), "fp", None)
+    read1 = getattr(fp, "read1", None) if chunked else None
+    if read1 is None:  # a body with a length (or urllib3 internals changed): urllib3 reads and frames it
         read1 = raw.read1 if hasattr(raw, "read1") else raw.read
         chunked = False
     demux = LogDemuxer(chunked=chunked, multiplexed=multiplexed)

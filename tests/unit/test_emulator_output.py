@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 from falemu.cli.output import NO_OPENAPI_WARNING, Renderer
 from falemu.events import (
@@ -170,3 +171,32 @@ def test_lines_to_a_file_or_pipe_are_flushed_in_batches_yet_soon() -> None:
         assert "\x1b[" not in out.getvalue()  # no colour codes in a file
         assert out.flushes < 100  # not one system call per line
         r.flush()
+
+
+def test_a_failing_event_subscriber_never_fails_the_emitter(capsys: Any) -> None:
+    from falemu.events import EventBus
+
+    bus = EventBus()
+    calls: list[str] = []
+    seen: list[Notice] = []
+
+    def gone(event: Any) -> None:
+        calls.append("gone")
+        raise BrokenPipeError("reader gone")
+
+    def buggy(event: Any) -> None:
+        calls.append("buggy")
+        raise KeyError("oops")
+
+    bus.subscribe(gone)
+    bus.subscribe(buggy)
+    bus.subscribe(seen.append)
+    first, second = Notice("a", level="info", message="1"), Notice("a", level="info", message="2")
+    bus(first)  # no exception reaches the emitter
+    bus(second)
+    assert seen == [first, second]
+    assert calls == ["gone", "buggy", "buggy"]  # a closed output is dropped; a bug is reported, kept
+    err = capsys.readouterr().err
+    assert err.count("gets no more events") == 1
+    assert err.count("KeyError") == 1
+    assert bus.history == [first, second]

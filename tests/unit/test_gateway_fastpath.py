@@ -11,6 +11,7 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import h11
 import httpx
@@ -243,3 +244,94 @@ def test_a_runner_that_refuses_connections_is_503(fast: GatewayHarness, client: 
     assert got.headers["x-fal-error-type"] == "runner_connection_refused"
     assert pool.outcomes[-1][1] == "replace"
     assert fast_count(fast) == 1
+
+
+# -- back-pressure, with the caller's side simulated -------------------------------------------------------
+
+
+class _SlowCaller:
+    """The caller's connection as an exchange sees it, with its write buffer full on demand."""
+
+    def __init__(self, *, paused_from_start: bool = False, pause_on_last_write: bool = False) -> None:
+        self.write_paused = paused_from_start
+        self.pause_on_last_write = pause_on_last_write
+        self.sent: list[bytes] = []
+        self.done = threading.Event()
+        self.exchange: Any = None
+        self.default_headers: list[tuple[bytes, bytes]] = []
+        self.transport = self
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(bytes(data))
+
+    def close(self) -> None:
+        pass
+
+    def send_now(self, data: bytes) -> None:
+        self.sent.append(data)
+        if self.pause_on_last_write:  # the kernel buffer filled with the answer's last bytes
+            self.write_paused = True
+            self.exchange.pause_reading_runner()
+
+    def exchange_done(self, exchange: Any) -> None:
+        self.done.set()
+
+
+def _exchange_through(harness: GatewayHarness, caller: _SlowCaller, path: bytes) -> Any:
+    from falemu.gateway import fastpath
+
+    assert harness.app is not None
+    exchange = fastpath.begin(harness.app, caller, b"GET", path, [(b"host", b"x")], True)
+    assert exchange is not None
+    caller.exchange = exchange
+    return exchange
+
+
+def test_a_runner_connection_paused_for_a_slow_caller_is_reading_again_when_reused(fast: GatewayHarness) -> None:
+    import asyncio
+
+    fast.serve([app_config("echo")])
+    assert fast.app is not None
+    gateway = fast.app
+
+    async def main() -> None:
+        caller = _SlowCaller(pause_on_last_write=True)
+        _exchange_through(fast, caller, b"/local/echo/one").request_complete()
+        await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, caller.done.wait), 10)
+        (idle,) = [c for conns in gateway.upstream._idle.values() for c in conns]
+        assert idle.transport is not None
+        assert idle.transport.is_reading()
+        # A slow caller from the start: the runner is not read until the caller catches up.
+        slow = _SlowCaller(paused_from_start=True)
+        exchange = _exchange_through(fast, slow, b"/local/echo/two")
+        exchange.request_complete()
+        await asyncio.sleep(0.3)
+        assert not slow.done.is_set()
+        assert slow.sent == []
+        exchange.resume_reading_runner()
+        await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, slow.done.wait), 10)
+        assert json.loads(slow.sent[-1].partition(b"\r\n\r\n")[2])["path"] == "/two"
+        await gateway.upstream.aclose()
+
+    asyncio.run(main())
+    assert [o for _, o in fast.pools["echo"].outcomes] == ["ok", "ok"]
+
+
+def test_an_error_answer_to_head_has_no_body(fast: GatewayHarness) -> None:
+    url = fast.serve([app_config("gone")])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    fast.pools["gone"]._slots[0].runner = Runner(id="gone-0", app="gone", host="127.0.0.1", port=free)
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(b"HEAD /local/gone/x HTTP/1.1\r\nhost: x\r\n\r\nGET /local/nope/y HTTP/1.1\r\nhost: x\r\n\r\n")
+        data = b""
+        while data.count(b"HTTP/1.1 ") < 2 or not data.endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    first, _, rest = data.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 503")
+    assert rest.startswith(b"HTTP/1.1 404")  # no body bytes between the two answers

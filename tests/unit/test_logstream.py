@@ -65,3 +65,38 @@ def test_unchunked_and_raw_streams() -> None:
 def test_invalid_utf8_is_replaced_not_raised() -> None:
     demux = LogDemuxer(chunked=False)
     assert demux.feed(frame(1, b"caf\xe9\n")) == [("stdout", "caf\ufffd")]
+
+
+class _Response:
+    """What follow_lines needs of a streamed requests response: ``raw`` (urllib3's) and ``close``."""
+
+    def __init__(self, raw: object) -> None:
+        self.raw = raw
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_follow_lines_reads_the_chunked_body_from_the_buffered_socket() -> None:
+    import io
+    from types import SimpleNamespace
+
+    from falemu.runtime.logstream import follow_lines
+
+    raw = SimpleNamespace(chunked=True, _fp=SimpleNamespace(fp=io.BufferedReader(io.BytesIO(BODY))))
+    response = _Response(raw)
+    assert list(follow_lines(response)) == [*EXPECTED, ("stdout", "no newline at the end")]
+    assert response.closed
+
+
+def test_follow_lines_lets_urllib3_read_a_body_with_a_length() -> None:
+    import io
+    from types import SimpleNamespace
+
+    from falemu.runtime.logstream import follow_lines
+
+    body = io.BytesIO(frame(1, b"a\n") + frame(2, b"b"))
+    response = _Response(SimpleNamespace(chunked=False, read1=body.read1))
+    assert list(follow_lines(response)) == [("stdout", "a"), ("stderr", "b")]
+    assert response.closed

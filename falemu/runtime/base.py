@@ -39,7 +39,8 @@ class RunnerSpec:
     machine_limits: bool = False
     env: Mapping[str, str] = field(default_factory=dict)  # extra environment (secrets resolved)
     command: tuple[str, ...] | None = None  # --cmd override for the process runtime
-    on_log: Callable[[str], None] | None = None  # receives each log line while the runner lives
+    on_log: Callable[[str], None] | None = None  # receives each log line while the runner lives (then the
+    # runtime emits no RunnerLog events of its own: the caller says what a line means)
     startup_timeout: float | None = None  # overrides the app's scaling.startup_timeout
     keep_failed: bool = False  # leave a runner that failed to start in place for inspection
 

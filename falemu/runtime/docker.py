@@ -387,7 +387,7 @@ class DockerRuntime:
             for line in self._stream_lines(handle.id, follow=True):
                 if spec.on_log is not None:
                     spec.on_log(line)
-                if events is not null_sink:
+                elif events is not null_sink:
                     events(RunnerLog(runner.app, runner=runner.id, line=line))
         except Exception:
             return  # the container went away

@@ -211,7 +211,7 @@ class ProcessRuntime:
                 handle.cond.notify_all()
             if spec.on_log is not None:
                 spec.on_log(line)
-            if events is not null_sink:
+            elif events is not null_sink:
                 events(RunnerLog(runner.app, runner=runner.id, line=line))
         stream.close()
         with handle.cond:

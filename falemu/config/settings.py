@@ -8,6 +8,7 @@ value came from.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -93,7 +94,28 @@ def _coerce(name: str, raw: Any, source: SettingSource) -> Any:
         return _choice(where, raw, get_args(RuntimeName))
     if name == "gpu":
         return _choice(where, raw, get_args(GpuMode))
+    if name == "owner":
+        return _owner(where, raw)
     return str(raw)
+
+
+_OWNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _owner(where: str, raw: Any) -> str:
+    """The owner part of every app URL (``/{owner}/{app}``): one path segment, not one the gateway uses."""
+    owner = str(raw)
+    if not _OWNER.fullmatch(owner):
+        raise ConfigError(
+            f"{where} owner must be one URL path segment (letters, digits, '-', '_', '.'), got {raw!r}",
+            hint="for example local or your fal user name",
+        )
+    if owner.lower() == "queue":
+        raise ConfigError(
+            f"{where} owner {owner!r} clashes with the gateway's queue API (/queue/{{owner}}/{{app}})",
+            hint="pick another owner, for example local",
+        )
+    return owner
 
 
 def _choice(where: str, raw: Any, allowed: tuple[str, ...]) -> str:

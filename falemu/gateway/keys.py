@@ -24,7 +24,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from falemu.errors import FalemuError
+from falemu.errors import FalemuError, UsageError
 
 KEYS_FILE = "keys.json"
 DEFAULT_KEY_FILE = "default-key"
@@ -157,7 +157,7 @@ class KeyStore:
             keys = dict(self._load())
             matches = [k for k in keys if k == key_id or k.startswith(key_id)] if key_id else []
             if len(matches) != 1:
-                raise FalemuError(
+                raise UsageError(
                     f"no key with id {key_id!r}" if not matches else f"key id prefix {key_id!r} is ambiguous",
                     hint="`falemu keys list` shows the key ids",
                 )

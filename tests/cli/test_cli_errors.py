@@ -130,7 +130,7 @@ def test_every_command_help_has_examples_and_the_same_option_words() -> None:
 def test_revoking_an_unknown_key_is_one_error_with_a_hint(tmp_path: Path) -> None:
     env = {"XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
     result = run("keys", "revoke", "nope", env=env)
-    assert_one_error(result, message="no key with id 'nope'", hint="`falemu keys list`", code=1)
+    assert_one_error(result, message="no key with id 'nope'", hint="`falemu keys list`", code=2)
 
 
 def test_down_without_an_engine_does_not_suggest_a_flag_it_lacks(tmp_path: Path) -> None:

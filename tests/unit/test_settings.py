@@ -77,3 +77,25 @@ def test_tool_falemu_must_be_a_table(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[tool]\nfalemu = "x"\n[tool.fal.apps.a]\nref = "a.py"\n')
     with pytest.raises(ConfigError, match=r"\[tool.falemu\]"):
         load_project(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("owner", "message"),
+    [
+        ("queue", "clashes with the gateway's queue API"),
+        ("QUEUE", "clashes with the gateway's queue API"),
+        ("team/a", "one URL path segment"),
+        ("_falemu", "one URL path segment"),
+        ("", "one URL path segment"),
+    ],
+)
+def test_an_owner_the_urls_cannot_carry_is_a_config_error(owner: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        load_settings(environ={"FALEMU_OWNER": owner})
+    assert "FALEMU_OWNER" in info.value.message
+    assert info.value.hint
+
+
+def test_usual_owners_are_accepted() -> None:
+    for owner in ("local", "team-a", "acme.ai", "user_1"):
+        assert load_settings(environ={"FALEMU_OWNER": owner}).owner == owner

@@ -241,15 +241,20 @@ class QueueManager:
         skip = set(config.skip_retry_conditions)
         budget = _retry_budget(config.retry_config)
         while True:
-            if rec.priority == "low":
-                await self._normal_event(rec.alias).wait()
             remaining: float | None = None
             if rec.start_deadline is not None:
                 remaining = rec.start_deadline - gw.clock.now()
-                if remaining <= 0:
-                    self._dequeue(rec)
-                    self._finish(rec, error=start_timeout_error())
-                    return
+            if rec.priority == "low" and (remaining is None or remaining > 0):
+                # Normal-priority requests go first, but not past this request's start deadline.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await self._normal_event(rec.alias).wait()
+                if rec.start_deadline is not None:
+                    remaining = rec.start_deadline - gw.clock.now()
+            if remaining is not None and remaining <= 0:
+                self._dequeue(rec)
+                self._finish(rec, error=start_timeout_error())
+                return
             try:
                 if rec.priority == "low":
                     lease = await self._acquire_low(rec, gapp.pool, remaining)

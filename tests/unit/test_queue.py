@@ -226,6 +226,22 @@ def test_low_priority_waits_for_normal_ones(harness: GatewayHarness, client: htt
     assert [rid for rid, _ in harness.pools["echo"].acquired[1:]] == [normal, low]
 
 
+def test_low_priority_keeps_its_start_deadline_while_normal_ones_wait(
+    harness: GatewayHarness, client: httpx.Client
+) -> None:
+    url = harness.serve([app_config("echo")])
+    blocker = submit(client, url, "echo/slow?s=30")
+    wait_for(lambda: status(client, blocker).json()["status"] == "IN_PROGRESS")
+    normal = submit(client, url, "echo/normal")  # waits behind the blocker for up to 30 s
+    headers = {"X-Fal-Queue-Priority": "low", "X-Fal-Request-Timeout": "2"}
+    low = submit(client, url, "echo/low", headers=headers)
+    done = completed(client, low)  # long before the normal request gets its turn
+    assert done["error_type"] == "request_timeout"
+    assert client.get(low["response_url"]).status_code == 504
+    assert status(client, normal).json()["status"] == "IN_QUEUE"
+    client.put(blocker["cancel_url"])
+
+
 def test_503_is_retried_on_a_replaced_runner(harness: GatewayHarness, client: httpx.Client) -> None:
     url = harness.serve([app_config("echo")])
     data = submit(client, url, "echo/status/503?times=2&key=a")

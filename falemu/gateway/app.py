@@ -68,7 +68,7 @@ from falemu.gateway.asgi import (
     start_timeout,
 )
 from falemu.gateway.errors import PlatformError, request_timeout_error
-from falemu.gateway.headers import Incoming, identity_headers, response_headers, split_headers
+from falemu.gateway.headers import Incoming, identity_headers, response_headers, runner_hints, split_headers
 from falemu.gateway.keys import Caller, KeyStore, parse_authorization
 from falemu.gateway.queue import QueueManager
 from falemu.gateway.upstream import UpstreamError, UpstreamPool
@@ -250,7 +250,8 @@ class Gateway:
         request_id: str,
     ) -> None:
         alias = gapp.config.alias
-        lease = await acquire(gapp, request_id, start_timeout(incoming.request_timeout, gapp))
+        wait = start_timeout(incoming.request_timeout, gapp)
+        lease = await acquire(gapp, request_id, wait, incoming.runner_hint)
         runner = lease.runner
         self.emit(RequestStarted(alias, request_id=request_id, runner=runner.id))
         started = time.monotonic()
@@ -282,6 +283,9 @@ class Gateway:
                     status = resp.status
                     if status == 503:
                         outcome = "replace"  # fal stops a runner that answers 503
+                    hints = runner_hints(resp.headers)
+                    if hints is not None:
+                        gapp.pool.set_hints(runner.id, hints)
                     watcher: asyncio.Future[Message] | None = None
                     if isinstance(body, bytes) and resp.header(b"content-length") is None:
                         # An open-ended stream (SSE): stop reading the runner when the caller leaves.

@@ -65,10 +65,10 @@ def start_timeout(header: str | None, gapp: GatewayApp) -> float | None:
     return float(configured) if configured else None
 
 
-async def acquire(gapp: GatewayApp, request_id: str, timeout: float | None) -> Lease:
+async def acquire(gapp: GatewayApp, request_id: str, timeout: float | None, hint: str | None = None) -> Lease:
     """A lease on one of the app's runners, or the platform error fal answers instead."""
     try:
-        return await gapp.pool.acquire(request_id, start_timeout=timeout)
+        return await gapp.pool.acquire(request_id, start_timeout=timeout, hint=hint)
     except RequestStartTimeout:
         raise start_timeout_error() from None
     except RunnerError as exc:

@@ -27,7 +27,7 @@ from falemu.events import RequestCompleted, RequestStarted
 from falemu.gateway.apps import GatewayApp
 from falemu.gateway.asgi import new_request_id, start_timeout
 from falemu.gateway.errors import PlatformError, request_timeout_error
-from falemu.gateway.headers import Incoming, identity_headers, response_headers, split_headers
+from falemu.gateway.headers import Incoming, identity_headers, response_headers, runner_hints, split_headers
 from falemu.gateway.upstream import Connection, Headers, UpstreamError, request_head
 from falemu.scaling.pool import Lease, Outcome
 
@@ -89,7 +89,7 @@ def begin(
     except PlatformError:
         return None
     request_id = new_request_id()
-    lease = gapp.pool.try_acquire(request_id)
+    lease = gapp.pool.try_acquire(request_id, incoming.runner_hint)
     if lease is None:
         return None
     target = b"/" + raw_path[1:].partition(b"/")[2].partition(b"/")[2]
@@ -233,9 +233,7 @@ class FastExchange:
         self.gateway.upstream.reuse(conn)
 
     def upstream_response(self, status: int, headers: Headers, body: bytes) -> None:
-        self.status = status
-        if status == 503:
-            self.outcome = "replace"  # fal stops a runner that answers 503
+        self._note_status(status, headers)
         out = response_headers(headers, self.request_id.encode())
         self._started = True
         self.downstream.send_now(self._head(status, out) + body)
@@ -243,9 +241,7 @@ class FastExchange:
         self._finish(close=False)
 
     def upstream_head(self, status: int, headers: Headers) -> None:
-        self.status = status
-        if status == 503:
-            self.outcome = "replace"
+        self._note_status(status, headers)
         out = response_headers(headers, self.request_id.encode())
         bodyless = self.method == "HEAD" or status in (204, 304) or status < 200
         if not bodyless and not any(name == b"content-length" for name, _ in headers):
@@ -253,6 +249,14 @@ class FastExchange:
             out.append(_CHUNKED)
         self.downstream.transport.write(self._head(status, out))
         self._started = True
+
+    def _note_status(self, status: int, headers: Headers) -> None:
+        self.status = status
+        if status == 503:
+            self.outcome = "replace"  # fal stops a runner that answers 503
+        hints = runner_hints(headers)
+        if hints is not None:
+            self.gapp.pool.set_hints(self.lease.runner.id, hints)
 
     def upstream_body(self, chunk: bytes) -> None:
         transport = self.downstream.transport

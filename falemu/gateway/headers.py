@@ -116,3 +116,11 @@ def response_headers(raw: Headers, request_id: bytes) -> Headers:
     out: Headers = [(name, value) for name, value in raw if name not in HOP_BY_HOP_RESPONSE]
     out.append((b"x-fal-request-id", request_id))
     return out
+
+
+def runner_hints(headers: Headers) -> list[str] | None:
+    """The hints a runner's response reports (``X-Fal-Runner-Hints: a,b``), None when it reports none."""
+    for name, value in headers:
+        if name == b"x-fal-runner-hints":
+            return [hint.strip() for hint in value.decode("latin-1").split(",") if hint.strip()]
+    return None

@@ -11,6 +11,8 @@ Routes (any method unless noted):
 - ``/status/{code}``: answers ``code``; with ``?times=N&key=K`` only the first N calls for K do, later
   ones get 200;
 - ``/log`` (POST): each line of the body goes to ``on_log`` (stdout by default), then ``{"ok": true}``;
+- ``/hints/a,b``: ``{"runner": id}`` with ``X-Fal-Runner-Hints: a,b`` (what fal's SDK sends for
+  ``provide_hints()``);
 - ``/_probe/calls``: the requests seen so far (method, path, headers, body);
 - websockets on any path: first a JSON message with the path, query and headers, then every message
   echoed back prefixed with the runner id; the text ``close`` closes with code 4000;
@@ -83,6 +85,9 @@ class Probe:
         elif path.startswith("/_probe/release/"):
             self._gate(path.rsplit("/", 1)[-1]).set()
             await _respond(send, 200, _FAST)
+        elif path.startswith("/hints/"):  # the runner reports it is specialized for these hints
+            hints = path.split("/", 2)[2].encode()
+            await _respond(send, 200, json.dumps({"runner": self.runner_id}).encode(), [(b"x-fal-runner-hints", hints)])
         elif path == "/_probe/calls":
             await _respond(send, 200, json.dumps(self.calls).encode())
         elif path == "/slow":
@@ -178,14 +183,9 @@ async def _drain(receive: Receive) -> bytes:
             return b"".join(parts)
 
 
-async def _respond(send: Send, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
-        }
-    )
+async def _respond(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), *(extra or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

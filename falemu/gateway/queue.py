@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from falemu.errors import RunnerError
 from falemu.events import Notice, RequestCompleted, RequestQueued, RequestStarted
 from falemu.gateway.errors import PlatformError, request_timeout_error, start_timeout_error
-from falemu.gateway.headers import identity_headers
+from falemu.gateway.headers import identity_headers, runner_hints
 from falemu.gateway.upstream import Headers, UpstreamError
 from falemu.scaling.pool import Lease, Outcome, RequestStartTimeout, RunnerPool
 
@@ -61,6 +61,7 @@ class QueuedRequest:
     seq: int
     no_retry: bool = False
     priority: str = "normal"
+    runner_hint: str | None = None  # X-Fal-Runner-Hint: a runner that reported it is preferred
     start_deadline: float | None = None
     webhook: str | None = None
     status: str = IN_QUEUE
@@ -261,7 +262,7 @@ class QueueManager:
                     if lease is None:
                         continue  # a normal-priority request arrived first: queue up behind it
                 else:
-                    lease = await gapp.pool.acquire(rec.id, start_timeout=remaining)
+                    lease = await gapp.pool.acquire(rec.id, start_timeout=remaining, hint=rec.runner_hint)
             except RequestStartTimeout:
                 self._dequeue(rec)
                 self._finish(rec, error=start_timeout_error())
@@ -299,6 +300,9 @@ class QueueManager:
                         finally:
                             resp.release()
                     status, resp_headers = resp.status, resp.headers
+                    hints = runner_hints(resp_headers)
+                    if hints is not None:
+                        gapp.pool.set_hints(lease.runner.id, hints)
                 except TimeoutError:
                     outcome, retry_as = "replace", "timeout"
                     failure = request_timeout_error(timeout or 0)
@@ -341,7 +345,7 @@ class QueueManager:
 
     async def _acquire_low(self, rec: QueuedRequest, pool: RunnerPool, remaining: float | None) -> Lease | None:
         """Wait for a runner unless a normal-priority request queues up meanwhile (then None)."""
-        acquiring = asyncio.ensure_future(pool.acquire(rec.id, start_timeout=remaining))
+        acquiring = asyncio.ensure_future(pool.acquire(rec.id, start_timeout=remaining, hint=rec.runner_hint))
         normal = asyncio.ensure_future(self._normal_present(rec.alias).wait())
         try:
             await asyncio.wait({acquiring, normal}, return_when=asyncio.FIRST_COMPLETED)

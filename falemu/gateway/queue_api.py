@@ -99,6 +99,7 @@ async def submit(
         seq=gateway.queue.next_seq(priority),
         no_retry=incoming.no_retry,
         priority=priority,
+        runner_hint=incoming.runner_hint,
         start_deadline=(gateway.clock.now() + time_to_start) if time_to_start is not None else None,
         webhook=webhook,
     )

@@ -26,6 +26,7 @@ class _Slot:
     served: int = 0
     started_at: float = field(default_factory=time.time)
     last_request_at: float | None = None
+    hints: frozenset[str] = frozenset()
 
 
 class StaticPool:
@@ -48,12 +49,17 @@ class StaticPool:
     def capacity(self) -> int:
         return max(1, self.app.scaling.max_multiplexing)
 
-    def _free_slot(self) -> _Slot | None:
+    def _free_slot(self, hint: str | None = None) -> _Slot | None:
         best: _Slot | None = None
+        hinted: _Slot | None = None
         for slot in self._slots:
-            if slot.in_flight < self.capacity and (best is None or slot.in_flight < best.in_flight):
+            if slot.in_flight >= self.capacity:
+                continue
+            if best is None or slot.in_flight < best.in_flight:
                 best = slot
-        return best
+            if hint is not None and hint in slot.hints and (hinted is None or slot.in_flight < hinted.in_flight):
+                hinted = slot
+        return hinted or best
 
     def _lease(self, slot: _Slot, request_id: str) -> Lease:
         slot.in_flight += 1
@@ -61,14 +67,14 @@ class StaticPool:
         self.acquired.append((request_id, slot.runner.id))
         return Lease(runner=slot.runner, request_id=request_id, started=time.monotonic())
 
-    def try_acquire(self, request_id: str) -> Lease | None:
+    def try_acquire(self, request_id: str, hint: str | None = None) -> Lease | None:
         if self._waiters:
             return None
-        slot = self._free_slot()
+        slot = self._free_slot(hint)
         return self._lease(slot, request_id) if slot is not None else None
 
-    async def acquire(self, request_id: str, *, start_timeout: float | None = None) -> Lease:
-        lease = self.try_acquire(request_id)
+    async def acquire(self, request_id: str, *, start_timeout: float | None = None, hint: str | None = None) -> Lease:
+        lease = self.try_acquire(request_id, hint)
         if lease is not None:
             return lease
         fut: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
@@ -119,6 +125,11 @@ class StaticPool:
             if fut.done():
                 continue
             fut.set_result(self._lease(slot, getattr(fut, "request_id", "")))
+
+    def set_hints(self, runner_id: str, hints: Sequence[str]) -> None:
+        for slot in self._slots:
+            if slot.runner.id == runner_id:
+                slot.hints = frozenset(hints)
 
     def runners(self) -> list[RunnerInfo]:
         return [

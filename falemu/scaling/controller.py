@@ -20,6 +20,7 @@ import itertools
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from falemu.clock import Clock, MonotonicClock
@@ -81,6 +82,7 @@ class _Slot:
     served: int = 0
     runner: Runner | None = None
     stop_reason: str = ""
+    hints: frozenset[str] = frozenset()  # what the runner reported it is specialized for
 
 
 @dataclass
@@ -158,10 +160,10 @@ class AppController:
         if failed and self._last_error is not None:
             raise self._last_error
 
-    def try_acquire(self, request_id: str) -> Lease | None:
+    def try_acquire(self, request_id: str, hint: str | None = None) -> Lease | None:
         if self._closed or self._waiters:
             return None
-        slot = self._free_slot()
+        slot = self._free_slot(hint)
         if slot is None:
             return None
         lease = self._lease(slot, request_id)
@@ -171,12 +173,12 @@ class AppController:
             self._reconcile()
         return lease
 
-    async def acquire(self, request_id: str, *, start_timeout: float | None = None) -> Lease:
+    async def acquire(self, request_id: str, *, start_timeout: float | None = None, hint: str | None = None) -> Lease:
         self._check_open()
         timeout = start_timeout if start_timeout is not None else self.app.scaling.request_start_timeout
         if timeout is not None and timeout <= 0:
             timeout = None
-        lease = self.try_acquire(request_id)
+        lease = self.try_acquire(request_id, hint)
         if lease is not None:
             return lease
         self._raise_if_backing_off()
@@ -228,6 +230,11 @@ class AppController:
     def _deferred_reconcile(self) -> None:
         self._reconcile_handle = None
         self._reconcile()
+
+    def set_hints(self, runner_id: str, hints: Sequence[str]) -> None:
+        slot = self._slots.get(runner_id)
+        if slot is not None:
+            slot.hints = frozenset(hints)
 
     def runners(self) -> list[RunnerInfo]:
         with self._lock:
@@ -319,18 +326,21 @@ class AppController:
     def _live_count(self) -> int:
         return sum(1 for s in self._slots.values() if s.state in LIVE_STATES)
 
-    def _free_slot(self) -> _Slot | None:
-        """The serving runner with the fewest requests in flight (the oldest on a tie), if one has room."""
+    def _free_slot(self, hint: str | None = None) -> _Slot | None:
+        """The serving runner with the fewest requests in flight (the oldest on a tie), if one has room;
+        among them, one that reported ``hint`` first."""
         cap = max(1, self.app.scaling.max_multiplexing)
         best: _Slot | None = None
+        hinted: _Slot | None = None
         for s in self._slots.values():
-            if (
-                s.in_flight < cap
-                and s.state in SERVING_STATES
-                and (best is None or (s.in_flight, s.started_at) < (best.in_flight, best.started_at))
-            ):
+            if s.in_flight >= cap or s.state not in SERVING_STATES:
+                continue
+            key = (s.in_flight, s.started_at)
+            if best is None or key < (best.in_flight, best.started_at):
                 best = s
-        return best
+            if hint is not None and hint in s.hints and (hinted is None or key < (hinted.in_flight, hinted.started_at)):
+                hinted = s
+        return hinted or best
 
     def _lease(self, slot: _Slot, request_id: str) -> Lease:
         assert slot.runner is not None

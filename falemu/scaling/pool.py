@@ -7,6 +7,7 @@ it back when the request ends. The controller behind the pool decides when runne
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -32,15 +33,18 @@ class RequestStartTimeout(Exception):
 class RunnerPool(Protocol):
     app: AppConfig
 
-    async def acquire(self, request_id: str, *, start_timeout: float | None = None) -> Lease:
+    async def acquire(self, request_id: str, *, start_timeout: float | None = None, hint: str | None = None) -> Lease:
         """Wait for a runner with spare capacity, scaling up as the policy allows.
+
+        ``hint`` (``X-Fal-Runner-Hint``) prefers a free runner that reported that hint; with none free,
+        any runner will do, as on fal: hints never make a request wait.
 
         Raises :class:`RequestStartTimeout` when ``start_timeout`` (seconds) passes first, and
         :class:`falemu.errors.RunnerError` when runners cannot be started at all.
         """
         ...
 
-    def try_acquire(self, request_id: str) -> Lease | None:
+    def try_acquire(self, request_id: str, hint: str | None = None) -> Lease | None:
         """A lease at once when a runner has spare capacity and no request waits before this one, else None."""
         ...
 
@@ -50,6 +54,10 @@ class RunnerPool(Protocol):
 
     def release_nowait(self, lease: Lease, outcome: Outcome = "ok") -> None:
         """:meth:`release` for callers outside a coroutine (the gateway's callback-driven fast path)."""
+        ...
+
+    def set_hints(self, runner_id: str, hints: Sequence[str]) -> None:
+        """What a runner said it is specialized for (its ``X-Fal-Runner-Hints`` response header)."""
         ...
 
     def runners(self) -> list[RunnerInfo]:

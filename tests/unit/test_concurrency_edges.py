@@ -49,14 +49,17 @@ class CancelOnGrant:
         self.app = ctl.app
         self.on_grant: Any = None
 
-    async def acquire(self, request_id: str, *, start_timeout: float | None = None) -> Lease:
-        lease = await self.ctl.acquire(request_id, start_timeout=start_timeout)
+    async def acquire(self, request_id: str, *, start_timeout: float | None = None, hint: str | None = None) -> Lease:
+        lease = await self.ctl.acquire(request_id, start_timeout=start_timeout, hint=hint)
         if self.on_grant is not None:
             self.on_grant()
         return lease
 
-    def try_acquire(self, request_id: str) -> Lease | None:
+    def try_acquire(self, request_id: str, hint: str | None = None) -> Lease | None:
         return None  # every lease goes through acquire, where on_grant runs
+
+    def set_hints(self, runner_id: str, hints: Any) -> None:
+        self.ctl.set_hints(runner_id, hints)
 
     async def release(self, lease: Lease, outcome: Outcome = "ok") -> None:
         await self.ctl.release(lease, outcome)

@@ -396,3 +396,33 @@ def test_concurrent_sync_requests_share_the_runners(harness: GatewayHarness) -> 
     assert {runner for _, runner in pool.acquired} == {"echo-0", "echo-1"}
     # Every lease is given back (just after each caller has its last byte, on the gateway's thread).
     wait_for(lambda: all(info.in_flight == 0 for info in pool.runners()))
+
+
+def test_runner_hint_prefers_a_runner_that_reported_it_and_never_waits(
+    harness: GatewayHarness, client: httpx.Client
+) -> None:
+    import threading
+
+    url = harness.serve([app_config("models", max_multiplexing=1)], runners_per_app=2)
+    pool = harness.pools["models"]
+    # models-0 busy: the hint report lands on models-1.
+    busy = threading.Thread(target=lambda: httpx.post(f"{url}/local/models/slow?s=1", timeout=20))
+    busy.start()
+    wait_for(lambda: sum(info.in_flight for info in pool.runners()) == 1)
+    assert client.get(f"{url}/local/models/hints/flux,sdxl").json()["runner"] == "models-1"
+    busy.join()
+    wait_for(lambda: sum(info.in_flight for info in pool.runners()) == 0)
+    hinted = {"X-Fal-Runner-Hint": "flux"}
+    runners = [client.get(f"{url}/local/models/x", headers=hinted).json()["runner"] for _ in range(3)]
+    assert runners == ["models-1"] * 3
+    assert client.get(f"{url}/local/models/x").json()["runner"] == "models-0"  # no hint: the usual pick
+    assert client.get(f"{url}/local/models/x", headers={"X-Fal-Runner-Hint": "other"}).json()["runner"] == "models-0"
+    queued = client.post(f"{url}/queue/local/models/x", json={}, headers=hinted).json()
+    wait_for(lambda: client.get(queued["status_url"]).json()["status"] == "COMPLETED")
+    assert client.get(queued["response_url"]).json()["runner"] == "models-1"
+    # The hinted runner busy: the request goes to the other one at once.
+    busy = threading.Thread(target=lambda: httpx.post(f"{url}/local/models/slow?s=1", headers=hinted, timeout=20))
+    busy.start()
+    wait_for(lambda: any(info.in_flight for info in pool.runners() if info.id == "models-1"))
+    assert client.get(f"{url}/local/models/x", headers=hinted).json()["runner"] == "models-0"
+    busy.join()

@@ -509,3 +509,24 @@ def test_release_nowait_applies_the_policy_in_the_same_loop_step() -> None:
         assert [info.state for info in h.ctl.runners()] in (["TERMINATING"], ["TERMINATED"], [])
 
     run(body, warm=1, keep_alive=0)
+
+
+def test_a_runner_hint_prefers_the_runner_that_reported_it_and_never_waits() -> None:
+    async def body(h: Harness) -> None:
+        first, second = sorted(h.ctl.runners(), key=lambda info: info.started_at)
+        h.ctl.set_hints(second.id, ["flux"])
+        plain = h.ctl.try_acquire("r1")
+        assert plain is not None
+        assert plain.runner.id == first.id  # no hint: the usual pick, the oldest free runner
+        h.ctl.release_nowait(plain)
+        hinted = h.ctl.try_acquire("r2", hint="flux")
+        assert hinted is not None
+        assert hinted.runner.id == second.id
+        other = await h.ctl.acquire("r3", hint="flux")  # the hinted runner is full: any other, at once
+        assert other.runner.id == first.id
+        assert h.ctl.try_acquire("r4", hint="flux") is None  # all full: it would wait like any request
+        h.ctl.release_nowait(hinted)
+        h.ctl.release_nowait(other)
+        h.ctl.set_hints("no-such-runner", ["x"])  # a runner already gone: nothing happens
+
+    run(body, warm=2, min_concurrency=2, max_concurrency=2, keep_alive=300)

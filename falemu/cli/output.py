@@ -85,6 +85,7 @@ def timeline_text(timeline: Mapping[str, float]) -> str:
 
 
 FLUSH_DELAY = 0.02  # seconds a line written to a file or pipe may wait for the next flush
+START_LINE_DELAY = 1.0  # a request's start is shown once it has run this long (its end line says the rest)
 
 
 class Renderer:
@@ -97,8 +98,10 @@ class Renderer:
         verbose: bool = False,
         stream: TextIO | None = None,
         color: bool | None = None,
+        start_line_delay: float = START_LINE_DELAY,
     ) -> None:
         self.json_lines = json_lines
+        self.start_line_delay = start_line_delay
         self.verbose = verbose
         self.stream = stream or sys.stdout
         self.color = color
@@ -113,6 +116,7 @@ class Renderer:
         self._flush_wanted = threading.Event()
         self._flusher: threading.Thread | None = None
         self._at_exit = False
+        self._starts: dict[str, tuple[float, str, str]] = {}  # request id -> (when to show, app, runner)
 
     def _echo(self, text: str, *, err: bool = False) -> None:
         if err or self._tty:
@@ -133,23 +137,47 @@ class Renderer:
             if self._flush_wanted.is_set():
                 return
             self._flush_wanted.set()
-            if self._flusher is None:
-                if not self._at_exit:
-                    self._at_exit = True
-                    atexit.register(self.flush)  # before the interpreter tears stdout down
-                self._flusher = threading.Thread(target=self._flush_loop, name="falemu-output", daemon=True)
-                self._flusher.start()
+            self._ensure_worker()
+
+    def _ensure_worker(self) -> None:
+        """The output thread: flushes writes and shows the start lines of long requests (lock held)."""
+        if self._flusher is None:
+            if not self._at_exit:
+                self._at_exit = True
+                atexit.register(self.flush)  # before the interpreter tears stdout down
+            self._flusher = threading.Thread(target=self._flush_loop, name="falemu-output", daemon=True)
+            self._flusher.start()
 
     def _flush_loop(self) -> None:
         while True:
-            if not self._flush_wanted.wait(timeout=1.0):
-                with self._lock:
-                    if not self._flush_wanted.is_set():  # a second at rest: the thread ends
-                        self._flusher = None
-                        return
+            with self._lock:
+                due = min((start[0] for start in self._starts.values()), default=None)
+            wait = 1.0 if due is None else max(0.0, min(1.0, due - time.monotonic()))
+            if self._flush_wanted.wait(timeout=wait):
+                time.sleep(FLUSH_DELAY)
+                self.show_long_requests()
+                self.flush()
                 continue
-            time.sleep(FLUSH_DELAY)
-            self.flush()
+            self.show_long_requests()
+            with self._lock:
+                if not self._flush_wanted.is_set() and not self._starts:  # at rest: the thread ends
+                    self._flusher = None
+                    return
+
+    def show_long_requests(self, now: float | None = None) -> None:
+        """Show the start lines of the requests that have run for ``start_line_delay`` seconds."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            due = sorted((start[0], rid) for rid, start in self._starts.items() if start[0] <= now)
+            lines = []
+            for _, rid in due:
+                _, app, runner = self._starts.pop(rid)
+                lines.append(self._start_line(app, rid, runner))
+        for line in lines:
+            self._echo(line)
+
+    def _start_line(self, app: str, request_id: str, runner: str) -> str:
+        return f"{app}: request {request_id} -> {runner} ({self._in_flight.get(app, 0)} in flight)"
 
     def flush(self) -> None:
         with self._lock:
@@ -227,14 +255,20 @@ class Renderer:
         if isinstance(event, RequestStarted):
             with self._lock:
                 self._in_flight[app] = self._in_flight.get(app, 0) + 1
-                n = self._in_flight[app]
-            return f"{app}: request {event.request_id} -> {event.runner} ({n} in flight)"
+                if self.verbose:
+                    return self._start_line(app, event.request_id, event.runner)
+                # Quick requests get one line, when they end; a long one is shown once it has run a while.
+                self._starts[event.request_id] = (time.monotonic() + self.start_line_delay, app, event.runner)
+                self._ensure_worker()
+            return None
         if isinstance(event, RequestCompleted):
             with self._lock:
                 n = max(0, self._in_flight.get(app, 0) - 1)
                 self._in_flight[app] = n
+                unseen = self._starts.pop(event.request_id, None) is not None
             status = self._style(str(event.status_code), fg="green" if event.status_code < 400 else "red")
-            return f"{app}: request {event.request_id} {status} in {_fmt_seconds(event.seconds)} ({n} in flight)"
+            where = f" -> {event.runner}" if unseen else ""
+            return f"{app}: request {event.request_id}{where} {status} in {_fmt_seconds(event.seconds)} ({n} in flight)"
         if isinstance(event, Notice):
             prefix = "warning: " if event.level == "warning" else ""
             if app and app != "falemu" and app not in event.message:

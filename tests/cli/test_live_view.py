@@ -57,14 +57,48 @@ def test_per_request_state_flips_are_left_to_the_request_lines() -> None:
         "[g-1] PENDING",
         "[g-1] SETUP",
         "[g-1] IDLE",
-        "greeter: request a -> g-1 (1 in flight)",
-        "greeter: request a 200 in 10 ms (0 in flight)",
+        "greeter: request a -> g-1 200 in 10 ms (0 in flight)",  # a quick request: one line, at its end
         "[g-1] TERMINATING",
     ]
     rv, outv = renderer(verbose=True)
     for state in ("IDLE", "RUNNING", "IDLE"):
         rv(RunnerStateChanged("greeter", runner="g-1", state=state))
     assert outv.getvalue().splitlines() == ["[g-1] IDLE", "[g-1] RUNNING", "[g-1] IDLE"]
+
+
+def test_a_long_request_is_shown_when_it_has_run_a_while_and_again_when_it_ends() -> None:
+    import time
+
+    r, out = renderer()
+    r(RequestStarted("greeter", request_id="slow", runner="g-1"))
+    r(RequestStarted("greeter", request_id="quick", runner="g-2"))
+    assert out.getvalue() == ""
+    r(RequestCompleted("greeter", request_id="quick", runner="g-2", status_code=200, seconds=0.003))
+    r.show_long_requests(now=time.monotonic() + 2 * r.start_line_delay)
+    r(RequestCompleted("greeter", request_id="slow", runner="g-1", status_code=500, seconds=2.5))
+    assert out.getvalue().splitlines() == [
+        "greeter: request quick -> g-2 200 in 3 ms (1 in flight)",
+        "greeter: request slow -> g-1 (1 in flight)",
+        "greeter: request slow 500 in 2.5 s (0 in flight)",
+    ]
+
+
+def test_the_output_thread_shows_a_long_request_on_its_own() -> None:
+    import time
+
+    out = io.StringIO()
+    r = Renderer(stream=out, color=False, start_line_delay=0.05)
+    r(RequestStarted("greeter", request_id="slow", runner="g-1"))
+    deadline = time.monotonic() + 15  # a guard against a hang, not a timing assertion
+    while "request slow -> g-1 (1 in flight)" not in out.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert out.getvalue().splitlines() == ["greeter: request slow -> g-1 (1 in flight)"]
+
+
+def test_verbose_shows_every_request_start_at_once() -> None:
+    r, out = renderer(verbose=True)
+    r(RequestStarted("greeter", request_id="a", runner="g-1"))
+    assert out.getvalue().splitlines() == ["greeter: request a -> g-1 (1 in flight)"]
 
 
 def test_after_ctrl_c_a_start_that_ends_reads_as_cancelled_not_failed() -> None:

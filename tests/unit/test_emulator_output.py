@@ -58,7 +58,7 @@ def test_build_progress_and_verbose_output() -> None:
 
 
 def test_requests_in_flight_are_counted() -> None:
-    r, out = renderer()
+    r, out = renderer(verbose=True)  # every start line at once
     r(RequestStarted("greeter", request_id="a", runner="g-1"))
     r(RequestStarted("greeter", request_id="b", runner="g-1"))
     r(RequestCompleted("greeter", request_id="a", runner="g-1", status_code=200, seconds=0.012))

@@ -168,14 +168,6 @@ def serve_gateway(port: int, runner_ports: dict[str, int], loop: str, http: str,
     if http != "gateway":
         options["http"] = http
     server = uvicorn.Server(uvicorn.Config(gateway, host="127.0.0.1", port=port, **options))
-    if os.environ.get("BENCH_GC") == "freeze":
-        import gc
-
-        gc.freeze()
-    if os.environ.get("BENCH_GC") == "off":
-        import gc
-
-        gc.disable()
     print(f"gateway: {type(event_loop).__module__}.{type(event_loop).__name__}, http={http}, pool={pool}", flush=True)
     event_loop.run_until_complete(server.serve())
 

@@ -28,7 +28,7 @@ from falemu.gateway.apps import GatewayApp
 from falemu.gateway.asgi import new_request_id, start_timeout
 from falemu.gateway.errors import PlatformError, request_timeout_error
 from falemu.gateway.headers import Incoming, identity_headers, response_headers, runner_hints, split_headers
-from falemu.gateway.upstream import Connection, Headers, UpstreamError, request_head
+from falemu.gateway.upstream import Connection, Headers, UpstreamError, body_length, request_head
 from falemu.scaling.pool import Lease, Outcome
 
 if TYPE_CHECKING:
@@ -159,11 +159,10 @@ class FastExchange:
         runner = self.lease.runner
         body = b"".join(self._body) if self._body else b""
         self._body = []
-        method = self.method
-        length = len(body) if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS") else None
         headers = identity_headers(self.request_id, self.endpoint, self.user)
         headers += self.incoming.forward
-        self._request = request_head(runner.host, runner.port, method, self.target, headers, length) + body
+        length = body_length(self.method, body)
+        self._request = request_head(runner.host, runner.port, self.method, self.target, headers, length) + body
         timeout = self.gapp.config.scaling.request_timeout
         if timeout:
             loop = asyncio.get_running_loop()

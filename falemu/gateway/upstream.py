@@ -364,6 +364,11 @@ class Connection(asyncio.Protocol):
 BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 
 
+def body_length(method: str, body: bytes | bytearray) -> int | None:
+    """The Content-Length to send with a whole body: none for an empty body of a method that has none."""
+    return len(body) if body or method not in BODYLESS_METHODS else None
+
+
 def request_head(
     host: str, port: int, method: str, target: bytes, headers: Headers, length: int | None, *, chunked: bool = False
 ) -> bytes:
@@ -469,7 +474,8 @@ class UpstreamPool:
             return
         idle.append(conn)
 
-    async def _connect(self, host: str, port: int) -> Connection:
+    async def connect(self, host: str, port: int) -> Connection:
+        """A new connection to ``host:port``; raises :class:`UpstreamError` with fal's error type."""
         loop = asyncio.get_running_loop()
         key = (host, port)
         try:
@@ -488,14 +494,6 @@ class UpstreamPool:
             return conn
         raise UpstreamError(message, error_type)
 
-    async def connect(self, host: str, port: int) -> Connection:
-        """A new connection to ``host:port``; raises :class:`UpstreamError` with fal's error type."""
-        return await self._connect(host, port)
-
-    def take_idle(self, host: str, port: int) -> Connection | None:
-        """A kept-alive connection to ``host:port`` that is free, if there is one."""
-        return self._take_idle(host, port)
-
     def reuse(self, conn: Connection) -> None:
         """After a sink exchange: keep ``conn`` for the next request if it ended cleanly, else close it."""
         if conn.response_done and conn.reusable and not conn.closed:
@@ -503,7 +501,8 @@ class UpstreamPool:
         else:
             conn.close()
 
-    def _take_idle(self, host: str, port: int) -> Connection | None:
+    def take_idle(self, host: str, port: int) -> Connection | None:
+        """A kept-alive connection to ``host:port`` that is free, if there is one."""
         idle = self._idle.get((host, port))
         while idle:
             conn = idle.pop()
@@ -540,15 +539,15 @@ class UpstreamPool:
             length = content_length
         else:
             assert isinstance(body, bytes | bytearray)
-            length = len(body) if body or method not in BODYLESS_METHODS else None
+            length = body_length(method, body)
         head = request_head(host, port, method, target, headers, length, chunked=streamed and content_length is None)
         no_body = method == "HEAD"
 
         for attempt in (0, 1):
-            conn = self._take_idle(host, port)
+            conn = self.take_idle(host, port)
             fresh = conn is None
             if conn is None:
-                conn = await self._connect(host, port)
+                conn = await self.connect(host, port)
             waiter = conn.begin(no_body)
             transport = conn.transport
             assert transport is not None

@@ -55,6 +55,9 @@ class Downstream(Protocol):
     def send_now(self, data: bytes) -> None:
         """Write ``data`` to the caller at once, after anything written before it."""
 
+    def time_limit(self, exchange: FastExchange, seconds: float) -> None:
+        """Call ``exchange.timed_out()`` in ``seconds`` unless it is done by then."""
+
     def exchange_done(self, exchange: FastExchange) -> None:
         """The answer is complete (or the caller gone): the connection may take its next request."""
 
@@ -146,7 +149,6 @@ class FastExchange:
         self._started = False  # the response head went to the caller
         self._chunked = False
         self._runner_paused = False  # reading the runner is paused: the caller is behind
-        self._timer: asyncio.TimerHandle | None = None
         self._began = time.monotonic()
         gateway.emit(RequestStarted(gapp.config.alias, request_id=request_id, runner=lease.runner.id))
 
@@ -163,10 +165,8 @@ class FastExchange:
         headers += self.incoming.forward
         length = body_length(self.method, body)
         self._request = request_head(runner.host, runner.port, self.method, self.target, headers, length) + body
-        timeout = self.gapp.config.scaling.request_timeout
-        if timeout:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(float(timeout), self._timed_out, float(timeout))
+        if self.gapp.config.scaling.request_timeout:
+            self.downstream.time_limit(self, float(self.gapp.config.scaling.request_timeout))
         self._send()
 
     def client_lost(self) -> None:
@@ -287,8 +287,8 @@ class FastExchange:
             return
         self._answer_error(PlatformError(str(exc), exc.error_type))
 
-    def _timed_out(self, seconds: float) -> None:
-        self._timer = None
+    def timed_out(self) -> None:
+        """The app's ``request_timeout`` ran out (the caller's connection keeps the time)."""
         if self.response_complete:
             return
         self.outcome = "replace"
@@ -297,7 +297,7 @@ class FastExchange:
             self.status = 504
             self._finish(close=True)
             return
-        self._answer_error(request_timeout_error(seconds))
+        self._answer_error(request_timeout_error(float(self.gapp.config.scaling.request_timeout)))
 
     # -- answering and finishing ---------------------------------------------------------------------------------
     def _head(self, status: int, headers: Headers) -> bytes:
@@ -329,9 +329,6 @@ class FastExchange:
         if self.response_complete:
             return
         self.response_complete = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         gateway = self.gateway
         try:
             self.gapp.pool.release_nowait(self.lease, self.outcome)

@@ -1,6 +1,6 @@
 """How the gateway is served: uvicorn options and an HTTP protocol with a fast path that coalesces writes.
 
-:class:`GatewayHttpProtocol` is uvicorn's httptools protocol with two changes. When a request's head
+:class:`GatewayHttpProtocol` is uvicorn's httptools protocol with three changes. When a request's head
 is parsed, it first asks :func:`falemu.gateway.fastpath.begin` whether the request can skip the ASGI app
 (a plain sync request with a runner free at once); if so the request is forwarded by callbacks, and
 uvicorn's request cycle, ASGI scope and task are never made. Every other request goes to the gateway's
@@ -14,6 +14,9 @@ and sends them together as soon as the response is complete, or at the end of th
 segment. Large writes (``>= _DIRECT_WRITE`` bytes) go out at once, after anything collected before
 them, so big bodies are neither delayed nor copied. A websocket upgrade hands the connection over
 uncorked.
+
+Third, the keep-alive limit and a fast request's ``request_timeout`` share one timer per connection,
+which checks the clock when it fires instead of being armed and cancelled around every request.
 
 :func:`gateway_server_options` is the uvicorn configuration every place that serves the gateway uses
 (``falemu up``, the test harness, the benchmark), and :func:`new_event_loop` gives uvloop's loop when
@@ -105,11 +108,53 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     _gateway: Gateway | None = None
     _exchange: FastExchange | None = None
+    _last_active = 0.0  # loop time of the connection's last request byte or finished response
+    _timer_due = 0.0  # when the connection's timer (timeout_keep_alive_task) fires
+    _exchange_due: float | None = None  # when the fast exchange in progress times out
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         corked = _CorkedTransport(transport, self.loop)
         super().connection_made(corked)  # type: ignore[arg-type]
         self._gateway = _find_gateway(self.app)
+
+    # -- timers ----------------------------------------------------------------------------------------------
+    # uvicorn arms a keep-alive timer after every response and cancels it when the next request's bytes
+    # arrive, and a fast exchange would arm and cancel its request_timeout: timer operations on every
+    # request. Here one timer per connection keeps both limits: when it fires it checks the clock and
+    # either acts or sleeps again until the next due time. A request costs a clock read.
+    def _unset_keepalive_if_required(self) -> None:
+        self._last_active = self.loop.time()
+
+    def _timer_at(self, due: float) -> None:
+        """Make the connection's timer fire no later than ``due`` (loop time)."""
+        if self.timeout_keep_alive_task is not None:
+            if self._timer_due <= due:
+                return
+            self.timeout_keep_alive_task.cancel()
+        self._timer_due = due
+        self.timeout_keep_alive_task = self.loop.call_at(due, self._check_timers)
+
+    def time_limit(self, exchange: FastExchange, seconds: float) -> None:
+        self._exchange_due = self.loop.time() + seconds
+        self._timer_at(self._exchange_due)
+
+    def _check_timers(self) -> None:
+        self.timeout_keep_alive_task = None
+        if self.transport.is_closing():
+            return
+        now = self.loop.time()
+        exchange = self._exchange
+        if exchange is not None and self._exchange_due is not None:
+            if now >= self._exchange_due:
+                exchange.timed_out()
+                return
+            self._timer_at(min(self._exchange_due, now + self.timeout_keep_alive))
+        elif self.cycle is not None and not self.cycle.response_complete:
+            self._timer_at(now + self.timeout_keep_alive)  # an ASGI request in progress: not idle
+        elif now < self._last_active + self.timeout_keep_alive:
+            self._timer_at(self._last_active + self.timeout_keep_alive)
+        else:
+            self.timeout_keep_alive_handler()
 
     @property
     def default_headers(self) -> list[tuple[bytes, bytes]]:
@@ -174,6 +219,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def exchange_done(self, exchange: FastExchange) -> None:
         if self._exchange is exchange:
             self._exchange = None
+            self._exchange_due = None
         self.on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -183,6 +229,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.cycle = None  # type: ignore[assignment]  # uvicorn would signal a request cycle
         if exchange is not None:
             exchange.client_lost()
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
         super().connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -196,10 +245,19 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self._exchange.resume_reading_runner()
 
     def on_response_complete(self) -> None:
+        # uvicorn's, with the connection timer of _check_timers
         transport = self.transport
         if isinstance(transport, _CorkedTransport):
             transport.flush()  # the whole response is written: send it now, not at the end of the step
-        super().on_response_complete()
+        if self.pipeline:
+            super().on_response_complete()  # starts the next pipelined request's ASGI task
+            return
+        self.server_state.total_requests += 1
+        if transport.is_closing():
+            return
+        self._last_active = self.loop.time()
+        self.flow.resume_reading()
+        self._timer_at(self._last_active + self.timeout_keep_alive)
 
     def handle_websocket_upgrade(self) -> None:
         transport = self.transport

@@ -3,7 +3,9 @@
 It is the :class:`~falemu.scaling.pool.RunnerPool` the gateway talks to. Everything runs on one asyncio
 event loop (the gateway's); the Runtime's blocking calls run in worker threads. The policy
 (:mod:`falemu.scaling.policy`) is evaluated on a periodic tick and after every acquire, release, start
-and stop. Requests that find no runner with spare ``max_multiplexing`` capacity wait in FIFO order.
+and stop (the gateway's fast path releases with :meth:`AppController.release_nowait`, whose
+evaluations of a busy stretch are spaced :data:`RELEASE_EVALUATION_INTERVAL` apart). Requests that
+find no runner with spare ``max_multiplexing`` capacity wait in FIFO order.
 
 Runner states follow fal's: PENDING (start ordered) -> SETUP (the runtime is starting it) -> IDLE /
 RUNNING (ready; RUNNING while it has requests in flight) -> DRAINING (asked to stop while busy) ->
@@ -55,6 +57,11 @@ from falemu.scaling.policy import (
 from falemu.scaling.pool import Lease, Outcome, RequestStartTimeout, RunnerInfo
 
 S = RunnerState
+
+# A busy gateway releases thousands of leases a second; after a plain one ("ok") the policy runs at
+# most this often. What a release can change (a keep_alive deadline, a scale-in) is due seconds
+# later, so the decision is at most this late; waiters get the freed capacity at once regardless.
+RELEASE_EVALUATION_INTERVAL = 0.05
 
 
 @dataclass
@@ -136,6 +143,8 @@ class AppController:
         self._next_change: float | None = None
         self._health_task: asyncio.Task[None] | None = None
         self._reconcile_handle: asyncio.Handle | None = None
+        self._reconciled_at = float("-inf")  # clock time of the last policy evaluation
+        self._event_loop: asyncio.AbstractEventLoop | None = None  # the loop start() ran on
 
     # -- RunnerPool ---------------------------------------------------------------------------------
 
@@ -149,6 +158,7 @@ class AppController:
 
         Raises :class:`RunnerError` when one of them fails to start.
         """
+        self._event_loop = asyncio.get_running_loop()
         if self._loop_task is None:
             self._loop_task = asyncio.create_task(self._run_loop(), name=f"falemu-scaler-{self.name}")
         initial = min(max(self.app.scaling.min_concurrency, warm), max(0, self.app.scaling.max_concurrency))
@@ -212,10 +222,24 @@ class AppController:
             self._reconcile()
 
     def release_nowait(self, lease: Lease, outcome: Outcome = "ok") -> None:
-        """:meth:`release`, with the policy applied once at the end of this event-loop step: releases
-        that come together (a busy gateway) share one evaluation."""
-        if self._return(lease, outcome) and self._reconcile_handle is None:
-            self._reconcile_handle = asyncio.get_running_loop().call_soon(self._deferred_reconcile)
+        """:meth:`release` without waiting for the policy. A release other than "ok" (a runner to
+        replace) applies it at once. After an "ok" one it runs at the end of this event-loop step, or,
+        when it already ran in the last :data:`RELEASE_EVALUATION_INTERVAL`, once that much time has
+        passed: the releases of a busy stretch share one evaluation."""
+        if not self._return(lease, outcome):
+            return
+        if outcome != "ok":
+            self._reconcile()
+            return
+        if self._reconcile_handle is not None:
+            return
+        # asyncio.get_running_loop() costs a getpid() system call; the hot path uses the loop start() ran on
+        loop = self._event_loop or asyncio.get_running_loop()
+        wait = self._reconciled_at + RELEASE_EVALUATION_INTERVAL - self.clock.now()
+        if wait <= 0:
+            self._reconcile_handle = loop.call_soon(self._deferred_reconcile)
+        else:
+            self._reconcile_handle = loop.call_later(wait, self._deferred_reconcile)
 
     def _return(self, lease: Lease, outcome: Outcome) -> bool:
         slot = self._slots.get(lease.runner.id)
@@ -369,8 +393,11 @@ class AppController:
 
     def _target_exceeds_live(self) -> bool:
         scaling = self.app.scaling
-        if scaling.concurrency_buffer <= 0 and scaling.concurrency_buffer_perc <= 0 and scaling.min_concurrency <= 0:
-            return False  # the target is what the live runners' requests need, and they carry them all
+        if scaling.concurrency_buffer <= 0 and scaling.concurrency_buffer_perc <= 0:
+            # The target is the live runners' requests' need, which they carry (leases only go to a
+            # runner with room), or min_concurrency.
+            floor = min(scaling.min_concurrency, scaling.max_concurrency)
+            return floor > 0 and floor > self._live_count()
         live = in_flight = 0
         for slot in self._slots.values():
             if slot.state in LIVE_STATES:
@@ -439,6 +466,7 @@ class AppController:
     def _reconcile(self) -> None:
         if self._closed:
             return
+        self._reconciled_at = self.clock.now()
         decision = self._decide(self.clock.now())
         self._next_change = decision.next_change
         for order in decision.stop:

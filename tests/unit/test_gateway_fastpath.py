@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -133,6 +134,21 @@ def test_pipelined_requests_are_answered_in_order(fast: GatewayHarness) -> None:
     assert [json.loads(body)["body"] for _, _, body in answers][1:3] == ["abc", "xyz"]
     assert len({headers[b"x-fal-request-id"] for _, headers, _ in answers}) == 4
     assert fast_count(fast) >= 1
+
+
+def test_idle_connections_close_after_the_keep_alive_timeout_and_busy_ones_do_not(harness: GatewayHarness) -> None:
+    url = harness.serve([app_config("echo")], timeout_keep_alive=1)
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        for _ in range(5):  # a request every 0.4 s for 2 s: never idle for the 1 s limit
+            sock.sendall(b"GET /local/echo/a HTTP/1.1\r\nhost: x\r\n\r\n")
+            assert read_responses(sock, 1)[0][0] == 200
+            time.sleep(0.4)
+        sock.sendall(b"GET /local/echo/sleep?s=2.5 HTTP/1.1\r\nhost: x\r\n\r\n")  # longer than the limit
+        assert read_responses(sock, 1)[0][0] == 200
+        idle_from = time.monotonic()
+        assert sock.recv(1) == b""  # then idle: the gateway closes the connection
+        assert time.monotonic() - idle_from >= 0.9  # and not before the limit
 
 
 def test_connection_close_and_http10_end_the_connection_after_the_answer(fast: GatewayHarness) -> None:
@@ -275,6 +291,9 @@ class _SlowCaller:
 
     def exchange_done(self, exchange: Any) -> None:
         self.done.set()
+
+    def time_limit(self, exchange: Any, seconds: float) -> None:
+        pass
 
 
 def _exchange_through(harness: GatewayHarness, caller: _SlowCaller, path: bytes) -> Any:

@@ -25,7 +25,7 @@ from falemu.events import (
 )
 from falemu.runtime.base import PreparedApp, RunnerSpec
 from falemu.runtime.fake import FakeRuntime
-from falemu.scaling.controller import AppController
+from falemu.scaling.controller import RELEASE_EVALUATION_INTERVAL, AppController
 from falemu.scaling.pool import Lease, RequestStartTimeout, RunnerPool
 
 T = TypeVar("T")
@@ -501,6 +501,7 @@ def test_try_acquire_without_a_buffer_starts_nothing() -> None:
 
 def test_release_nowait_applies_the_policy_in_the_same_loop_step() -> None:
     async def body(h: Harness) -> None:
+        h.clock.advance(RELEASE_EVALUATION_INTERVAL)  # no evaluation lately
         lease = h.ctl.try_acquire("r1")
         assert lease is not None
         h.ctl.release_nowait(lease)
@@ -509,6 +510,42 @@ def test_release_nowait_applies_the_policy_in_the_same_loop_step() -> None:
         assert [info.state for info in h.ctl.runners()] in (["TERMINATING"], ["TERMINATED"], [])
 
     run(body, warm=1, keep_alive=0)
+
+
+def test_release_nowait_evaluations_of_a_busy_stretch_are_spaced() -> None:
+    async def body(h: Harness) -> None:
+        evaluations = 0
+        decide = h.ctl._decide
+
+        def counting(now: float) -> Any:
+            nonlocal evaluations
+            evaluations += 1
+            return decide(now)
+
+        h.ctl._decide = counting  # type: ignore[method-assign]
+        h.clock.advance(RELEASE_EVALUATION_INTERVAL)
+        for i in range(50):  # 50 requests in a row, each in its own loop step, within one interval
+            lease = h.ctl.try_acquire(f"r{i}")
+            assert lease is not None
+            h.ctl.release_nowait(lease)
+            await asyncio.sleep(0)
+        assert 1 <= evaluations <= 3  # the first release's, plus at most the periodic tick's; not 50
+        h.clock.advance(RELEASE_EVALUATION_INTERVAL)
+        await asyncio.sleep(RELEASE_EVALUATION_INTERVAL * 2)
+        assert h.ctl.runners()[0].served == 50
+
+    run(body, warm=1, min_concurrency=1, keep_alive=300)
+
+
+def test_a_release_that_replaces_its_runner_applies_the_policy_at_once() -> None:
+    async def body(h: Harness) -> None:
+        lease = h.ctl.try_acquire("r1")
+        assert lease is not None
+        h.ctl.release_nowait(lease, "replace")  # right after other evaluations: not deferred for that
+        states = sorted(info.state for info in h.ctl.runners())
+        assert "PENDING" in states  # the replacement was ordered before release_nowait returned
+
+    run(body, warm=1, min_concurrency=1, max_concurrency=1, keep_alive=300)
 
 
 def test_a_runner_hint_prefers_the_runner_that_reported_it_and_never_waits() -> None:

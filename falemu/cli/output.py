@@ -204,8 +204,37 @@ class Renderer:
 
     def render(self, event: Event) -> str | None:
         app = event.app
-        if type(event) is RunnerLog:  # the events of every request first: they come by the thousand
+        # The events of every request first, by exact type: they come by the thousand.
+        if type(event) is RunnerLog:
             return f"[{event.runner}] {event.line}"
+        if type(event) is RequestStarted:
+            with self._lock:
+                self._in_flight[app] = self._in_flight.get(app, 0) + 1
+                if self.verbose:
+                    return self._start_line(app, event.request_id, event.runner)
+                # Quick requests get one line, when they end; a long one is shown once it has run a while.
+                self._starts[event.request_id] = (time.monotonic() + self.start_line_delay, app, event.runner)
+                self._ensure_worker()
+            return None
+        if type(event) is RequestCompleted:
+            with self._lock:
+                n = max(0, self._in_flight.get(app, 0) - 1)
+                self._in_flight[app] = n
+                unseen = self._starts.pop(event.request_id, None) is not None
+            status = self._style(str(event.status_code), fg="green" if event.status_code < 400 else "red")
+            where = f" -> {event.runner}" if unseen else ""
+            return f"{app}: request {event.request_id}{where} {status} in {_fmt_seconds(event.seconds)} ({n} in flight)"
+        if type(event) is RunnerStateChanged:
+            if self._stopping and event.state == "FAILURE_DELAY":
+                return None
+            with self._lock:
+                served_before = event.runner in self._ready
+                if event.state == "IDLE":
+                    self._ready.add(event.runner)
+            if not self.verbose and served_before and event.state in ("RUNNING", "IDLE"):
+                return None  # the request lines say it: `request ... -> runner`
+            state = self._style(event.state, fg=STATE_COLORS.get(event.state))
+            return f"[{event.runner}] {state}"
         if isinstance(event, BuildStarted):
             return f"{app}: building {event.image} ({event.steps} steps)"
         if isinstance(event, BuildStep):
@@ -219,17 +248,6 @@ class Renderer:
             return f"{app}: image {event.image} {how}"
         if self._stopping and isinstance(event, RunnerFailed):
             return f"[{event.runner}] start cancelled: falemu up is stopping"
-        if self._stopping and isinstance(event, RunnerStateChanged) and event.state == "FAILURE_DELAY":
-            return None
-        if isinstance(event, RunnerStateChanged):
-            with self._lock:
-                served_before = event.runner in self._ready
-                if event.state == "IDLE":
-                    self._ready.add(event.runner)
-            if not self.verbose and served_before and event.state in ("RUNNING", "IDLE"):
-                return None  # the request lines say it: `request ... -> runner`
-            state = self._style(event.state, fg=STATE_COLORS.get(event.state))
-            return f"[{event.runner}] {state}"
         if isinstance(event, RunnerReady):
             kind = "cold start, a request was waiting" if event.cold_start else "started ahead of requests"
             total = sum(event.timeline.values())
@@ -252,23 +270,6 @@ class Renderer:
             return f"{app}: scaling down, {event.runners} runner(s) left: {stop_reason_text(event.reason)}"
         if isinstance(event, RequestQueued):
             return f"{app}: request {event.request_id} queued (position {event.queue_position})"
-        if isinstance(event, RequestStarted):
-            with self._lock:
-                self._in_flight[app] = self._in_flight.get(app, 0) + 1
-                if self.verbose:
-                    return self._start_line(app, event.request_id, event.runner)
-                # Quick requests get one line, when they end; a long one is shown once it has run a while.
-                self._starts[event.request_id] = (time.monotonic() + self.start_line_delay, app, event.runner)
-                self._ensure_worker()
-            return None
-        if isinstance(event, RequestCompleted):
-            with self._lock:
-                n = max(0, self._in_flight.get(app, 0) - 1)
-                self._in_flight[app] = n
-                unseen = self._starts.pop(event.request_id, None) is not None
-            status = self._style(str(event.status_code), fg="green" if event.status_code < 400 else "red")
-            where = f" -> {event.runner}" if unseen else ""
-            return f"{app}: request {event.request_id}{where} {status} in {_fmt_seconds(event.seconds)} ({n} in flight)"
         if isinstance(event, Notice):
             prefix = "warning: " if event.level == "warning" else ""
             if app and app != "falemu" and app not in event.message:

@@ -28,7 +28,7 @@ from falemu.gateway.apps import GatewayApp
 from falemu.gateway.asgi import new_request_id, start_timeout
 from falemu.gateway.errors import PlatformError, request_timeout_error
 from falemu.gateway.headers import Incoming, identity_headers, response_headers, runner_hints, split_headers
-from falemu.gateway.upstream import Connection, Headers, UpstreamError, body_length, request_head
+from falemu.gateway.upstream import Connection, Headers, UpstreamError, body_length, replayable, request_head
 from falemu.scaling.pool import Lease, Outcome
 
 if TYPE_CHECKING:
@@ -276,7 +276,13 @@ class FastExchange:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
-            if not self._started and not self._retried and not conn.got_bytes and not self.gateway.closed:
+            if (
+                not self._started
+                and not self._retried
+                and not conn.got_bytes
+                and not self.gateway.closed
+                and replayable(self.method, self.incoming.forward)
+            ):
                 # A kept-alive connection the runner had already closed: try once on a new one.
                 self._retried = True
                 self._connecting = asyncio.ensure_future(self._connect_and_send())

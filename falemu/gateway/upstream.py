@@ -362,6 +362,17 @@ class Connection(asyncio.Protocol):
 
 
 BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110, 9.2.2
+_IDEMPOTENCY_KEYS = (b"idempotency-key", b"x-idempotency-key")
+
+
+def replayable(method: str, headers: Headers) -> bool:
+    """Whether a request may be sent again when a reused runner connection dies before any byte of the
+    answer. The runner may have closed the idle connection just as it was reused (the request never
+    ran), or it may have read the request and crashed: only a request that is safe to run twice goes
+    out again, that is an idempotent method or one with an ``Idempotency-Key`` (nginx and Go's HTTP
+    client decide the same way). Any other gets 503 ``runner_disconnected``."""
+    return method in IDEMPOTENT_METHODS or any(name in _IDEMPOTENCY_KEYS for name, _ in headers)
 
 
 def body_length(method: str, body: bytes | bytearray) -> int | None:
@@ -559,7 +570,7 @@ class UpstreamPool:
                 except UpstreamError:
                     conn.close()
                     # A kept-alive connection the runner had already closed: try once on a new one.
-                    if not fresh and attempt == 0 and not conn.got_bytes:
+                    if not fresh and attempt == 0 and not conn.got_bytes and replayable(method, headers):
                         continue
                     raise
                 except BaseException:

@@ -247,6 +247,23 @@ def test_a_reused_runner_connection_that_died_is_retried_once_on_a_new_one(
         runner.close()
 
 
+def test_a_post_goes_out_again_only_with_an_idempotency_key(harness: GatewayHarness, client: httpx.Client) -> None:
+    runner = _ForgetfulRunner()  # it drops each connection's second request unanswered, as a crash would
+    try:
+        url = harness.serve([app_config("flaky")])
+        harness.pools["flaky"]._slots[0].runner = Runner(id="flaky-0", app="flaky", host="127.0.0.1", port=runner.port)
+        assert client.post(f"{url}/local/flaky/a", json={}).status_code == 200
+        keyed = client.post(f"{url}/local/flaky/b", json={}, headers={"Idempotency-Key": "b-1"})
+        assert keyed.status_code == 200  # safe to run twice: sent again on a fresh connection
+        assert runner.connections == 2
+        plain = client.post(f"{url}/local/flaky/c", json={})
+        assert plain.status_code == 503  # it may have run: not sent again
+        assert plain.json()["error_type"] == "runner_disconnected"
+        assert runner.connections == 2
+    finally:
+        runner.close()
+
+
 def test_a_runner_that_refuses_connections_is_503(fast: GatewayHarness, client: httpx.Client) -> None:
     url = fast.serve([app_config("gone")])
     with socket.socket() as probe:

@@ -396,7 +396,7 @@ class DockerRuntime:
         """The container's log lines (stdout and stderr); ends quietly when the container is gone."""
         from docker.errors import NotFound
 
-        from falemu.runtime.logstream import follow_lines
+        from falemu.runtime.logstream import BATCH_SECONDS, follow_lines
 
         api = self._client.api
         params = {"stdout": 1, "stderr": 1, "follow": 1 if follow else 0, "timestamps": 0, "tail": "all"}
@@ -405,7 +405,8 @@ class DockerRuntime:
             api._raise_for_status(response)
         except NotFound:
             return
-        for _stream, line in follow_lines(response):  # runners have no TTY: the stream is multiplexed
+        pause = BATCH_SECONDS if follow else 0.0
+        for _stream, line in follow_lines(response, pause=pause):  # runners have no TTY: multiplexed
             yield line
 
     def stop(self, runner: Runner, grace: float | None = None) -> None:

@@ -5,15 +5,22 @@ multiplexed frames (an 8-byte header: stream type, 3 zero bytes, big-endian payl
 payload). The Docker SDK reads it two small reads per frame, each through urllib3's chunk parser: a
 runner that logs a line per request (uvicorn's access log does) would cost falemu more CPU than the
 gateway itself. :func:`follow_lines` reads whatever the socket has (up to 64 KiB at once) and
-:class:`LogDemuxer` undoes the chunking and the framing in plain byte operations.
+:class:`LogDemuxer` undoes the chunking and the framing in plain byte operations. Under a flood of
+lines a follower reads at most every :data:`BATCH_SECONDS`, many lines at a time.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
 READ_SIZE = 64 * 1024
+# When following, after a read that emptied the socket the follower waits this long before reading
+# again, so that a runner logging a line per request wakes it a hundred times a second at most, with
+# many lines per read, instead of once per line. A line is delayed by this much at most; one that
+# arrives at rest is delivered at once.
+BATCH_SECONDS = 0.01
 STREAMS = {0: "stdin", 1: "stdout", 2: "stderr"}
 
 
@@ -104,8 +111,11 @@ class LogDemuxer:
         return b"".join(out)
 
 
-def follow_lines(response: Any, *, multiplexed: bool = True) -> Iterator[tuple[str, str]]:
+def follow_lines(response: Any, *, multiplexed: bool = True, pause: float = 0.0) -> Iterator[tuple[str, str]]:
     """The lines of a streamed ``requests`` response to a Docker logs call, as they arrive.
+
+    ``pause``: after a read that took less than a full block, wait this long before the next one
+    (:data:`BATCH_SECONDS` when following a running container).
 
     Reads the response's buffered socket directly (what it has, up to :data:`READ_SIZE` at once);
     falls back to urllib3's own reads where that reader is not there.
@@ -127,6 +137,8 @@ def follow_lines(response: Any, *, multiplexed: bool = True) -> Iterator[tuple[s
             if not data:
                 break
             yield from demux.feed(data)
+            if pause and len(data) < READ_SIZE:
+                time.sleep(pause)
         yield from demux.close()
     finally:
         response.close()

@@ -100,3 +100,38 @@ def test_follow_lines_lets_urllib3_read_a_body_with_a_length() -> None:
     response = _Response(SimpleNamespace(chunked=False, read1=body.read1))
     assert list(follow_lines(response)) == [("stdout", "a"), ("stderr", "b")]
     assert response.closed
+
+
+def test_a_follower_reads_a_flood_of_lines_in_batches() -> None:
+    import socket
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from falemu.runtime.logstream import BATCH_SECONDS, follow_lines
+
+    ours, theirs = socket.socketpair()
+    reads = 0
+
+    class CountingReader:
+        def __init__(self) -> None:
+            self.fp = ours.makefile("rb")
+
+        def read1(self, size: int) -> bytes:
+            nonlocal reads
+            reads += 1
+            return self.fp.read1(size)
+
+    def runner() -> None:  # a line every millisecond, each in its own chunk and frame, as dockerd sends them
+        with theirs:
+            for i in range(200):
+                theirs.sendall(chunked(frame(1, b"GET /health 200 %d\n" % i))[:-5])
+                time.sleep(0.001)
+            theirs.sendall(b"0\r\n\r\n")
+
+    threading.Thread(target=runner, daemon=True).start()
+    response = _Response(SimpleNamespace(chunked=True, _fp=SimpleNamespace(fp=CountingReader())))
+    lines = list(follow_lines(response, pause=BATCH_SECONDS))
+    assert [line for _, line in lines] == [f"GET /health 200 {i}" for i in range(200)]
+    assert reads < 100  # about one read per BATCH_SECONDS (200 ms of lines: ~20), not one per line
+    ours.close()

@@ -86,6 +86,7 @@ def timeline_text(timeline: Mapping[str, float]) -> str:
 
 FLUSH_DELAY = 0.02  # seconds a line written to a file or pipe may wait for the next flush
 START_LINE_DELAY = 1.0  # a request's start is shown once it has run this long (its end line says the rest)
+REQUEST_LINES_PER_SECOND = 20  # per app; the requests beyond it in a second are told in one summary line
 
 
 class Renderer:
@@ -117,6 +118,9 @@ class Renderer:
         self._flusher: threading.Thread | None = None
         self._at_exit = False
         self._starts: dict[str, tuple[float, str, str]] = {}  # request id -> (when to show, app, runner)
+        self._window_end = 0.0  # the end of the current second of request lines
+        self._window_lines: dict[str, int] = {}  # app -> request lines shown in the current second
+        self._held: dict[str, dict[int, int]] = {}  # app -> status -> requests beyond the lines, this second
 
     def _echo(self, text: str, *, err: bool = False) -> None:
         if err or self._tty:
@@ -152,17 +156,56 @@ class Renderer:
         while True:
             with self._lock:
                 due = min((start[0] for start in self._starts.values()), default=None)
+                if self._held:
+                    due = self._window_end if due is None else min(due, self._window_end)
             wait = 1.0 if due is None else max(0.0, min(1.0, due - time.monotonic()))
             if self._flush_wanted.wait(timeout=wait):
                 time.sleep(FLUSH_DELAY)
                 self.show_long_requests()
+                self.show_summaries()
                 self.flush()
                 continue
             self.show_long_requests()
+            self.show_summaries()
             with self._lock:
-                if not self._flush_wanted.is_set() and not self._starts:  # at rest: the thread ends
+                if not self._flush_wanted.is_set() and not self._starts and not self._held:  # at rest: the thread ends
                     self._flusher = None
                     return
+
+    def show_summaries(self, now: float | None = None) -> None:
+        """Say how many requests each busy app answered beyond its lines, once their second is over."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            lines = self._roll_window(now) if now >= self._window_end else []
+        for line in lines:
+            self._echo(line)
+
+    def _request_line_allowed(self, app: str, status: int) -> bool:
+        """Whether a finished request gets its own line (lock held): the first REQUEST_LINES_PER_SECOND
+        of an app each second do; the rest are counted for the summary."""
+        shown = self._window_lines.get(app, 0)
+        if shown < REQUEST_LINES_PER_SECOND:
+            self._window_lines[app] = shown + 1
+            return True
+        held = self._held.setdefault(app, {})
+        held[status] = held.get(status, 0) + 1
+        self._ensure_worker()
+        return False
+
+    def _roll_window(self, now: float) -> list[str]:
+        """Start a new second (lock held); returns the summaries of the one that ended."""
+        lines = []
+        for app, held in self._held.items():
+            total = sum(held.values())
+            statuses = ", ".join(f"{count} × {status}" for status, count in sorted(held.items()))
+            lines.append(
+                f"{app}: {total} more request{'s' if total != 1 else ''} in the last second ({statuses}), "
+                f"{self._in_flight.get(app, 0)} in flight"
+            )
+        self._held = {}
+        self._window_lines = {}
+        self._window_end = now + 1.0
+        return lines
 
     def show_long_requests(self, now: float | None = None) -> None:
         """Show the start lines of the requests that have run for ``start_line_delay`` seconds."""
@@ -217,13 +260,21 @@ class Renderer:
                 self._ensure_worker()
             return None
         if type(event) is RequestCompleted:
+            summaries: list[str] = []
             with self._lock:
                 n = max(0, self._in_flight.get(app, 0) - 1)
                 self._in_flight[app] = n
                 unseen = self._starts.pop(event.request_id, None) is not None
+                if not self.verbose:
+                    now = time.monotonic()
+                    if now >= self._window_end:
+                        summaries = self._roll_window(now)
+                    if not self._request_line_allowed(app, event.status_code):
+                        return "\n".join(summaries) if summaries else None
             status = self._style(str(event.status_code), fg="green" if event.status_code < 400 else "red")
             where = f" -> {event.runner}" if unseen else ""
-            return f"{app}: request {event.request_id}{where} {status} in {_fmt_seconds(event.seconds)} ({n} in flight)"
+            line = f"{app}: request {event.request_id}{where} {status} in {_fmt_seconds(event.seconds)} ({n} in flight)"
+            return "\n".join([*summaries, line])
         if type(event) is RunnerStateChanged:
             if self._stopping and event.state == "FAILURE_DELAY":
                 return None

@@ -81,7 +81,9 @@ EXAMPLES = examples(
     help="Host folder mounted at /data in every runner (default: falemu's cache folder).",
 )
 @click.option("--tls/--no-tls", default=None, help="Serve HTTPS with a certificate from falemu's local CA.")
-@click.option("--verbose", "-v", is_flag=True, help="Show build output, every request start and state flip.")
+@click.option(
+    "--verbose", "-v", is_flag=True, help="Show build output, every request's lines (no summaries) and state flips."
+)
 @click.option("--json", "json_lines", is_flag=True, help="Print events as JSON lines.")
 def up(
     apps: tuple[str, ...],

@@ -95,6 +95,50 @@ def test_the_output_thread_shows_a_long_request_on_its_own() -> None:
     assert out.getvalue().splitlines() == ["greeter: request slow -> g-1 (1 in flight)"]
 
 
+BUSY_SUMMARY = "greeter: 30 more requests in the last second (28 × 200, 2 × 503), 0 in flight"
+
+
+def _busy_second(r: Renderer) -> None:
+    """50 quick requests to one app within a second, two of them answered 503."""
+    for i in range(50):
+        r(RequestStarted("greeter", request_id=f"r{i}", runner="g-1"))
+        status = 503 if i in (30, 40) else 200
+        r(RequestCompleted("greeter", request_id=f"r{i}", runner="g-1", status_code=status, seconds=0.002))
+
+
+def test_a_busy_app_gets_its_first_request_lines_then_a_summary_per_second() -> None:
+    import time
+
+    from falemu.cli.output import REQUEST_LINES_PER_SECOND
+
+    r, out = renderer()
+    _busy_second(r)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == REQUEST_LINES_PER_SECOND
+    assert lines[-1] == f"greeter: request r{REQUEST_LINES_PER_SECOND - 1} -> g-1 200 in 2 ms (0 in flight)"
+    r.show_summaries(now=time.monotonic() + 2)
+    assert out.getvalue().splitlines()[REQUEST_LINES_PER_SECOND:] == [BUSY_SUMMARY]
+    r.show_summaries(now=time.monotonic() + 4)  # a quiet second: nothing to say
+    assert len(out.getvalue().splitlines()) == REQUEST_LINES_PER_SECOND + 1
+    rv, outv = renderer(verbose=True)
+    _busy_second(rv)
+    rv.show_summaries(now=time.monotonic() + 2)
+    ends = [line for line in outv.getvalue().splitlines() if " 200 in " in line or " 503 in " in line]
+    assert len(ends) == 50  # --verbose: every request's lines, no summary
+    assert "more requests" not in outv.getvalue()
+
+
+def test_the_output_thread_prints_the_summary_when_the_second_is_over() -> None:
+    import time
+
+    r, out = renderer()
+    _busy_second(r)
+    deadline = time.monotonic() + 15  # a guard against a hang, not a timing assertion
+    while "more requests" not in out.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert out.getvalue().splitlines()[-1] == BUSY_SUMMARY
+
+
 def test_verbose_shows_every_request_start_at_once() -> None:
     r, out = renderer(verbose=True)
     r(RequestStarted("greeter", request_id="a", runner="g-1"))

@@ -260,6 +260,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._timer_at(self._last_active + self.timeout_keep_alive)
 
     def handle_websocket_upgrade(self) -> None:
+        if self.timeout_keep_alive_task is not None:  # the websocket protocol keeps its own time from here
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
         transport = self.transport
         if isinstance(transport, _CorkedTransport):
             transport.flush()

@@ -151,6 +151,23 @@ def test_idle_connections_close_after_the_keep_alive_timeout_and_busy_ones_do_no
         assert time.monotonic() - idle_from >= 0.9  # and not before the limit
 
 
+def test_a_websocket_upgraded_after_requests_on_its_connection_outlives_the_keep_alive_limit(
+    harness: GatewayHarness,
+) -> None:
+    from websockets.sync.client import connect
+
+    url = harness.serve([app_config("live")], timeout_keep_alive=1)
+    port = int(url.rsplit(":", 1)[1])
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"GET /local/live/a HTTP/1.1\r\nhost: x\r\n\r\n")
+    assert read_responses(sock, 1)[0][0] == 200
+    with connect(f"ws://127.0.0.1:{port}/local/live/ws", sock=sock) as ws:  # the same connection, upgraded
+        json.loads(ws.recv())
+        time.sleep(2.5)  # quiet for longer than the HTTP keep-alive limit
+        ws.send("still there")
+        assert ws.recv(timeout=10) == "live-0: still there"
+
+
 def test_connection_close_and_http10_end_the_connection_after_the_answer(fast: GatewayHarness) -> None:
     url = fast.serve([app_config("echo")])
     port = int(url.rsplit(":", 1)[1])

@@ -515,21 +515,23 @@ def test_release_nowait_applies_the_policy_in_the_same_loop_step() -> None:
 def test_release_nowait_evaluations_of_a_busy_stretch_are_spaced() -> None:
     async def body(h: Harness) -> None:
         evaluations = 0
-        decide = h.ctl._decide
+        deferred = h.ctl._deferred_reconcile
 
-        def counting(now: float) -> Any:
+        def counting() -> None:
             nonlocal evaluations
             evaluations += 1
-            return decide(now)
+            deferred()
 
-        h.ctl._decide = counting  # type: ignore[method-assign]
-        h.clock.advance(RELEASE_EVALUATION_INTERVAL)
+        h.ctl._deferred_reconcile = counting  # type: ignore[method-assign]
+        h.clock.advance(RELEASE_EVALUATION_INTERVAL)  # the fake clock stands still from here
         for i in range(50):  # 50 requests in a row, each in its own loop step, within one interval
             lease = h.ctl.try_acquire(f"r{i}")
             assert lease is not None
             h.ctl.release_nowait(lease)
             await asyncio.sleep(0)
-        assert 1 <= evaluations <= 3  # the first release's, plus at most the periodic tick's; not 50
+        # The first release's evaluation, then one per 50 ms of real time these steps take (a few ms
+        # here, more on a loaded machine); one per release would be 50.
+        assert 1 <= evaluations < 25
         h.clock.advance(RELEASE_EVALUATION_INTERVAL)
         await asyncio.sleep(RELEASE_EVALUATION_INTERVAL * 2)
         assert h.ctl.runners()[0].served == 50

@@ -292,6 +292,7 @@ def test_a_runner_that_refuses_connections_is_503(fast: GatewayHarness, client: 
     assert got.status_code == 503
     assert got.json()["error_type"] == "runner_connection_refused"
     assert got.headers["x-fal-error-type"] == "runner_connection_refused"
+    wait_for(lambda: bool(pool.outcomes))  # released just after the answer left, on the gateway's thread
     assert pool.outcomes[-1][1] == "replace"
     assert fast_count(fast) == 1
 

@@ -55,8 +55,8 @@ class Downstream(Protocol):
     def send_now(self, data: bytes) -> None:
         """Write ``data`` to the caller at once, after anything written before it."""
 
-    def time_limit(self, exchange: FastExchange, seconds: float) -> None:
-        """Call ``exchange.timed_out()`` in ``seconds`` unless it is done by then."""
+    def time_limit(self, seconds: float) -> None:
+        """Call the exchange in progress's ``timed_out()`` in ``seconds`` unless it is done by then."""
 
     def exchange_done(self, exchange: FastExchange) -> None:
         """The answer is complete (or the caller gone): the connection may take its next request."""
@@ -166,7 +166,7 @@ class FastExchange:
         length = body_length(self.method, body)
         self._request = request_head(runner.host, runner.port, self.method, self.target, headers, length) + body
         if self.gapp.config.scaling.request_timeout:
-            self.downstream.time_limit(self, float(self.gapp.config.scaling.request_timeout))
+            self.downstream.time_limit(float(self.gapp.config.scaling.request_timeout))
         self._send()
 
     def client_lost(self) -> None:

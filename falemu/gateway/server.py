@@ -134,7 +134,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._timer_due = due
         self.timeout_keep_alive_task = self.loop.call_at(due, self._check_timers)
 
-    def time_limit(self, exchange: FastExchange, seconds: float) -> None:
+    def time_limit(self, seconds: float) -> None:
         self._exchange_due = self.loop.time() + seconds
         self._timer_at(self._exchange_due)
 

@@ -327,7 +327,7 @@ class _SlowCaller:
     def exchange_done(self, exchange: Any) -> None:
         self.done.set()
 
-    def time_limit(self, exchange: Any, seconds: float) -> None:
+    def time_limit(self, seconds: float) -> None:
         pass
 
 

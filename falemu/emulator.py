@@ -30,7 +30,7 @@ import dataclasses
 import secrets
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -47,8 +47,6 @@ if TYPE_CHECKING:
     import uvicorn
 
     from falemu.gateway.app import Gateway
-
-ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 SCALING_FIELDS = frozenset(f.name for f in dataclasses.fields(ScalingConfig))
 STOP_TIMEOUT = 60.0
@@ -438,12 +436,16 @@ class Emulator:
             with contextlib.suppress(Exception):
                 await controller.settle(timeout=30)
 
-    def _asgi_app(self) -> ASGIApp:
-        from falemu.state import admin_app
+    def _asgi_app(self) -> Gateway:
+        from falemu.state import ADMIN_ROUTES, admin_app
 
         gateway = self._gateway_app()
+        admin = admin_app(self)
+        for route in ADMIN_ROUTES:
+            gateway.mount(route, admin, exact=True)
+            gateway.mount(route + "/", admin, exact=True)
         self.gateway = gateway
-        return _WithAdminRoutes(gateway, admin_app(self))
+        return gateway
 
     def _gateway_app(self) -> Gateway:
         from falemu.gateway import GatewayApp, create_app
@@ -456,23 +458,3 @@ class Emulator:
         return create_app(
             apps, settings=self.settings, events=self.events, keys=KeyStore(user=self.settings.owner), clock=self.clock
         )
-
-
-class _WithAdminRoutes:
-    """The gateway with the admin routes of `falemu ps/logs` in front.
-
-    ``app`` is the gateway itself: that is where the gateway's HTTP protocol finds it for the sync
-    API's fast path (which leaves the admin routes to this wrapper).
-    """
-
-    def __init__(self, app: Gateway, admin: ASGIApp) -> None:
-        self.app = app
-        self.admin = admin
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        from falemu.state import ADMIN_ROUTES
-
-        if scope["type"] == "http" and str(scope.get("path", "")).rstrip("/") in ADMIN_ROUTES:
-            await self.admin(scope, receive, send)
-            return
-        await self.app(scope, receive, send)

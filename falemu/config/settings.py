@@ -110,9 +110,13 @@ def _owner(where: str, raw: Any) -> str:
             f"{where} owner must be one URL path segment (letters, digits, '-', '_', '.'), got {raw!r}",
             hint="for example local or your fal user name",
         )
-    if owner.lower() == "queue":
+    reserved = {
+        "queue": "the gateway's queue API (/queue/{owner}/{app})",
+        "api": "the JS client proxy (/api/fal/proxy)",
+    }
+    if owner.lower() in reserved:
         raise ConfigError(
-            f"{where} owner {owner!r} clashes with the gateway's queue API (/queue/{{owner}}/{{app}})",
+            f"{where} owner {owner!r} clashes with {reserved[owner.lower()]}",
             hint="pick another owner, for example local",
         )
     return owner

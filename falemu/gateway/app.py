@@ -10,6 +10,12 @@ URL layout (one port serves both APIs)::
     /queue/{owner}/{app}/requests/{id}/cancel        PUT
     /_falemu/health                          GET     the gateway's own liveness
 
+Other rooms of falemu (admin routes, the dashboard, the local CDN, the JS client proxy) are served on
+the same port as *mounts*: :meth:`Gateway.mount` gives a path prefix (or one exact path) to an ASGI
+app, and such requests never reach app routing. Mounted paths must not look like ``/{owner}/{app}``
+of a served app: falemu's own prefixes start with ``/_falemu/`` (an owner cannot start with ``_``),
+and owners ``queue`` and ``api`` are refused for the queue API and ``/api/fal/proxy``.
+
 fal_client builds ``https://{FAL_QUEUE_RUN_HOST}/`` + ``owner/app``, so
 ``FAL_QUEUE_RUN_HOST=127.0.0.1:PORT/queue`` reaches the queue API. A request whose ``Host`` starts with
 ``queue.`` (``queue.localhost:PORT``) is a queue request too, without the prefix, as on fal.
@@ -46,7 +52,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from falemu.clock import Clock, MonotonicClock
@@ -79,6 +85,8 @@ NO_KEY = "No user found for Key ID and Secret"
 _NO_TIMEOUT = contextlib.nullcontext()
 MISSING_KEY = "Missing authorization header. Set FAL_KEY (`falemu env` prints one)."
 
+MountedApp = Callable[[Any, Any, Any], Awaitable[None]]  # an ASGI app
+
 
 class Gateway:
     """The gateway's ASGI app. ``apps`` may change while it runs (apps added or removed)."""
@@ -105,7 +113,31 @@ class Gateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._webhook_client: Any = None
+        self._mounts: list[tuple[str, bool, MountedApp]] = []  # (path, exact, app), longest first
         self._unsubscribe = events.subscribe(self._on_event)
+
+    # -- mounts --------------------------------------------------------------------------------------
+    def mount(self, path: str, app: MountedApp, *, exact: bool = False) -> None:
+        """Serve ``path`` (a prefix ending in ``/``, or with ``exact`` one path) with another ASGI app.
+
+        HTTP and websocket requests whose path is under a mount go to that app before any app routing
+        (the longest mount wins). A prefix also takes its own path without the trailing slash.
+        """
+        if not path.startswith("/"):
+            raise ValueError(f"a mount path starts with '/': {path!r}")
+        self._mounts = [m for m in self._mounts if m[:2] != (path, exact)]
+        self._mounts.append((path, exact, app))
+        self._mounts.sort(key=lambda m: len(m[0]), reverse=True)
+
+    def mounted(self, path: str) -> MountedApp | None:
+        """The mounted app that serves ``path``, if any."""
+        for prefix, exact, app in self._mounts:
+            if exact:
+                if path == prefix:
+                    return app
+            elif path.startswith(prefix) or path == prefix.rstrip("/"):
+                return app
+        return None
 
     # -- plumbing ----------------------------------------------------------------------------------
     @property
@@ -157,15 +189,19 @@ class Gateway:
     # -- ASGI ----------------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "http":
-            if self._loop is None:
-                self._bind_loop()
-            await self._http(scope, receive, send)
-        elif kind == "lifespan":
+        if kind == "lifespan":
             await self._lifespan(receive, send)
+            return
+        if self._loop is None:
+            self._bind_loop()
+        if self._mounts:
+            mounted = self.mounted(scope["path"])
+            if mounted is not None:
+                await mounted(scope, receive, send)
+                return
+        if kind == "http":
+            await self._http(scope, receive, send)
         elif kind == "websocket":
-            if self._loop is None:
-                self._bind_loop()
             await ws.serve(self, scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

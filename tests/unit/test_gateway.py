@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -426,3 +427,36 @@ def test_runner_hint_prefers_a_runner_that_reported_it_and_never_waits(
     wait_for(lambda: any(info.in_flight for info in pool.runners() if info.id == "models-1"))
     assert client.get(f"{url}/local/models/x", headers=hinted).json()["runner"] == "models-0"
     busy.join()
+
+
+# -- mounts -------------------------------------------------------------------------------------------
+
+
+def test_mounted_paths_go_to_their_app_and_app_routing_is_untouched(
+    harness: GatewayHarness, client: httpx.Client
+) -> None:
+    url = harness.serve([app_config("echo", auth="public")])
+    assert harness.app is not None
+    seen: list[str] = []
+
+    def answer(text: bytes) -> Any:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            seen.append(str(scope["path"]))
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": text})
+
+        return app
+
+    harness.app.mount("/", answer(b"root"), exact=True)
+    harness.app.mount("/_falemu/ui/", answer(b"ui"))
+    harness.app.mount("/_falemu/ui/deep/", answer(b"deep"))
+    assert client.get(url + "/").text == "root"
+    assert client.get(url + "/_falemu/ui").text == "ui"
+    assert client.get(url + "/_falemu/ui/x/y").text == "ui"
+    assert client.get(url + "/_falemu/ui/deep/z").text == "deep"  # the longest mount wins
+    assert seen == ["/", "/_falemu/ui", "/_falemu/ui/x/y", "/_falemu/ui/deep/z"]
+    # Everything else still reaches the app, on whichever path the request takes.
+    resp = client.post(url + "/local/echo/x", content=b"hi")
+    assert resp.status_code == 200
+    assert resp.json()["path"] == "/x"
+    assert client.get(url + "/_falemu/other").status_code == 404

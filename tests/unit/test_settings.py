@@ -84,6 +84,7 @@ def test_tool_falemu_must_be_a_table(tmp_path: Path) -> None:
     [
         ("queue", "clashes with the gateway's queue API"),
         ("QUEUE", "clashes with the gateway's queue API"),
+        ("api", "clashes with the JS client proxy"),
         ("team/a", "one URL path segment"),
         ("_falemu", "one URL path segment"),
         ("", "one URL path segment"),

@@ -38,6 +38,9 @@ class RunnerSpec:
     gpu: GpuMode = "auto"
     machine_limits: bool = False
     env: Mapping[str, str] = field(default_factory=dict)  # extra environment (secrets resolved)
+    # Extra bind mounts, host path -> path in the runner (read-write). The docker runtime mounts them;
+    # the process runtime cannot (its runners see the host's files as they are) and says so once.
+    mounts: Mapping[str, str] = field(default_factory=dict)
     command: tuple[str, ...] | None = None  # --cmd override for the process runtime
     on_log: Callable[[str], None] | None = None  # receives each log line while the runner lives (then the
     # runtime emits no RunnerLog events of its own: the caller says what a line means)

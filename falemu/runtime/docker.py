@@ -215,6 +215,8 @@ class DockerRuntime:
             )
         env = runner_environment(app, owner=spec.owner, runner_id=spec.runner_id, secrets=found, extra=spec.env)
         binds = {host: {"bind": target, "mode": "rw"} for host, target in data_binds(app, spec.data_dir).items()}
+        for host, target in spec.mounts.items():
+            binds[str(Path(host).resolve())] = {"bind": target, "mode": "rw"}
         limits = self._limits(spec, events) if spec.machine_limits else {}
         host_config = self._client.api.create_host_config(
             port_bindings={port: (self._publish_ip,)},

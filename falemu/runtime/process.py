@@ -34,7 +34,7 @@ from typing import IO
 
 from falemu.config.model import AppConfig
 from falemu.errors import RunnerError
-from falemu.events import EventSink, RunnerFailed, RunnerLog, RunnerReady, null_sink
+from falemu.events import EventSink, Notice, RunnerFailed, RunnerLog, RunnerReady, null_sink
 from falemu.runtime.base import PreparedApp, Runner, RunnerSpec
 from falemu.runtime.environment import resolve_secrets, runner_environment
 from falemu.runtime.readiness import Exited, NotReady, ReadinessProbe, startup_error
@@ -110,6 +110,7 @@ class ProcessRuntime:
         self._poll = poll_interval
         self._lock = threading.Lock()
         self._runners: dict[int, Runner] = {}  # by process id
+        self._mount_notes: set[str] = set()  # apps told that mounts are not made
 
     def prepare(self, app: AppConfig, events: EventSink = null_sink, verbose: bool = False) -> PreparedApp:
         return PreparedApp(app=app, image=None, built=False)
@@ -124,6 +125,8 @@ class ProcessRuntime:
                 hint="stop whatever listens there, or use the docker runtime for several runners",
             )
         command = app_command(app, spec.command)
+        if spec.mounts:
+            self._note_mounts(spec, events)
         spec.data_dir.mkdir(parents=True, exist_ok=True)
         found, _missing = resolve_secrets(app)
         env = dict(os.environ)
@@ -194,6 +197,22 @@ class ProcessRuntime:
         runner.timeline = timeline
         events(RunnerReady(app.alias, runner=runner.id, address=runner.url, timeline=dict(timeline)))
         return runner
+
+    def _note_mounts(self, spec: RunnerSpec, events: EventSink) -> None:
+        """Bind mounts need a container; a host process sees host paths as they are. Said once per app."""
+        app = spec.prepared.app
+        with self._lock:
+            if app.alias in self._mount_notes:
+                return
+            self._mount_notes.add(app.alias)
+        listed = ", ".join(f"{host} -> {target}" for host, target in spec.mounts.items())
+        events(
+            Notice(
+                app.alias,
+                level="info",
+                message=f"the process runtime does not mount {listed}: runners see host paths as they are",
+            )
+        )
 
     @staticmethod
     def _exited(handle: ProcessHandle) -> Exited | None:

@@ -141,8 +141,14 @@ def test_runner_environment_secrets_limits_and_host_gateway(
     )
     events = EventBus()
     prepared = dataclasses.replace(prepared_example, app=app)
-    runner = docker_runtime.start(_spec(prepared, "e1", tmp_path / "data", machine_limits=True), events)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "from-host.txt").write_text("mounted")
+    spec = _spec(prepared, "e1", tmp_path / "data", machine_limits=True, mounts={str(extra): "/run/extra"})
+    runner = docker_runtime.start(spec, events)
     try:
+        assert _exec(docker_runtime, runner, "cat", "/run/extra/from-host.txt") == "mounted"
+        _exec(docker_runtime, runner, "sh", "-c", "echo back > /run/extra/from-runner.txt")
         env = _exec(docker_runtime, runner, "env")
         hosts = _exec(docker_runtime, runner, "cat", "/etc/hosts")
         mounts = _exec(docker_runtime, runner, "sh", "-c", "ls -d /data/.cache; ls -A /data")
@@ -151,6 +157,7 @@ def test_runner_environment_secrets_limits_and_host_gateway(
         host_config = docker_runtime.client.api.inspect_container(handle.id)["HostConfig"]
     finally:
         docker_runtime.stop(runner, grace=1)
+    assert (extra / "from-runner.txt").read_text().strip() == "back"  # RunnerSpec.mounts: read-write bind
     assert "API_TOKEN=from-dotenv" in env
     assert "HF_TOKEN=from-env" in env
     assert "OTHER=" not in env  # only the app's secrets come from .env

@@ -13,7 +13,7 @@ import pytest
 
 from falemu.config.model import AppConfig, AppShape, ScalingConfig
 from falemu.errors import RunnerError, StartupTimeout
-from falemu.events import EventBus, RunnerReady
+from falemu.events import EventBus, Notice, RunnerReady
 from falemu.runtime.base import RunnerSpec
 from falemu.runtime.process import ProcessRuntime, app_command
 
@@ -46,7 +46,9 @@ def test_process_runner_serves_with_runner_env_and_data(tmp_path: Path, monkeypa
     prepared = runtime.prepare(app)
     assert prepared.image is None
     events = EventBus()
-    spec = RunnerSpec(prepared, "p1", "me", tmp_path / "data", command=("python3", "server.py"))
+    spec = RunnerSpec(
+        prepared, "p1", "me", tmp_path / "data", command=("python3", "server.py"), mounts={"/tmp/x": "/run/x"}
+    )
     runner = runtime.start(spec, events)
     try:
         assert runner.port == app.exposed_port
@@ -65,6 +67,9 @@ def test_process_runner_serves_with_runner_env_and_data(tmp_path: Path, monkeypa
         assert runtime.is_alive(runner)
         assert any("serving on" in line for line in runtime.logs(runner))
         assert [e.runner for e in events.history if isinstance(e, RunnerReady)] == ["p1"]
+        # Mounts need a container: the process runtime says once that it does not make them.
+        notes = [e.message for e in events.history if isinstance(e, Notice)]
+        assert notes == ["the process runtime does not mount /tmp/x -> /run/x: runners see host paths as they are"]
     finally:
         runtime.stop(runner)
     assert not runtime.is_alive(runner)

@@ -308,7 +308,7 @@ class Emulator:
             from falemu.gateway.keys import KeyStore
         except ImportError:  # pragma: no cover - the gateway ships with falemu
             return None
-        return KeyStore(user=self.settings.owner).default_key()
+        return KeyStore().default_key()
 
     def _bind(self) -> socket.socket:
         host, port = self.settings.host, self.settings.port
@@ -455,6 +455,4 @@ class Emulator:
             config.alias: GatewayApp(config=config, pool=self._controllers[name])
             for name, config in self.configs.items()
         }
-        return create_app(
-            apps, settings=self.settings, events=self.events, keys=KeyStore(user=self.settings.owner), clock=self.clock
-        )
+        return create_app(apps, settings=self.settings, events=self.events, keys=KeyStore(), clock=self.clock)

@@ -7,7 +7,9 @@ files whose process is gone) and call the admin routes the gateway serves under 
 
 * ``GET /_falemu/ps``: apps, their URLs, counters and runners (JSON);
 * ``GET /_falemu/logs?app=NAME&tail=N&follow=1``: runner log lines as JSON lines;
-* ``GET /_falemu/events?tail=N&follow=1``: every event as JSON lines.
+* ``GET /_falemu/events?tail=N&follow=1``: every event as JSON lines;
+* ``POST /_falemu/keys/reload``: read the key file now (``falemu keys create/revoke`` call it, so a
+  revoked key is refused at once).
 
 The routes need ``X-Falemu-Admin-Token: <token>`` from the state file, so only the user who can read
 the file can read logs.
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 
 ADMIN_HEADER = "x-falemu-admin-token"
 ADMIN_PREFIX = "/_falemu/"
-ADMIN_ROUTES = frozenset({"/_falemu/ps", "/_falemu/logs", "/_falemu/events"})
+ADMIN_ROUTES = frozenset({"/_falemu/ps", "/_falemu/logs", "/_falemu/events", "/_falemu/keys/reload"})
 
 
 def state_dir() -> Path:
@@ -155,6 +157,10 @@ def admin_app(emulator: Emulator) -> Callable[[dict[str, Any], Receive, Send], A
             await _stream(emulator, send, receive, wanted, tail, follow)
         elif path == "events":
             await _stream(emulator, send, receive, lambda event: True, tail, follow)
+        elif path == "keys/reload" and scope.get("method") == "POST":
+            if emulator.gateway is not None:
+                emulator.gateway.keys.reload()
+            await _json(send, 200, {"reloaded": True})
         else:
             await _json(send, 404, {"detail": f"no admin route {scope['path']}", "error_type": "not_found"})
 
@@ -270,3 +276,22 @@ async def _wait_disconnect(receive: Receive) -> None:
         message = await receive()
         if message["type"] == "http.disconnect":
             return
+
+
+def notify_key_change() -> int:
+    """Tell every running ``falemu up`` of this user to read the key file now; returns how many heard it."""
+    import httpx
+
+    told = 0
+    for instance in instances():
+        try:
+            response = httpx.post(
+                f"{instance.url}/_falemu/keys/reload",
+                headers={ADMIN_HEADER: instance.admin_token},
+                timeout=5.0,
+                verify=instance.verify,
+            )
+        except httpx.HTTPError:
+            continue
+        told += response.status_code == 200
+    return told

@@ -92,7 +92,6 @@ def env(project: Path | None, host: str | None, port: int | None, shell: str) ->
     is falemu's default local key, made on first use.
     """
     from falemu.config import load_project
-    from falemu.config.settings import load_settings
     from falemu.errors import ConfigError
     from falemu.gateway.keys import KeyStore
     from falemu.gateway.tls import client_bundle
@@ -106,12 +105,11 @@ def env(project: Path | None, host: str | None, port: int | None, shell: str) ->
         except ConfigError:
             loaded = None
     address, tls, source = gateway_address(host, port, loaded)
-    owner = load_settings(dict(loaded.falemu) if loaded is not None else None).owner
     values = {
         "FAL_RUN_HOST": address,
         "FAL_QUEUE_RUN_HOST": f"{address}/queue",
         "SSL_CERT_FILE": client_bundle(),
-        "FAL_KEY": KeyStore(user=owner).default_key(),
+        "FAL_KEY": KeyStore().default_key(),
     }
     for line in env_warnings(address, tls, source):
         click.echo(f"warning: {line}", err=True)

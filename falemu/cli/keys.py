@@ -15,10 +15,9 @@ if TYPE_CHECKING:
 
 
 def _store() -> KeyStore:
-    from falemu.config.settings import load_settings
     from falemu.gateway.keys import KeyStore
 
-    return KeyStore(user=load_settings().owner)
+    return KeyStore()
 
 
 @click.group(
@@ -61,11 +60,17 @@ def list_keys(as_json: bool) -> None:
 
 @keys.command("create")
 @click.option("--label", default="", help="A note to tell keys apart.")
-@click.option("--user", default=None, help="The user the key belongs to (default: the owner, `local`).")
+@click.option(
+    "--user",
+    default=None,
+    help="The user the key belongs to (default: you, the local user, who may call every app falemu serves; "
+    "another user's key may call private apps only of that owner).",
+)
 def create_key(label: str, user: str | None) -> None:
     """Create a key and print it once, as FAL_KEY=<id>:<secret>."""
     store = _store()
     key, value = store.create(label, user=user)
+    _tell_running_gateways()
     click.echo(f"FAL_KEY={value}")
     click.echo(f"created key {key.id} for user {key.user}; the secret is not shown again", err=True)
 
@@ -76,4 +81,12 @@ def revoke_key(key_id: str) -> None:
     """Revoke a key by id (a unique prefix is enough); a running gateway refuses it at once."""
     store = _store()
     key = store.revoke(key_id)
-    click.echo(f"revoked key {key.id} ({key.user})")
+    told = _tell_running_gateways()
+    where = f"; {told} running falemu up refuse{'s' if told == 1 else ''} it now" if told else ""
+    click.echo(f"revoked key {key.id} ({key.user}){where}")
+
+
+def _tell_running_gateways() -> int:
+    from falemu import state
+
+    return state.notify_key_change()

@@ -267,7 +267,7 @@ class Gateway:
             if mode == "public" and not _looks_like_key(header):
                 return None  # an Authorization of the app's own, not a fal key
             raise PlatformError(NO_KEY, status=401)
-        if mode == "private" and caller.user != self.owner:
+        if mode == "private" and not caller.may_call_private(self.owner):
             detail = f"User {caller.user} cannot access private app {self.owner}/{gapp.config.alias}"
             raise PlatformError(detail, status=403)
         return caller

@@ -6,8 +6,18 @@ one exception is the *default* key, made on first use so ``falemu env`` and the 
 key to hand out: its full value is also kept in ``<config_dir>/default-key`` (mode 0600), and
 revoking it removes that file.
 
+Every key belongs to a user. Keys made without naming one (the default key, ``falemu keys create``)
+belong to the *local user*, the person running falemu, whatever owner the gateway serves: like a fal
+user calling their own team's apps, the local user may call every app of every owner falemu serves,
+private ones included. A key made for another user (``falemu keys create --user alice``) is that
+user's: private apps refuse it unless ``alice`` is the owner.
+
 Secrets are compared with :func:`hmac.compare_digest`; an unknown id costs the same comparison as a
 known one. Nothing here logs or emits a key.
+
+A gateway checks keys on every request, so the store does not touch the file system per request: it
+looks at the key file again at most every :data:`RELOAD_INTERVAL` seconds, and at once when told to
+(:meth:`KeyStore.reload`, which ``falemu keys create/revoke`` trigger in every running ``falemu up``).
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ from falemu.errors import FalemuError, UsageError
 
 KEYS_FILE = "keys.json"
 DEFAULT_KEY_FILE = "default-key"
+LOCAL_USER = "local"  # the user of keys made without naming one: the person running falemu
+RELOAD_INTERVAL = 1.0  # seconds between looks at the key file (reload() looks at once)
 _DUMMY_HASH = hashlib.sha256(b"falemu-no-such-key").hexdigest()
 
 
@@ -49,6 +61,11 @@ class Caller:
 
     user: str
     key_id: str
+    local: bool = False  # the local user's key: may call every app falemu serves
+
+    def may_call_private(self, owner: str) -> bool:
+        """Whether this caller may call a private app of ``owner``."""
+        return self.local or self.user == owner
 
 
 def _hash(secret: str) -> str:
@@ -71,7 +88,7 @@ def parse_authorization(value: str | None) -> tuple[str, str] | None:
 class KeyStore:
     """The key file, re-read when it changes on disk (``falemu keys revoke`` takes effect at once)."""
 
-    def __init__(self, directory: Path | None = None, *, user: str = "local") -> None:
+    def __init__(self, directory: Path | None = None, *, user: str = LOCAL_USER) -> None:
         if directory is None:
             from falemu.config.settings import config_dir
 
@@ -83,8 +100,23 @@ class KeyStore:
         self._lock = threading.Lock()
         self._keys: dict[str, ApiKey] = {}
         self._stamp: tuple[int, int, int] | None = None
+        self._checked = -RELOAD_INTERVAL  # monotonic time of the last look at the file
 
     # -- reading -------------------------------------------------------------------------------
+    def reload(self) -> None:
+        """Look at the key file on the next check (a revoked key is refused from then on)."""
+        with self._lock:
+            self._checked = -RELOAD_INTERVAL
+
+    def _current(self) -> dict[str, ApiKey]:
+        """The keys, looking at the file only when RELOAD_INTERVAL has passed since the last look."""
+        now = time.monotonic()
+        if now - self._checked < RELOAD_INTERVAL:
+            return self._keys
+        keys = self._load()
+        self._checked = now
+        return keys
+
     def _load(self) -> dict[str, ApiKey]:
         try:
             st = self.path.stat()
@@ -112,12 +144,12 @@ class KeyStore:
     def verify(self, key_id: str, secret: str) -> Caller | None:
         """The caller a key belongs to, or None when the id is unknown or the secret is wrong."""
         with self._lock:
-            key = self._load().get(key_id)
+            key = self._current().get(key_id)
         expected = key.secret_sha256 if key is not None else _DUMMY_HASH
         ok = hmac.compare_digest(_hash(secret), expected)
         if key is None or not ok:
             return None
-        return Caller(user=key.user, key_id=key.id)
+        return Caller(user=key.user, key_id=key.id, local=key.default or key.user == LOCAL_USER)
 
     def authenticate(self, authorization: str | None) -> Caller | None:
         parsed = parse_authorization(authorization)
@@ -131,6 +163,7 @@ class KeyStore:
         payload = json.dumps({"version": 1, "keys": [asdict(k) for k in keys.values()]}, indent=2)
         _write_private(self.path, payload)
         self._stamp = None
+        self._checked = -RELOAD_INTERVAL
 
     def create(self, label: str = "", *, user: str | None = None, default: bool = False) -> tuple[ApiKey, str]:
         """Make a key; returns it with its full ``id:secret`` value, which is not stored anywhere else."""

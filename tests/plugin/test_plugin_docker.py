@@ -186,3 +186,45 @@ def test_interrupted_session_still_removes_its_containers(
     assert seen
     for cid in seen:
         assert not exists(docker_client, cid)
+
+
+def test_fixtures_call_a_private_app_of_another_owner(pytester: pytest.Pytester, inner: Path, tmp_path: Path) -> None:
+    """With `owner = "myteam"` the fixtures' key (the local user's) calls the owner's private app, also when
+    that key was first made while the owner was still the default one."""
+    import shutil
+
+    from falemu.gateway.keys import KeyStore
+
+    KeyStore(tmp_path / "config" / "falemu").default_key()  # `falemu env` run once with owner `local`
+
+    project = pytester.path / "proj"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+    toml = project / "pyproject.toml"
+    text = (
+        toml.read_text().replace('auth = "public"', 'auth = "private"').replace('owner = "local"', 'owner = "myteam"')
+    )
+    assert 'owner = "myteam"' in text
+    assert 'auth = "private"' in text
+    toml.write_text(text)
+    pytester.makepyfile(
+        test_app="""
+        import httpx
+        from conftest import record
+
+        def test_handle(falemu_app):
+            assert falemu_app.url.endswith("/myteam/greeter")
+            assert falemu_app.run("/greet", {"name": "team"})["message"] == "Hello, team."
+            assert falemu_app.submit("/greet", {"name": "queued"}).result()["message"] == "Hello, queued."
+            assert falemu_app.client.post(falemu_app.url + "/greet", json={"name": "c"}).status_code == 200
+            assert httpx.post(falemu_app.url + "/greet", json={"name": "anon"}).status_code == 401
+            record(falemu_app)
+
+        def test_real_fal_client(fal_client_emulated):
+            import fal_client
+            assert fal_client.run("myteam/greeter/greet", arguments={"name": "fc"})["message"] == "Hello, fc."
+            handle = fal_client.submit("myteam/greeter/greet", arguments={"name": "fq"})
+            assert handle.get()["message"] == "Hello, fq."
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--falemu-project={project}", "-q")
+    result.assert_outcomes(passed=2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -238,3 +239,37 @@ def test_logs_follow_streams_new_lines_and_ends_when_the_emulator_stops(tmp_path
     assert not reader.is_alive()
     assert {e["runner"] for e in received} == {body["runner"]}
     assert any('"POST /echo' in e["line"] for e in received)
+
+
+def test_keys_cli_revokes_at_once_in_a_running_emulator_of_another_owner(
+    tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from falemu import state
+    from falemu.cli import cli
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(isolated_home / "run"))
+    project = make_project(tmp_path, keep_alive=300)
+    apps = {name: dataclasses.replace(config, auth="private") for name, config in project.apps.items()}
+    project = dataclasses.replace(project, apps=apps)
+    settings = Settings(port=0, data_dir=isolated_home / "data", owner="myteam")
+    with Emulator(project, settings, apps=["greeter"], runtime=FakeRuntime()) as emu:
+        path = state.register(emu)
+        try:
+            url = emu.app_url("greeter") + "/echo"
+            assert url.split("/")[3:5] == ["myteam", "greeter"]
+            assert (
+                httpx.post(url, json={}, headers={"Authorization": f"Key {emu.api_key}"}, timeout=10).status_code == 200
+            )
+            made = CliRunner().invoke(cli, ["keys", "create", "--label", "ci"])
+            assert made.exit_code == 0, made.output
+            value = made.stdout.strip().removeprefix("FAL_KEY=")
+            headers = {"Authorization": f"Key {value}"}
+            assert httpx.post(url, json={}, headers=headers, timeout=10).status_code == 200
+            revoked = CliRunner().invoke(cli, ["keys", "revoke", value.split(":")[0]])
+            assert revoked.exit_code == 0, revoked.output
+            assert "1 running falemu up refuses it now" in revoked.stdout
+            assert httpx.post(url, json={}, headers=headers, timeout=10).status_code == 401  # no wait
+        finally:
+            state.unregister(path)

@@ -277,13 +277,51 @@ def test_public_app_needs_no_key_but_rejects_a_bad_one(harness: GatewayHarness, 
     assert client.get(f"{url}/local/open/", headers={"Authorization": "Key abc:def"}).status_code == 401
 
 
-def test_revoked_key_stops_working_at_once(harness: GatewayHarness, client: httpx.Client, keys: KeyStore) -> None:
+def test_revoked_key_stops_working(harness: GatewayHarness, client: httpx.Client, keys: KeyStore) -> None:
     url = harness.serve([app_config("secret", auth="private")])
     key, value = keys.create("short-lived")
     headers = {"Authorization": f"Key {value}"}
     assert client.get(f"{url}/local/secret/", headers=headers).status_code == 200
     KeyStore(keys.directory).revoke(key.id)  # another process, as `falemu keys revoke`
+    # The gateway looks at the key file at most every RELOAD_INTERVAL, not on every request...
+    wait_for(lambda: client.get(f"{url}/local/secret/", headers=headers).status_code == 401, timeout=5)
+    key, value = keys.create("second")
+    headers = {"Authorization": f"Key {value}"}
+    assert client.get(f"{url}/local/secret/", headers=headers).status_code == 200
+    KeyStore(keys.directory).revoke(key.id)
+    keys.reload()  # ...and at once when told (`falemu keys revoke` tells every running falemu up)
     assert client.get(f"{url}/local/secret/", headers=headers).status_code == 401
+
+
+@pytest.mark.parametrize("api", ["sync", "queue"])
+def test_the_local_users_key_calls_private_apps_of_any_owner(
+    harness: GatewayHarness, client: httpx.Client, keys: KeyStore, api: str
+) -> None:
+    url = harness.serve([app_config("secret", auth="private")], settings=Settings(owner="myteam"))
+    prefix = f"{url}/queue" if api == "queue" else url
+    local = {"Authorization": f"Key {keys.default_key()}"}
+    _, alice_value = keys.create("alice's", user="alice")
+    alice = {"Authorization": f"Key {alice_value}"}
+    _, team_value = keys.create("team's", user="myteam")
+    team = {"Authorization": f"Key {team_value}"}
+
+    def call(headers: dict[str, str]) -> httpx.Response:
+        resp = client.post(f"{prefix}/myteam/secret/run", json={"x": 1}, headers=headers)
+        if api == "queue" and resp.status_code == 200:
+            result = resp.json()["response_url"]
+            wait_for(lambda: client.get(result, headers=headers).status_code != 400, timeout=10)
+            resp = client.get(result, headers=headers)
+        return resp
+
+    ok = call(local)
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["headers"]["x-fal-caller-user-id"] == "local"
+    assert call(team).status_code == 200  # the owner's own key
+    denied = call(alice)
+    assert denied.status_code == 403
+    assert denied.json()["detail"] == "User alice cannot access private app myteam/secret"
+    assert call({"Authorization": "Key abc:def"}).status_code == 401
+    assert call({}).status_code == 401
 
 
 def test_keys_never_appear_in_events(harness: GatewayHarness, client: httpx.Client, keys: KeyStore) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from docker_support import remove_images
 
 from falemu.config.model import AppConfig, AppShape, HealthCheckConfig, ImageConfig, ScalingConfig
 
@@ -94,9 +95,10 @@ def docker_runtime(build_base_override: str) -> Iterator[Any]:
 
     check = docker.from_env(timeout=120)
     try:
-        for image in check.images.list(filters={"label": "falemu.app"}):
-            if (image.labels or {}).get("falemu.app") in _CREATED:
-                check.images.remove(image.id, force=True)
+        ours = [
+            i.id for i in check.images.list(filters={"label": "falemu.app"}) if i.labels.get("falemu.app") in _CREATED
+        ]
+        remove_images(check, ours)
     finally:
         check.close()
 

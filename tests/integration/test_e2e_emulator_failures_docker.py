@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from docker_support import remove_app_images
 
 from falemu.config.model import AppConfig, AppShape, ImageConfig, ScalingConfig
 from falemu.errors import FalemuError
@@ -53,6 +54,4 @@ def test_a_failing_app_fails_the_start_and_leaves_nothing(
             assert docker_client.containers.list(all=True, filters={"label": f"falemu.app={alias}"}) == [], alias
     finally:
         emulator.stop()
-        for alias in (good.alias, bad.alias):
-            for image in docker_client.images.list(filters={"label": f"falemu.app={alias}"}):
-                docker_client.images.remove(image.id, force=True)
+        remove_app_images(docker_client, good.alias, bad.alias)

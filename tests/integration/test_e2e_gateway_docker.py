@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, quote
 
 import httpx
 import pytest
+from docker_support import remove_app_images
 
 pytestmark = pytest.mark.docker
 
@@ -211,9 +212,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, base_image: str, docker_clien
             for alias in aliases:
                 assert docker_client.containers.list(all=True, filters={"label": f"falemu.app={alias}"}) == []
         finally:
-            for alias in aliases:
-                for image in docker_client.images.list(filters={"label": f"falemu.app={alias}"}):
-                    docker_client.images.remove(image.id, force=True)
+            remove_app_images(docker_client, *aliases)
 
 
 # -- item 1 and "two apps at once" ------------------------------------------------------------------

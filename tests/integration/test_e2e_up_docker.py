@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from docker_support import remove_app_images
 from up_process import UpProcess
 
 pytestmark = pytest.mark.docker
@@ -158,6 +159,4 @@ def test_up_without_names_serves_every_app_of_the_pyproject(
         assert up.proc.wait(timeout=60) == 0
         assert owned_by(docker_client, up) == []
     finally:
-        for name in names:
-            for image in docker_client.images.list(filters={"label": f"falemu.app={name}"}):
-                docker_client.images.remove(image.id, force=True)
+        remove_app_images(docker_client, *names)

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from docker_support import remove_app_images
 
 pytestmark = pytest.mark.docker
 
@@ -65,8 +66,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, base_image: str, docker_clien
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        for image in docker_client.images.list(filters={"label": f"falemu.app={alias}"}):
-            docker_client.images.remove(image.id, force=True)
+        remove_app_images(docker_client, alias)
 
 
 def run_client(live: Live, code: str, **env: str) -> Any:

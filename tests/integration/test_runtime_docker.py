@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from docker_support import remove_images
 
 from falemu.config.model import ImageConfig, ScalingConfig
 from falemu.errors import ImageError, RunnerError, StartupTimeout
@@ -95,8 +96,7 @@ def test_unchanged_app_is_not_rebuilt_and_a_change_is(docker_runtime: Any, prepa
     assert second.built is True
     (project / "notes.md").write_text("still ignored, still the same image")
     assert docker_runtime.prepare(app).built is False
-    for image in {first.image, second.image} - {prepared_example.image}:
-        docker_runtime.client.images.remove(image, force=True)
+    remove_images(docker_runtime.client, {first.image, second.image} - {prepared_example.image})
 
 
 def test_data_is_shared_between_runners_and_survives_a_restart(

@@ -1,7 +1,7 @@
 """``falemu check [APP ...]``: the pre-deploy contract gate for CI.
 
-Exit 0 when every check passes (warnings included), 1 on violations, 2 when the pyproject is not what
-``fal deploy`` accepts.
+Exit 0 when every check passes (warnings included, unless ``--strict``), 1 on violations, 2 when the
+pyproject is not what ``fal deploy`` accepts.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         ("falemu check greeter --seed 1", "one app, reproducible generated cases"),
         ("falemu check --baseline openapi.json", "also fail on breaking API changes"),
         ("falemu check --junit-xml report.xml", "a report for CI"),
+        ("falemu check --strict", "warnings fail too"),
     ),
 )
 @click.argument("apps", nargs=-1)
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     help="Write a JUnit XML report (one test case per check) for CI.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of the summary.")
+@click.option("--strict", is_flag=True, help="Fail on warnings too (they are listed apart from failures otherwise).")
 @click.option("-v", "--verbose", is_flag=True, help="Show every finding (the summary shows the first ten per check).")
 def check(
     apps: tuple[str, ...],
@@ -72,6 +74,7 @@ def check(
     negative: bool,
     junit_xml: Path | None,
     as_json: bool,
+    strict: bool,
     verbose: bool,
 ) -> None:
     """Build and start each app, then check what fal needs before a deploy.
@@ -79,7 +82,8 @@ def check(
     Checks the pyproject, the build, that the server listens on 0.0.0.0, /openapi.json (present, valid
     OpenAPI 3.0/3.1, request and response schemas on every operation), a schemathesis run through the
     gateway, start-up time against startup_timeout, cold start against keep_alive and, with --baseline,
-    breaking changes. Without APP, every app of the project.
+    breaking changes. Without APP, every app of the project. Warnings (a streaming endpoint documented as
+    JSON, keep_alive shorter than a cold start...) are listed apart and pass, unless --strict.
     """
     from falemu.config import load_project, project_settings
     from falemu.contract.diff import write_baseline
@@ -124,6 +128,8 @@ def check(
     if update_baseline and baseline is not None and documents:
         write_baseline(baseline, documents)
         progress(f"recorded the OpenAPI baseline of {', '.join(documents)} in {baseline}")
+    if strict:
+        report.make_strict()
     _write(report, junit_xml, as_json, verbose)
     sys.exit(report.exit_code)
 

@@ -27,6 +27,7 @@ from falemu.contract.openapi import (
     validate_document,
 )
 from falemu.contract.results import AppReport, CheckResult, Finding
+from falemu.contract.streaming import reclassify_streaming
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ def check_app_url(
             report.add(CheckResult(f"fuzz.{name}", CHECK_TITLES.get(name, name)).skip("the document is not valid"))
     else:
         _fuzz(report, document, base_url, headers, options)
+        reclassify_streaming(report, document)
 
     if options.baseline is not None:
         report.add(_baseline_check(report.app, document, options))

@@ -4,7 +4,13 @@ Each app runs in its own :class:`~falemu.emulator.Emulator` (gateway on a free p
 the first runner's start-up is measured and a runner that cannot start fails here, with the runtime's
 diagnosis (a server bound to 127.0.0.1 is named as such). The contract checks then go through the
 gateway, the path a fal caller's request takes. With ``min_concurrency = 0`` the idle runner is
-expired and one more request measures a real cold start, to compare with ``keep_alive``.
+expired and a new runner is started to measure a real cold start, to compare with ``keep_alive``.
+
+A runner that answers 503 is not ready yet (fal retries 503s): model servers that load weights often
+answer their health check with 200 while every other path, ``/openapi.json`` included, is still 503.
+Before any check goes through the gateway (which, as fal, replaces a runner that answers 503), the
+runner is polled directly, with back-off, until ``/openapi.json`` answers anything but 503 or
+``startup_timeout`` runs out; start-up and cold start are measured to that first non-503 answer.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from falemu.contract.gate import GateOptions, check_app_url
 from falemu.contract.results import AppReport, CheckResult, Finding
 from falemu.errors import ConfigError, FalemuError, ImageError, RunnerError, StartupTimeout
 from falemu.events import Event, EventBus, RunnerFailed, RunnerReady
+from falemu.scaling.pool import RequestStartTimeout
 
 if TYPE_CHECKING:
     from falemu.emulator import Emulator
@@ -29,6 +36,7 @@ if TYPE_CHECKING:
 Progress = Callable[[str], None]
 
 BIND_TITLE = "the server listens on 0.0.0.0 (fal cannot reach 127.0.0.1 inside the container)"
+LOADING_PATH = "/openapi.json"  # polled on the runner itself until it answers anything but 503
 START_PHASES = ("create", "start", "port_open", "http_ready")
 WARN_FRACTION = 0.8  # start-up above this share of startup_timeout is a warning
 
@@ -40,7 +48,44 @@ class AppRun:
     document: dict[str, Any] | None = None
     startup_seconds: float | None = None
     cold_start_seconds: float | None = None
+    loading_seconds: float = 0.0  # how long the ready runner still answered 503
+    still_loading: bool = False  # it answered 503 until startup_timeout ran out
     events: list[Event] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LoadWait:
+    """How a wait for a runner to stop answering 503 ended."""
+
+    seconds: float
+    status: int | None  # the last answer (None: no HTTP answer)
+    saw_503: bool
+
+    @property
+    def loaded(self) -> bool:
+        return self.status is not None and self.status != 503
+
+
+def wait_while_loading(url: str, budget: float, *, first_delay: float = 0.05, max_delay: float = 1.0) -> LoadWait:
+    """GET ``url`` until it answers anything but 503, backing off up to ``max_delay``, for ``budget`` seconds."""
+    started = time.monotonic()
+    delay = first_delay
+    saw_503 = False
+    status: int | None = None
+    with httpx.Client(timeout=httpx.Timeout(10.0, connect=5.0)) as client:
+        while True:
+            try:
+                status = client.get(url).status_code
+            except httpx.HTTPError:
+                status = None
+            elapsed = time.monotonic() - started
+            if status is not None and status != 503:
+                return LoadWait(elapsed, status, saw_503)
+            saw_503 = saw_503 or status == 503
+            if elapsed >= budget:
+                return LoadWait(elapsed, status, saw_503)
+            time.sleep(min(delay, budget - elapsed))
+            delay = min(delay * 2, max_delay)
 
 
 def _quiet(message: str) -> None:
@@ -120,10 +165,13 @@ def check_app(
         ready = [e for e in run.events if isinstance(e, RunnerReady)]
         if ready:
             run.startup_seconds = sum(ready[0].timeline.get(phase, 0.0) for phase in START_PHASES)
+        _wait_for_load(emu, app, run, progress)
         start.seconds = time.monotonic() - started - build.seconds
         start.summary = (
             f"ready in {run.startup_seconds:.2f} s" if run.startup_seconds is not None else "ready"
         ) + f" ({len(emu.runners(app.name))} runner(s))"
+        if run.loading_seconds:
+            start.summary += f"; it answered 503 (loading) for {run.loading_seconds:.2f} s of that"
         bind.summary = "the gateway reaches the runner"
         url = emu.app_url(app.name)
         report.url = url
@@ -132,11 +180,28 @@ def check_app(
         headers = {"Authorization": f"Key {emu.api_key}"} if emu.api_key and private else {}
         progress(f"{app.name}: checking the contract at {url}")
         run.document = check_app_url(report, url, headers=headers, options=options)
-        report.add(_startup_check(app, run.startup_seconds))
-        report.add(_cold_start_check(emu, app, url, headers, run))
+        report.add(_startup_check(app, run.startup_seconds, still_loading=run.still_loading))
+        report.add(_cold_start_check(emu, app, run))
     finally:
         emu.stop()
     return run
+
+
+def _wait_for_load(emu: Emulator, app: AppConfig, run: AppRun, progress: Progress) -> None:
+    """Poll the first runner directly until it stops answering 503; the wait counts toward start-up."""
+    urls = [r.url for r in emu.runners(app.name) if r.url and r.state in ("IDLE", "RUNNING")]
+    if not urls:
+        return
+    budget = max(0.0, float(app.scaling.startup_timeout) - (run.startup_seconds or 0.0))
+    first = wait_while_loading(urls[0] + LOADING_PATH, min(0.0, budget))  # one look, no waiting
+    if first.loaded or first.status is None:
+        return
+    progress(f"{app.name}: the runner answers 503 (still loading); waiting up to {budget:.0f} s for it")
+    waited = wait_while_loading(urls[0] + LOADING_PATH, budget)
+    run.loading_seconds = first.seconds + waited.seconds
+    run.still_loading = not waited.loaded
+    if run.startup_seconds is not None:
+        run.startup_seconds += run.loading_seconds
 
 
 def _record_build(emu: Emulator, app: AppConfig, build: CheckResult) -> None:
@@ -202,13 +267,19 @@ def _skip_rest(report: AppReport, options: GateOptions, reason: str) -> None:
         report.add(CheckResult(name, title).skip(reason))
 
 
-def _startup_check(app: AppConfig, seconds: float | None) -> CheckResult:
+def _startup_check(app: AppConfig, seconds: float | None, *, still_loading: bool = False) -> CheckResult:
     limit = float(app.scaling.startup_timeout)
     check = CheckResult("startup_time", f"start-up within startup_timeout ({limit:g} s)")
     if seconds is None:
         return check.skip("no start-up was measured")
     check.summary = f"{seconds:.2f} s of {limit:g} s"
-    if seconds > limit:
+    if still_loading:
+        check.fail(
+            f"the runner still answered 503 to GET {LOADING_PATH} when startup_timeout ({limit:g} s) ran out: "
+            "it never finished loading"
+        )
+        check.advice.append("raise startup_timeout, or make the server load faster")
+    elif seconds > limit:
         check.fail(f"the runner took {seconds:.1f} s to become ready; startup_timeout is {limit:g} s")
         check.advice.append("raise startup_timeout, or move work out of start-up")
     elif seconds > WARN_FRACTION * limit:
@@ -220,20 +291,13 @@ def _startup_check(app: AppConfig, seconds: float | None) -> CheckResult:
     return check
 
 
-def _cold_start_check(emu: Emulator, app: AppConfig, url: str, headers: dict[str, str], run: AppRun) -> CheckResult:
+def _cold_start_check(emu: Emulator, app: AppConfig, run: AppRun) -> CheckResult:
     keep_alive = app.scaling.keep_alive
     check = CheckResult("cold_start", f"keep_alive ({keep_alive} s) vs cold start")
     cold: float | None = None
     how = "measured"
     if app.scaling.min_concurrency == 0:
-        try:
-            emu.expire_idle(app.name)
-            path = app.health_check.path if app.health_check else "/openapi.json"
-            started = time.monotonic()
-            httpx.get(url + path, headers=headers, timeout=float(app.scaling.startup_timeout) + 30)
-            cold = time.monotonic() - started
-        except (httpx.HTTPError, FalemuError):
-            cold = None
+        cold = _measure_cold_start(emu, app)
     if cold is None:
         cold, how = run.startup_seconds, "runner start-up"
     if cold is None:
@@ -247,3 +311,24 @@ def _cold_start_check(emu: Emulator, app: AppConfig, url: str, headers: dict[str
             "they pay for their start; raise keep_alive or set min_concurrency = 1"
         )
     return check
+
+
+def _measure_cold_start(emu: Emulator, app: AppConfig) -> float | None:
+    """Expire the idle runner, start a new one through the app's pool and time it to its first non-503 answer.
+
+    The runner is leased straight from the pool rather than through a gateway request: a request the
+    runner answers 503 (still loading) would make the gateway replace it, as fal does.
+    """
+    limit = float(app.scaling.startup_timeout)
+    try:
+        emu.expire_idle(app.name)
+        pool = emu.pool(app.name)
+        started = time.monotonic()
+        lease = emu.call(pool.acquire("falemu-check-cold-start", start_timeout=limit + 30), timeout=limit + 60)
+        try:
+            wait_while_loading(lease.runner.url + LOADING_PATH, limit)
+        finally:
+            emu.call(pool.release(lease), timeout=30)
+        return time.monotonic() - started
+    except (FalemuError, RequestStartTimeout, TimeoutError):
+        return None

@@ -17,6 +17,7 @@ import httpx
 from falemu.contract.results import Finding
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+SCHEMALESS_MEDIA = frozenset({"text/event-stream"})  # responses that need no body schema
 
 MISSING_OPENAPI = (
     "no /openapi.json: fal builds the app's playground and API schema from it, so a deploy of this app has neither"
@@ -175,6 +176,8 @@ def fal_rules(document: dict[str, Any]) -> list[Finding]:
                 continue
             for media, media_obj in content.items():
                 schema = media_obj.get("schema") if isinstance(media_obj, dict) else None
+                if media.split(";")[0].strip().lower() in SCHEMALESS_MEDIA:
+                    continue  # a stream of events: the events, not the body, have a shape
                 if is_empty_schema(document, schema):
                     findings.append(
                         Finding(

@@ -2,6 +2,10 @@
 
 Each check has a stable ``name`` (``openapi.valid``, ``fuzz.not_a_server_error`` ...): it is the JUnit
 test case name and the JSON key, so CI dashboards can track a check across runs.
+
+A *warning* is something fal accepts that deserves a look (a streaming endpoint documented as JSON, a
+keep_alive shorter than a cold start): it does not fail the gate, and every output lists warnings apart
+from failures. :meth:`Report.make_strict` (``falemu check --strict``) turns them into failures.
 """
 
 from __future__ import annotations
@@ -97,6 +101,20 @@ class AppReport:
 @dataclass
 class Report:
     apps: list[AppReport] = field(default_factory=list)
+    strict: bool = False  # warnings were turned into failures
+
+    def make_strict(self) -> None:
+        """``--strict``: every warning becomes a failure (its findings and advice kept)."""
+        self.strict = True
+        for app in self.apps:
+            for check in app.checks:
+                if check.status == "warning":
+                    check.status = "failed"
+                    check.advice.append("a warning, failed by --strict")
+
+    def warnings(self) -> list[tuple[str, CheckResult]]:
+        """(app, check) of every check that ended as a warning."""
+        return [(app.app, check) for app in self.apps for check in app.checks if check.status == "warning"]
 
     @property
     def passed(self) -> bool:
@@ -114,7 +132,13 @@ class Report:
         return counts
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "counts": self.counts(), "apps": [a.to_dict() for a in self.apps]}
+        return {
+            "passed": self.passed,
+            "strict": self.strict,
+            "counts": self.counts(),
+            "warnings": [{"app": app, **check.to_dict()} for app, check in self.warnings()],
+            "apps": [a.to_dict() for a in self.apps],
+        }
 
     def render(self, *, verbose: bool = False) -> str:
         """The readable summary ``falemu check`` prints."""
@@ -145,6 +169,19 @@ def _render_lines(report: Report, *, verbose: bool) -> Iterable[str]:
                 yield f"      ... and {len(check.findings) - len(shown)} more (use --json for all)"
             for advice in check.advice:
                 yield f"      advice: {advice}"
+        yield ""
+    warnings = report.warnings()
+    if warnings:
+        count = len(warnings)
+        yield f"{count} warning{'' if count == 1 else 's'} (not failures; --strict fails them):"
+        for app_name, check in warnings:
+            first = check.findings[0] if check.findings else None
+            what = (f"{first.operation}: " if first and first.operation else "") + (
+                first.message if first else check.summary or check.title
+            )
+            yield f"  ! {app_name} {check.name}: {what}"
+            if check.advice:
+                yield f"    fix: {check.advice[0]}"
         yield ""
     counts = report.counts()
     verdict = "PASSED" if report.passed else "FAILED"

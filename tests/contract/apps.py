@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 
@@ -122,5 +122,27 @@ def slim_app() -> FastAPI:
     @app.post("/greet")
     def greet(req: GreetRequest) -> SlimResponse:
         return SlimResponse(message="hi")
+
+    return app
+
+
+class StreamRequest(BaseModel):
+    count: int = Field(default=2, ge=1, le=3)
+
+
+def sse_app(*, documented: bool) -> FastAPI:
+    """An SSE endpoint, documented FastAPI's default way (application/json, no schema) or as a stream."""
+    app = FastAPI(title="sse", version="1")
+    extra: dict[str, Any] = {}
+    if documented:
+        extra = {"response_class": StreamingResponse, "responses": {200: {"content": {"text/event-stream": {}}}}}
+
+    @app.post("/stream", **extra)
+    def stream(req: StreamRequest) -> StreamingResponse:
+        def events() -> Any:
+            for i in range(req.count):
+                yield f"data: {i}\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
 
     return app

@@ -8,7 +8,7 @@ from typing import Any
 
 from falemu.contract.gate import GateOptions, check_app_url
 from falemu.contract.openapi import MISSING_OPENAPI
-from falemu.contract.results import AppReport
+from falemu.contract.results import AppReport, Report
 
 from . import apps
 
@@ -171,3 +171,27 @@ def test_missing_baseline_fails_with_advice(served: Served, tmp_path: Path) -> N
     assert check is not None
     assert check.status == "failed"
     assert "--update-baseline" in check.advice[0]
+
+
+def test_sse_documented_as_fastapi_does_by_default_is_one_warning_naming_the_fix(served: Served) -> None:
+    report = run(served(apps.sse_app(documented=False)))
+    assert report.passed, [(c.name, c.status, c.findings) for c in report.checks]
+    checks = status(report)
+    assert checks["fal.schemas"] == "passed"
+    assert checks["fuzz.content_type_conformance"] == "passed"
+    warning = report.get("fal.streaming")
+    assert warning is not None
+    assert warning.status == "warning"
+    assert [f.operation for f in warning.findings] == ["POST /stream"]
+    assert '"text/event-stream"' in warning.advice[0]
+    strict = Report(apps=[report])
+    strict.make_strict()
+    assert not strict.passed
+    assert strict.exit_code == 1
+
+
+def test_sse_documented_as_a_stream_passes_without_warning(served: Served) -> None:
+    report = run(served(apps.sse_app(documented=True)))
+    assert report.passed, [(c.name, c.status, c.findings) for c in report.checks]
+    assert report.get("fal.streaming") is None
+    assert all(c.status == "passed" for c in report.checks), [(c.name, c.status) for c in report.checks]

@@ -104,11 +104,11 @@ def test_keep_alive_shorter_than_a_cold_start_gets_advice() -> None:
 
     app = dataclasses.replace(APP, scaling=ScalingConfig(keep_alive=2, min_concurrency=1))
     run = AppRun(startup_seconds=5.0)
-    check = _cold_start_check(WarmEmulator(), app, "http://unused", {}, run)  # type: ignore[arg-type]
+    check = _cold_start_check(WarmEmulator(), app, run)  # type: ignore[arg-type]
     assert check.status == "warning"
     assert "keep_alive (2 s) is shorter than a cold start (5.0 s)" in check.advice[0]
     long = dataclasses.replace(app, scaling=ScalingConfig(keep_alive=300, min_concurrency=1))
-    assert _cold_start_check(WarmEmulator(), long, "http://unused", {}, run).status == "passed"  # type: ignore[arg-type]
+    assert _cold_start_check(WarmEmulator(), long, run).status == "passed"  # type: ignore[arg-type]
 
 
 def test_config_report_uses_fals_messages(tmp_path: Path) -> None:

@@ -66,3 +66,36 @@ def test_junit_xml_lists_each_check(tmp_path: Path) -> None:
     assert cases["baseline"].find("skipped") is not None
     assert cases["openapi.present"].find("failure") is None
     assert Finding("x").to_dict()["message"] == "x"
+
+
+def test_warnings_are_listed_apart_from_failures_everywhere(tmp_path: Path) -> None:
+    report = sample()
+    text = report.render()
+    lines = text.splitlines()
+    start = lines.index("1 warning (not failures; --strict fails them):")
+    assert lines[start + 1] == "  ! greeter keep_alive: keep_alive vs cold start"
+    assert lines[start + 2] == "    fix: raise keep_alive"
+    data = report.to_dict()
+    assert [(w["app"], w["name"]) for w in data["warnings"]] == [("greeter", "keep_alive")]
+    assert data["strict"] is False
+    path = tmp_path / "falemu.xml"
+    write_junit_xml(report, path)
+    root = ET.parse(path).getroot()
+    assert root.get("warnings") == "1"
+    assert root.get("failures") == "1"
+    case = next(c for c in root.iter("testcase") if c.get("name") == "keep_alive")
+    assert case.find("failure") is None
+    prop = case.find("properties/property")
+    assert prop is not None
+    assert (prop.get("name"), prop.get("value")) == ("falemu.status", "warning")
+    assert "WARNING" in (case.findtext("system-err") or "")
+
+
+def test_strict_turns_warnings_into_failures() -> None:
+    ok = Report(apps=[AppReport(app="a", checks=[CheckResult("x", "x", status="warning")])])
+    assert ok.exit_code == 0
+    ok.make_strict()
+    assert ok.exit_code == 1
+    assert ok.counts()["warning"] == 0
+    assert ok.to_dict()["strict"] is True
+    assert "failed by --strict" in ok.apps[0].checks[0].advice[-1]

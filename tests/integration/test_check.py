@@ -120,3 +120,33 @@ def test_removed_field_fails_against_the_committed_baseline(base_image: str) -> 
     # everything else about the app is fine: only the baseline fails
     failing = [line for line in result.stdout.splitlines() if line.strip().startswith("✘")]
     assert len(failing) == 1, result.stdout
+
+
+def test_app_answering_503_while_it_loads_passes_and_start_up_counts_the_load(base_image: str) -> None:
+    result = falemu_check(TEST_APPS / "loads-slowly", "--json", base_image=base_image)
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = statuses(result)
+    assert all(c["status"] == "passed" for c in checks.values()), {k: c["status"] for k, c in checks.items()}
+    assert "answered 503 (loading)" in checks["start"]["summary"]
+    # LOAD_SECONDS is 4: start-up and the cold start are measured to the first non-503 answer.
+    startup = float(checks["startup_time"]["summary"].split(" s of")[0])
+    cold = float(checks["cold_start"]["summary"].removeprefix("cold start ").split(" s")[0])
+    assert startup >= 4.0
+    assert cold >= 4.0
+    assert "still loading" in result.stderr
+
+
+def test_sse_app_documented_as_json_passes_with_a_warning_and_fails_under_strict(
+    base_image: str, tmp_path: Path
+) -> None:
+    junit = tmp_path / "falemu.xml"
+    result = falemu_check(TEST_APPS / "sse-stream", "--junit-xml", str(junit), base_image=base_image)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 warning (not failures; --strict fails them):" in result.stdout
+    assert "! streamer fal.streaming: POST /stream" in result.stdout
+    assert ET.parse(junit).getroot().get("warnings") == "1"
+    strict = falemu_check(TEST_APPS / "sse-stream", "--strict", "--json", base_image=base_image)
+    assert strict.returncode == 1, strict.stdout + strict.stderr
+    checks = statuses(strict)
+    assert checks["fal.streaming"]["status"] == "failed"
+    assert json.loads(strict.stdout)["strict"] is True

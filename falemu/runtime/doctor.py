@@ -1,6 +1,11 @@
 """``falemu doctor``: is this machine ready to run fal apps locally?
 
 Each check answers ``ok``, ``warn`` or ``fail`` with one line of detail and, when it is not ok, a hint.
+
+The host's GPUs are listed (``nvidia-smi -L``) whether or not a container engine answers: many GPU
+machines have the NVIDIA driver and no engine, and there ``falemu up`` runs apps as host processes,
+each runner on its own GPUs (``CUDA_VISIBLE_DEVICES``). With an engine, doctor says whether it can pass
+those GPUs through to containers, and what to install when it cannot.
 """
 
 from __future__ import annotations
@@ -18,9 +23,15 @@ from falemu.config.settings import Settings
 from falemu.errors import EngineUnavailable
 from falemu.runtime import labels
 from falemu.runtime.engine import arch_mismatch, connect, docker_host, first_line, normalize_arch
-from falemu.runtime.gpu import detect_gpu_count, is_no_gpu_error
+from falemu.runtime.gpu import HostGpus, detect_gpu_count, is_no_gpu_error, list_host_gpus
 
 Status = Literal["ok", "warn", "fail"]
+
+TOOLKIT_HINT = (
+    "install the NVIDIA Container Toolkit (apt install nvidia-container-toolkit; "
+    "nvidia-ctk runtime configure --runtime=docker) and restart dockerd, "
+    "or use --runtime process to run apps on the GPUs without containers"
+)
 
 
 @dataclass(frozen=True)
@@ -31,11 +42,33 @@ class Check:
     hint: str | None = None
 
 
-def check_engine(base_url: str | None = None) -> tuple[Check, Any | None]:
+def check_host_gpus(gpus: HostGpus) -> Check:
+    """The GPUs the NVIDIA driver sees on this machine (informational: a machine without GPUs is fine)."""
+    if gpus.names is None:
+        return Check("gpus", "ok", f"no NVIDIA GPU seen ({gpus.problem}): GPU apps run on CPU")
+    if not gpus.names:
+        return Check("gpus", "ok", "nvidia-smi lists no GPU: GPU apps run on CPU")
+    return Check("gpus", "ok", f"{len(gpus.names)} GPU(s): " + "; ".join(gpus.names))
+
+
+def check_engine(
+    base_url: str | None = None, *, runtime: str = "auto", gpus: HostGpus | None = None
+) -> tuple[Check, Any | None]:
     try:
         client = connect(base_url, timeout=30)
     except EngineUnavailable as exc:
-        return Check("engine", "fail", exc.message, exc.hint), None
+        if runtime == "docker":
+            return Check("engine", "fail", exc.message, exc.hint), None
+        on_gpus = " (each runner on its own GPUs, by CUDA_VISIBLE_DEVICES)" if gpus is not None and gpus.count else ""
+        return (
+            Check(
+                "engine",
+                "warn",
+                f"{exc.message}: `falemu up` runs apps as host processes{on_gpus}",
+                f"{exc.hint}; or keep the process runtime (--runtime process) and its limits",
+            ),
+            None,
+        )
     version = client.version()
     detail = (
         f"Docker {version.get('Version', '?')} (API {version.get('ApiVersion', '?')}) at {docker_host(base_url)}, "
@@ -44,7 +77,7 @@ def check_engine(base_url: str | None = None) -> tuple[Check, Any | None]:
     return Check("engine", "ok", detail), client
 
 
-def probe_gpu(client: Any, image: str | None = None) -> Check:
+def probe_gpu(client: Any, image: str | None = None, gpus: HostGpus | None = None) -> Check:
     """Ask the engine for one GPU with a throwaway container; it never runs a process that matters."""
     from docker.errors import APIError, ImageNotFound
     from docker.types import DeviceRequest
@@ -69,6 +102,14 @@ def probe_gpu(client: Any, image: str | None = None) -> Check:
     except APIError as exc:
         text = first_line(str(exc.explanation or exc))
         if is_no_gpu_error(text):
+            if gpus is not None and gpus.count:
+                return Check(
+                    "gpu",
+                    "warn",
+                    f"the engine cannot pass this host's {gpus.count} GPU(s) through to containers (no NVIDIA "
+                    f"runtime; it answers {text}): GPU apps start on CPU in containers",
+                    TOOLKIT_HINT,
+                )
             return Check(
                 "gpu",
                 "warn",
@@ -128,11 +169,12 @@ def check_port(host: str, port: int) -> Check:
 
 
 def run_checks(settings: Settings, base_url: str | None = None, gpu_image: str | None = None) -> list[Check]:
-    engine, client = check_engine(base_url)
-    checks = [engine]
+    gpus = list_host_gpus()
+    engine, client = check_engine(base_url, runtime=settings.runtime, gpus=gpus)
+    checks = [engine, check_host_gpus(gpus)]
     if client is not None:
         try:
-            checks.append(probe_gpu(client, gpu_image))
+            checks.append(probe_gpu(client, gpu_image, gpus))
             checks.append(check_arch(client))
         finally:
             client.close()

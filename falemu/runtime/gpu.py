@@ -29,20 +29,44 @@ def is_no_gpu_error(text: str) -> bool:
     return NO_GPU_DRIVER in text or "could not select device driver" in text
 
 
+@dataclass(frozen=True)
+class HostGpus:
+    """What ``nvidia-smi -L`` says about this machine's GPUs.
+
+    ``names`` lists one line per GPU (``GPU 0: NVIDIA A100-SXM4-40GB (UUID: ...)``); it is None when
+    nvidia-smi is missing or fails, and ``problem`` then says why.
+    """
+
+    names: tuple[str, ...] | None
+    problem: str | None = None
+
+    @property
+    def count(self) -> int | None:
+        return None if self.names is None else len(self.names)
+
+
+def list_host_gpus() -> HostGpus:
+    """The GPUs the NVIDIA driver of this machine sees, whether or not a container engine runs."""
+    if shutil.which("nvidia-smi") is None:
+        return HostGpus(None, "nvidia-smi is not on PATH (no NVIDIA driver here)")
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return HostGpus(None, f"nvidia-smi could not run: {exc}")
+    if out.returncode != 0:
+        said = (out.stdout + out.stderr).strip().splitlines()
+        return HostGpus(None, f"nvidia-smi failed: {said[0] if said else f'exit code {out.returncode}'}")
+    return HostGpus(tuple(line.strip() for line in out.stdout.splitlines() if line.startswith("GPU ")))
+
+
 def detect_gpu_count(local_engine: bool) -> int | None:
     """GPUs on the engine: ``$FALEMU_GPU_COUNT``, else ``nvidia-smi -L`` when the engine is local."""
     override = os.environ.get("FALEMU_GPU_COUNT", "").strip()
     if override.isdigit():
         return int(override)
-    if not local_engine or shutil.which("nvidia-smi") is None:
+    if not local_engine:
         return None
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+    return list_host_gpus().count
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,14 @@ What it does not emulate (``falemu up`` says so in one line when it falls back t
   the same app cannot start while the first lives (max_concurrency is effectively 1);
 * ``/data`` is not at ``/data``: ``FAL_PERSISTENT_DIR`` and ``HF_HOME`` point into the data folder,
   and apps that hard-code ``/data`` do not see it;
-* no GPU isolation (every runner sees every GPU of the host), no machine-type CPU/memory limits.
+* no machine-type CPU/memory limits.
+
+GPUs: a runner gets the GPUs it would get on fal through ``CUDA_VISIBLE_DEVICES``: falemu counts the
+host's GPUs with ``nvidia-smi -L`` (or ``FALEMU_GPU_COUNT``) and gives each runner of a ``GPU-*``
+machine type its own ``num_gpus`` device ids (``--gpu auto`` shares the least used ones with a warning
+when too few are free, ``--gpu require`` fails). Runners of CPU machine types get
+``CUDA_VISIBLE_DEVICES=""``: fal's CPU machines have no GPU. This is what makes falemu useful on GPU
+hosts that have the NVIDIA driver and no container engine.
 """
 
 from __future__ import annotations
@@ -33,14 +40,18 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from falemu.config.model import AppConfig
-from falemu.errors import RunnerError
+from falemu.errors import GpuUnavailable, RunnerError
 from falemu.events import EventSink, Notice, RunnerFailed, RunnerLog, RunnerReady, null_sink
 from falemu.runtime.base import PreparedApp, Runner, RunnerSpec
 from falemu.runtime.environment import resolve_secrets, runner_environment
+from falemu.runtime.gpu import GpuAllocator, GpuPolicy, detect_gpu_count
 from falemu.runtime.readiness import Exited, NotReady, ReadinessProbe, startup_error
 
 LOG_TAIL = 50
-LIMITS = "process runtime: no image build, one runner per exposed_port, /data is FAL_PERSISTENT_DIR, no GPU isolation"
+LIMITS = (
+    "process runtime: no image build, one runner per exposed_port, /data is FAL_PERSISTENT_DIR, "
+    "GPUs by CUDA_VISIBLE_DEVICES"
+)
 
 
 @dataclass
@@ -52,6 +63,7 @@ class ProcessHandle:
     done: threading.Event = field(default_factory=threading.Event)
     cond: threading.Condition = field(default_factory=threading.Condition)
     reader: threading.Thread | None = None
+    gpu_key: str = ""  # the key the runner's GPUs are held under
 
 
 def _dockerfile_command(app: AppConfig) -> list[str] | None:
@@ -106,11 +118,15 @@ def _port_in_use(port: int) -> bool:
 class ProcessRuntime:
     name = "process"
 
-    def __init__(self, poll_interval: float = 0.02) -> None:
+    def __init__(self, poll_interval: float = 0.02, *, gpu_count: int | None = None) -> None:
         self._poll = poll_interval
         self._lock = threading.Lock()
         self._runners: dict[int, Runner] = {}  # by process id
         self._mount_notes: set[str] = set()  # apps told that mounts are not made
+        total = gpu_count if gpu_count is not None else detect_gpu_count(local_engine=True)
+        self._gpus = GpuPolicy(GpuAllocator(total))
+        self._gpu_notes: set[str] = set()  # apps told that this host has no GPU for them
+        self._starts = 0
 
     def prepare(self, app: AppConfig, events: EventSink = null_sink, verbose: bool = False) -> PreparedApp:
         return PreparedApp(app=app, image=None, built=False)
@@ -142,6 +158,12 @@ class ProcessRuntime:
         )
         env["PORT"] = str(port)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        with self._lock:
+            self._starts += 1
+            gpu_key = f"{app.alias}/{spec.runner_id}/{self._starts}"
+        visible = self._visible_devices(spec, events, gpu_key)
+        if visible is not None:
+            env["CUDA_VISIBLE_DEVICES"] = visible
         try:
             process = subprocess.Popen(
                 command,
@@ -153,12 +175,14 @@ class ProcessRuntime:
                 start_new_session=True,
             )
         except OSError as exc:
+            self._gpus.release(gpu_key)
             raise RunnerError(
                 f"runner {spec.runner_id} of {app.alias} could not run {command[0]}: {exc.strerror}",
                 hint="check the command (--cmd) and PATH",
             ) from None
-        handle = ProcessHandle(process, float(app.scaling.termination_grace_period_seconds))
+        handle = ProcessHandle(process, float(app.scaling.termination_grace_period_seconds), gpu_key=gpu_key)
         runner = Runner(id=spec.runner_id, app=app.alias, host="127.0.0.1", port=port, handle=handle)
+        runner.gpu_ids = tuple(visible.split(",")) if visible else ()
         timeline = {"build": 0.0, "create": 0.0, "start": time.monotonic() - started}
         assert process.stdout is not None
         handle.reader = threading.Thread(
@@ -197,6 +221,35 @@ class ProcessRuntime:
         runner.timeline = timeline
         events(RunnerReady(app.alias, runner=runner.id, address=runner.url, timeline=dict(timeline)))
         return runner
+
+    def _visible_devices(self, spec: RunnerSpec, events: EventSink, key: str) -> str | None:
+        """``CUDA_VISIBLE_DEVICES`` for a runner (None: leave it as the host has it)."""
+        app = spec.prepared.app
+        total = self._gpus.total
+        if not app.wants_gpu or spec.gpu == "off":
+            return "" if total else None  # fal's CPU machines have no GPU
+        if not total:
+            where = "nvidia-smi finds none" if total == 0 else "nvidia-smi is not available"
+            if spec.gpu == "require":
+                raise GpuUnavailable(
+                    f"{app.alias} needs {app.gpu_count} GPU(s) and this host has none ({where})",
+                    hint="run on a machine with an NVIDIA GPU and its driver, or use --gpu auto to run on CPU",
+                )
+            with self._lock:
+                first = app.alias not in self._gpu_notes
+                self._gpu_notes.add(app.alias)
+            if first:
+                events(
+                    Notice(
+                        app.alias,
+                        level="warning",
+                        message=f"{app.alias} asks for {app.gpu_count} GPU(s) and this host has none ({where}): "
+                        "its runners run on CPU",
+                    )
+                )
+            return None
+        grant = self._gpus.plan(spec, events, key)
+        return ",".join(grant.device_ids) if grant is not None and grant.device_ids else None
 
     def _note_mounts(self, spec: RunnerSpec, events: EventSink) -> None:
         """Bind mounts need a container; a host process sees host paths as they are. Said once per app."""
@@ -254,6 +307,7 @@ class ProcessRuntime:
                 process.wait()
         with self._lock:
             self._runners.pop(process.pid, None)
+        self._gpus.release(handle.gpu_key)
 
     def logs(self, runner: Runner, follow: bool = False) -> Iterator[str]:
         handle = runner.handle

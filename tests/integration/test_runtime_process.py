@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 import sys
 from pathlib import Path
@@ -118,3 +119,71 @@ def test_command_comes_from_cmd_override_pyproject_or_dockerfile():
     assert app_command(app, ("./run.sh",)) == ["./run.sh"]
     with pytest.raises(RunnerError, match="no command"):
         app_command(_app())
+
+
+def test_process_runners_get_their_own_gpus_by_cuda_visible_devices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fake_gpus import install_fake_nvidia_smi
+
+    from falemu.errors import GpuUnavailable
+
+    install_fake_nvidia_smi(tmp_path / "bin", monkeypatch)
+    runtime = ProcessRuntime()  # counts the host's GPUs with nvidia-smi -L: 2
+    events = EventBus()
+    started = []
+
+    def start(name: str, gpu: str = "auto", **changes: Any) -> dict[str, Any]:
+        app = _app(name=name, alias=name, secrets=(), **changes)
+        spec = RunnerSpec(runtime.prepare(app), f"{name}-1", "me", tmp_path / "data", command=("python3", "server.py"))
+        spec = dataclasses.replace(spec, gpu=gpu)  # type: ignore[arg-type]
+        runner = runtime.start(spec, events)
+        started.append(runner)
+        env: dict[str, Any] = httpx.get(f"{runner.url}/", timeout=10).json()["env"]
+        return env
+
+    try:
+        assert start("first", machine_types=("GPU-A100",))["CUDA_VISIBLE_DEVICES"] == "0"
+        assert start("second", machine_types=("GPU-A100",))["CUDA_VISIBLE_DEVICES"] == "1"
+        assert start("cpu", machine_types=("S",))["CUDA_VISIBLE_DEVICES"] == ""  # fal's CPU machines have none
+        with pytest.raises(GpuUnavailable, match="held by another runner"):
+            start("strict", gpu="require", machine_types=("GPU-A100",))
+        shared = start("shared", machine_types=("GPU-H100",), num_gpus=2)
+        assert shared["CUDA_VISIBLE_DEVICES"] == "0,1"
+        assert any(isinstance(e, Notice) and "shares GPU 0,1" in e.message for e in events.history)
+        assert started[0].gpu_ids == ("0",)
+    finally:
+        for runner in started:
+            runtime.stop(runner, grace=0)
+    runtime.close()
+    # Stopped runners give their GPUs back.
+    again = ProcessRuntime()
+    app = _app(name="after", alias="after", secrets=(), machine_types=("GPU-A100",))
+    runner = again.start(
+        RunnerSpec(again.prepare(app), "after-1", "me", tmp_path / "data", command=("python3", "server.py")), events
+    )
+    try:
+        assert httpx.get(f"{runner.url}/", timeout=10).json()["env"]["CUDA_VISIBLE_DEVICES"] == "0"
+    finally:
+        again.stop(runner, grace=0)
+
+
+def test_a_gpu_app_on_a_host_without_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fake_gpus import install_fake_nvidia_smi
+
+    from falemu.errors import GpuUnavailable
+
+    install_fake_nvidia_smi(tmp_path / "bin", monkeypatch, names=())
+    runtime = ProcessRuntime()
+    app = _app(name="needs", alias="needs", secrets=(), machine_types=("GPU-A100",))
+    spec = RunnerSpec(runtime.prepare(app), "n1", "me", tmp_path / "data", command=("python3", "server.py"))
+    with pytest.raises(GpuUnavailable, match="this host has none"):
+        runtime.start(dataclasses.replace(spec, gpu="require"), EventBus())
+    events = EventBus()
+    runner = runtime.start(spec, events)
+    try:
+        env = httpx.get(f"{runner.url}/", timeout=10).json()["env"]
+        assert env.get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")  # left as the host has it
+        assert any(isinstance(e, Notice) and "its runners run on CPU" in e.message for e in events.history)
+    finally:
+        runtime.stop(runner, grace=0)

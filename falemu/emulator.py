@@ -46,6 +46,7 @@ from falemu.scaling.pool import RunnerInfo, RunnerPool
 if TYPE_CHECKING:
     import uvicorn
 
+    from falemu.cdn.service import CdnService
     from falemu.gateway.app import Gateway
 
 SCALING_FIELDS = frozenset(f.name for f in dataclasses.fields(ScalingConfig))
@@ -93,6 +94,7 @@ class Emulator:
         self._thread: threading.Thread | None = None
         self._server: uvicorn.Server | None = None
         self.gateway: Gateway | None = None  # the gateway, once serving
+        self.cdn: CdnService | None = None  # the local CDN (falemu.cdn), once the gateway's port is bound
         self._main_task: asyncio.Task[None] | None = None
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
@@ -124,6 +126,11 @@ class Emulator:
             if self._stopped:
                 raise FalemuError("the emulator was stopped while it was starting")
             sock = self._bind()
+            try:
+                self.cdn = self._bind_cdn(runtime)
+            except BaseException:
+                sock.close()
+                raise
             self._thread = threading.Thread(target=self._thread_main, args=(sock,), name="falemu-gateway", daemon=True)
             self._thread.start()
             self._ready.wait()
@@ -153,6 +160,8 @@ class Emulator:
             thread.join(STOP_TIMEOUT)
         if self._own_runtime and self._runtime is not None:
             self._runtime.close()
+        if self.cdn is not None and (thread is None or not thread.is_alive()):
+            self.cdn.close_sockets()
 
     @property
     def stopping(self) -> bool:
@@ -310,6 +319,27 @@ class Emulator:
             return None
         return KeyStore().default_key()
 
+    def _bind_cdn(self, runtime: Runtime) -> CdnService:
+        """The local CDN's store and sockets (see falemu.cdn), next to the gateway's bound port."""
+        from falemu.cdn.network import bridge_address
+        from falemu.cdn.service import CdnService
+
+        cdn = CdnService(
+            self.settings,
+            runtime=runtime.name,
+            gateway_base=self.base_url,
+            bridge=bridge_address,
+            notice=lambda message: self.events(Notice("", level="warning", message=message)),
+        )
+        try:
+            return cdn.bind()
+        except OSError as exc:
+            cdn.close_sockets()
+            raise FalemuError(
+                f"cannot open the local CDN: {exc.strerror or exc}",
+                hint=f"check that {self.settings.files_dir} is writable (files_dir, FALEMU_FILES_DIR)",
+            ) from None
+
     def _bind(self) -> socket.socket:
         host, port = self.settings.host, self.settings.port
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -364,6 +394,11 @@ class Emulator:
         try:
             if self._stop_requested():  # stop() came before this task existed, so nothing cancelled it
                 raise asyncio.CancelledError
+            cdn_env: dict[str, str] = {}
+            cdn_mounts: dict[str, str] = {}
+            if self.cdn is not None:
+                await self.cdn.start()
+                cdn_env, cdn_mounts = self.cdn.runner_env(), self.cdn.runner_mounts()
             for name, config in self.configs.items():
                 spec = RunnerSpec(
                     prepared=self.prepared[name],
@@ -374,6 +409,8 @@ class Emulator:
                     machine_limits=self.settings.machine_limits,
                     command=self._command,
                     keep_failed=self.settings.keep_failed,
+                    env=cdn_env,
+                    mounts=cdn_mounts,
                 )
                 self._controllers[name] = AppController(
                     config, self.runtime, spec, clock=self.clock, events=self.events, tick=self._tick
@@ -420,6 +457,9 @@ class Emulator:
                 if not serving.done():
                     serving.cancel()
             await self._shutdown()
+            if self.cdn is not None:
+                with contextlib.suppress(Exception):
+                    await self.cdn.aclose()
             self._ready.set()
 
     def _stop_requested(self) -> bool:
@@ -444,6 +484,8 @@ class Emulator:
         for route in ADMIN_ROUTES:
             gateway.mount(route, admin, exact=True)
             gateway.mount(route + "/", admin, exact=True)
+        if self.cdn is not None:
+            self.cdn.mount_on(gateway)
         self.gateway = gateway
         return gateway
 

@@ -305,21 +305,25 @@ def fal_client_routed_to(emulator: Emulator) -> Iterator[None]:
     """Point the real ``fal_client`` at ``emulator`` for the duration of the block.
 
     ``fal_client.run("owner/app", ...)``, ``submit`` and friends go to the emulator's gateway: the
-    module's URL formats are swapped for the gateway's (sync at ``/``, queue at ``/queue/``), ``FAL_KEY``
-    is the emulator's key, and the default clients forget cached credentials and connections. Every
-    change is undone on exit.
+    module's URL formats are swapped for the gateway's (sync at ``/``, queue at ``/queue/``), its
+    ``REST_URL`` and ``CDN_URL`` for the local CDN's (``/_falemu/rest``, ``/_falemu/cdn``: ``upload``,
+    ``upload_file`` and ``upload_image`` store files there), ``FAL_KEY`` is the emulator's key, and the
+    default clients forget cached credentials, CDN tokens and connections. Every change is undone on exit.
     """
     import os
 
     import fal_client
     import fal_client.client as fc
 
-    saved = {name: getattr(fc, name) for name in ("RUN_URL_FORMAT", "QUEUE_URL_FORMAT", "REALTIME_URL_FORMAT")}
+    urls = ("RUN_URL_FORMAT", "QUEUE_URL_FORMAT", "REALTIME_URL_FORMAT", "REST_URL", "CDN_URL")
+    saved = {name: getattr(fc, name) for name in urls}
     saved_env = {name: os.environ.get(name) for name in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "SSL_CERT_FILE")}
     base = emulator.base_url.rstrip("/")
     fc.RUN_URL_FORMAT = f"{base}/"
     fc.QUEUE_URL_FORMAT = f"{base}/queue/"
     fc.REALTIME_URL_FORMAT = base.replace("http", "ws", 1) + "/"
+    fc.REST_URL = f"{base}/_falemu/rest"
+    fc.CDN_URL = f"{base}/_falemu/cdn"
     for name in ("FAL_KEY_ID", "FAL_KEY_SECRET"):
         os.environ.pop(name, None)
     if emulator.api_key:

@@ -7,12 +7,15 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import click
 
 from falemu.cli.options import NO_APPS_HINT, examples, gpu_option, project_option, runtime_option
+
+if TYPE_CHECKING:
+    from falemu.emulator import Emulator
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -35,16 +38,28 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def ready_text(base_url: str, tls: bool, app_ids: list[str]) -> str:
+def ready_text(base_url: str, tls: bool, app_ids: list[str], files: str | None = None) -> str:
     """The lines ``falemu up`` prints once everything serves: where it is and how to call it."""
     example = app_ids[0] if app_ids else "<owner>/<app>"
     if tls:
         client = f'fal_client: run `eval "$(falemu env)"`, then fal_client.run("{example}/<path>", arguments={{...}})'
     else:
         client = "fal_client only speaks HTTPS: restart with `falemu up --tls` to call these apps with it"
-    return (
-        f"gateway at {base_url}; `falemu ps` and `falemu logs -f` from another terminal\n{client}\npress Ctrl-C to stop"
-    )
+    lines = [f"gateway at {base_url}; `falemu ps` and `falemu logs -f` from another terminal", client]
+    if files:
+        lines.append(files)
+    lines.append("press Ctrl-C to stop")
+    return "\n".join(lines)
+
+
+def files_text(emulator: Emulator) -> tuple[str | None, dict[str, str]]:
+    """The local CDN's line of the ready text, and its fields for ``--json``."""
+    cdn = emulator.cdn
+    if cdn is None:
+        return None, {}
+    url = f"{cdn.files_base}/_falemu/cdn/files/"
+    folder = str(cdn.storage.store.root)
+    return f"files (local CDN) at {url}..., kept in {folder}", {"files_url": url, "files_dir": folder}
 
 
 EXAMPLES = examples(
@@ -172,7 +187,13 @@ def up(
             verify = client_bundle()
         state_path = state.register(emulator, verify=verify)
         app_ids = [urlsplit(emulator.app_url(name)).path.strip("/") for name in emulator.apps]
-        renderer.status("Ready", ready_text(emulator.base_url, bool(settings.tls), app_ids), url=emulator.base_url)
+        files, files_fields = files_text(emulator)
+        renderer.status(
+            "Ready",
+            ready_text(emulator.base_url, bool(settings.tls), app_ids, files),
+            url=emulator.base_url,
+            **files_fields,
+        )
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:

@@ -46,6 +46,8 @@ class Settings:
     machine_limits: bool = False
     tls: bool = False
     keep_failed: bool = False
+    files_dir: Path = field(default_factory=lambda: _cache_dir() / "files")
+    files_url: str = ""
     sources: Mapping[str, SettingSource] = field(default_factory=dict, compare=False)
 
     def with_overrides(self, values: Mapping[str, Any], source: SettingSource) -> Settings:
@@ -88,8 +90,10 @@ def _coerce(name: str, raw: Any, source: SettingSource) -> Any:
         if not 0 <= port <= 65535:
             raise ConfigError(f"{where} port must be between 0 and 65535, got {port}", hint="for example 8787")
         return port
-    if name == "data_dir":
+    if name in ("data_dir", "files_dir"):
         return Path(str(raw)).expanduser()
+    if name == "files_url":
+        return _files_url(where, raw)
     if name == "runtime":
         return _choice(where, raw, get_args(RuntimeName))
     if name == "gpu":
@@ -122,6 +126,19 @@ def _owner(where: str, raw: Any) -> str:
     return owner
 
 
+def _files_url(where: str, raw: Any) -> str:
+    """Where file URLs of the local CDN point (``http://host:port``); empty for falemu's own choice."""
+    url = str(raw).strip().rstrip("/")
+    if not url:
+        return ""
+    if not re.fullmatch(r"https?://[^/?#\s]+", url):
+        raise ConfigError(
+            f"{where} files_url must be a scheme, host and port without a path, got {raw!r}",
+            hint="for example http://host.docker.internal:8787",
+        )
+    return url
+
+
 def _choice(where: str, raw: Any, allowed: tuple[str, ...]) -> str:
     value = str(raw).lower()
     if value not in allowed:
@@ -129,7 +146,19 @@ def _choice(where: str, raw: Any, allowed: tuple[str, ...]) -> str:
     return value
 
 
-ENV_KEYS = ("owner", "host", "port", "data_dir", "runtime", "gpu", "machine_limits", "tls", "keep_failed")
+ENV_KEYS = (
+    "owner",
+    "host",
+    "port",
+    "data_dir",
+    "runtime",
+    "gpu",
+    "machine_limits",
+    "tls",
+    "keep_failed",
+    "files_dir",
+    "files_url",
+)
 
 
 def load_settings(

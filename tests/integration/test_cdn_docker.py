@@ -1,0 +1,154 @@
+"""The local CDN with real ``falemu up`` processes and runners in containers on the real engine.
+
+One app (``tests/apps/cdn-files``) saves files through the uploader socket falemu mounts into it, and
+downloads URLs with urllib. Checked: the runner's environment and mount; the URL a runner gets is on an
+address the host reaches too (the engine's bridge), serving the exact bytes, content type and ranges; a
+caller's upload (``initiate`` + ``PUT``, the flow of fal's SDK and the JS client) is downloaded inside a
+container; an unknown id is 404; and after that ``falemu up`` stops, the next one serves the same files.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from docker_support import remove_app_images
+from up_process import UpProcess
+
+pytestmark = pytest.mark.docker
+
+APP = Path(__file__).resolve().parents[1] / "apps" / "cdn-files"
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+
+
+class Up(UpProcess):
+    def __init__(self, env: dict[str, str], project: Path) -> None:
+        command = [sys.executable, "-m", "falemu", "up", "--project", str(project), "--port", "0", "--json"]
+        proc = subprocess.Popen(
+            [*command, "--runtime", "docker", "--gpu", "off"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        super().__init__(proc)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def project(tmp_path: Path, docker_client: Any) -> Iterator[tuple[Path, str]]:
+    alias = f"files-{secrets.token_hex(4)}"
+    folder = tmp_path / "project"
+    shutil.copytree(APP, folder)
+    pyproject = folder / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("[tool.fal.apps.files", f"[tool.fal.apps.{alias}"))
+    yield folder, alias
+    remove_app_images(docker_client, alias)
+
+
+@pytest.fixture
+def env(tmp_path: Path, base_image: str) -> dict[str, str]:
+    return dict(
+        {k: v for k, v in os.environ.items() if not k.startswith("FALEMU_")},
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+        XDG_RUNTIME_DIR=str(tmp_path / "run"),
+        FALEMU_DATA_DIR=str(tmp_path / "data"),
+        FALEMU_BUILD_ARG_BASE_IMAGE=base_image,
+        PYTHONUNBUFFERED="1",
+    )
+
+
+def test_runner_and_caller_files_cross_the_local_cdn_and_outlive_the_run(
+    project: tuple[Path, str], env: dict[str, str], tmp_path: Path
+) -> None:
+    folder, alias = project
+    first = Up(env, folder)
+    try:
+        serving = first.wait_for("Serving")
+        url = serving["url"]
+        with httpx.Client(timeout=60) as client:
+            saved = client.post(
+                f"{url}/save",
+                json={"data": base64.b64encode(PNG).decode(), "file_name": "out.png", "content_type": "image/png"},
+            ).json()
+            assert saved["status"] == 202
+            assert saved["answer"]["state"] == "accepted_local"
+            assert saved["env"]["FAL_USE_LOCAL_UPLOADER"] == "1"
+            assert saved["env"]["FAL_API_SOCKET"] == "/run/fal/api.sock"
+            file_url = saved["answer"]["file_url"]
+            host = urlsplit(file_url).hostname
+            assert host not in ("127.0.0.1", "localhost")  # containers cannot reach the host's loopback
+            assert saved["env"]["FALEMU_PUBLIC_ADDRESSES"] == host
+            assert urlsplit(file_url).path.startswith("/_falemu/cdn/files/")
+            assert file_url.endswith(".png")
+
+            got = client.get(file_url)  # from the host, on the same URL
+            assert got.content == PNG
+            assert got.headers["content-type"] == "image/png"
+            part = client.get(file_url, headers={"Range": "bytes=1-3"})
+            assert part.status_code == 206
+            assert part.content == PNG[1:4]
+
+            # A caller's upload (initiate + PUT, as fal's SDK and @fal-ai/client do), read inside a container.
+            key = (tmp_path / "config" / "falemu" / "default-key").read_text().strip()
+            gateway = f"{urlsplit(url).scheme}://{urlsplit(url).netloc}"
+            target = client.post(
+                f"{gateway}/_falemu/rest/storage/upload/initiate?storage_type=fal-cdn-v3",
+                json={"file_name": "input.jpg", "content_type": "image/jpeg"},
+                headers={"Authorization": f"Key {key}"},
+            ).json()
+            payload = os.urandom(300_000)
+            assert client.put(target["upload_url"], content=payload).status_code == 200
+            fetched = client.post(f"{url}/fetch", json={"url": target["file_url"]}).json()
+            assert base64.b64decode(fetched["data"]) == payload
+            assert fetched["content_type"] == "image/jpeg"
+
+            missing = client.get(file_url.rsplit("/", 1)[0] + "/AAAAAAAAAAAAAAAAAAAAAA.png")
+            assert missing.status_code == 404
+    finally:
+        first.stop()
+    assert first.proc.returncode == 0
+    assert not _answers(file_url)  # the file listener stopped with its falemu up
+
+    second = Up(env, folder)
+    try:
+        again = second.wait_for("Serving")
+        base = f"{urlsplit(again['url']).scheme}://{urlsplit(again['url']).netloc}"
+        with httpx.Client(timeout=60) as client:
+            stored = client.get(f"{base}{urlsplit(file_url).path}")
+            assert stored.content == PNG
+            assert stored.headers["content-type"] == "image/png"
+            caller_file = client.get(f"{base}{urlsplit(target['file_url']).path}")
+            assert caller_file.content == payload
+    finally:
+        second.stop()
+
+
+def _answers(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=2)
+    except httpx.HTTPError:
+        return False
+    return True

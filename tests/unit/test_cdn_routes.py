@@ -1,0 +1,216 @@
+"""The local CDN's HTTP routes on a real gateway: downloads, storage API, upload targets, CORS, the socket."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cdn_support import CdnStack
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[CdnStack]:
+    with CdnStack(tmp_path) as s:
+        yield s
+
+
+def _initiate(stack: CdnStack, path: str = "initiate", **body: str) -> dict[str, str]:
+    response = httpx.post(
+        f"{stack.base}/_falemu/rest/storage/upload/{path}?storage_type=fal-cdn-v3",
+        json=body or {"file_name": "cat.png", "content_type": "image/png"},
+        headers=stack.auth,
+    )
+    assert response.status_code == 200, response.text
+    data: dict[str, str] = response.json()
+    return data
+
+
+def test_download_serves_bytes_content_type_ranges_and_validators(stack: CdnStack) -> None:
+    data = bytes(range(256)) * 40
+    stored = stack.cdn.storage.store.put(data, file_name="out.png", content_type="image/png")
+    url = stack.cdn.storage.file_url(stored.key)
+    assert url.startswith(stack.base + "/_falemu/cdn/files/")  # process runtime: the gateway's own address
+    whole = httpx.get(url)
+    assert whole.status_code == 200
+    assert whole.content == data
+    assert whole.headers["content-type"] == "image/png"
+    assert whole.headers["accept-ranges"] == "bytes"
+    part = httpx.get(url, headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206
+    assert part.content == data[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{len(data)}"
+    tail = httpx.get(url, headers={"Range": "bytes=-10"})
+    assert tail.status_code == 206
+    assert tail.content == data[-10:]
+    beyond = httpx.get(url, headers={"Range": f"bytes={len(data)}-"})
+    assert beyond.status_code == 416
+    assert beyond.headers["content-range"] == f"bytes */{len(data)}"
+    multi = httpx.get(url, headers={"Range": "bytes=0-1,5-6"})
+    assert multi.status_code == 200
+    assert multi.content == data
+    head = httpx.head(url)
+    assert head.status_code == 200
+    assert head.headers["content-length"] == str(len(data))
+    assert head.content == b""
+    cached = httpx.get(url, headers={"If-None-Match": whole.headers["etag"]})
+    assert cached.status_code == 304
+    assert cached.content == b""
+    stale_range = httpx.get(url, headers={"Range": "bytes=0-0", "If-Range": '"other"'})
+    assert stale_range.status_code == 200
+    assert stale_range.content == data
+
+
+def test_unknown_and_malformed_file_ids_are_404(stack: CdnStack) -> None:
+    stored = stack.cdn.storage.store.put(b"x", file_name="a.txt")
+    word = stored.key.partition("/")[0]
+    for path in (
+        f"files/{word}/AAAAAAAAAAAAAAAAAAAAAA.txt",
+        "files/lion/x.txt",
+        "files/lion",
+        f"files/{word}/.{stored.key.partition('/')[2]}.json",
+        "files/%2e%2e/%2e%2e",
+    ):
+        response = httpx.get(f"{stack.base}/_falemu/cdn/{path}")
+        assert response.status_code == 404, path
+        assert response.json() == {"detail": "File not found"} or path == "files/lion"
+
+
+def test_storage_api_needs_a_key(stack: CdnStack) -> None:
+    url = f"{stack.base}/_falemu/rest/storage/upload/initiate?storage_type=fal-cdn-v3"
+    missing = httpx.post(url, json={})
+    assert missing.status_code == 401
+    assert "FAL_KEY" in missing.json()["detail"]
+    wrong = httpx.post(url, json={}, headers={"Authorization": "Key abc:def"})
+    assert wrong.status_code == 401
+    assert wrong.json() == {"detail": "No user found for Key ID and Secret"}
+    upload = httpx.post(f"{stack.base}/_falemu/cdn/files/upload", content=b"x", headers={"Authorization": "Bearer x"})
+    assert upload.status_code == 401
+    assert httpx.get(f"{stack.base}/_falemu/rest/storage/upload/initiate").status_code == 405
+    assert httpx.post(f"{stack.base}/_falemu/rest/nothing", headers=stack.auth).status_code == 404
+
+
+def test_initiate_then_put_stores_once(stack: CdnStack) -> None:
+    target = _initiate(stack)
+    assert target["upload_url"].startswith(stack.cdn.files_base + "/_falemu/cdn/uploads/")
+    assert httpx.get(target["file_url"]).status_code == 404  # nothing before the PUT
+    put = httpx.put(target["upload_url"], content=b"\x89PNG", headers={"Content-Type": "image/png"})
+    assert put.status_code == 200
+    got = httpx.get(target["file_url"])
+    assert got.content == b"\x89PNG"
+    assert got.headers["content-type"] == "image/png"
+    again = httpx.put(target["upload_url"], content=b"other")
+    assert again.status_code == 404  # single use, like a presigned URL
+    assert httpx.get(target["file_url"]).content == b"\x89PNG"
+
+
+def test_initiate_multipart_joins_parts_in_order(stack: CdnStack) -> None:
+    target = _initiate(stack, "initiate-multipart", file_name="big.bin", content_type="application/x-thing")
+    parts = {2: b"B" * 1000, 1: b"A" * 3000, 3: b"C"}
+    etags = []
+    for number, body in parts.items():  # out of order, as concurrent uploads arrive
+        response = httpx.put(f"{target['upload_url']}/{number}", content=body)
+        assert response.status_code == 200
+        assert response.json() == {"partNumber": number, "etag": response.headers["etag"]}
+        etags.append({"partNumber": number, "etag": response.headers["etag"]})
+    assert httpx.put(f"{target['upload_url']}/0", content=b"x").status_code == 400
+    done = httpx.post(f"{target['upload_url']}/complete", json={"parts": etags})
+    assert done.status_code == 200
+    assert done.json() == {"file_url": target["file_url"]}
+    got = httpx.get(target["file_url"])
+    assert got.content == parts[1] + parts[2] + parts[3]
+    assert got.headers["content-type"] == "application/x-thing"
+    assert httpx.post(f"{target['upload_url']}/complete", json={"parts": etags}).status_code == 404
+
+
+def test_cors_for_pages_on_this_machine(stack: CdnStack) -> None:
+    target = _initiate(stack)
+    preflight = httpx.options(
+        target["upload_url"],
+        headers={
+            "Origin": "http://localhost:3000",
+            "Access-Control-Request-Method": "PUT",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == "http://localhost:3000"
+    assert "PUT" in preflight.headers["access-control-allow-methods"]
+    assert preflight.headers["access-control-allow-headers"] == "content-type"
+    foreign = httpx.options(
+        target["upload_url"], headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "PUT"}
+    )
+    assert "access-control-allow-origin" not in foreign.headers
+    rest = httpx.options(
+        f"{stack.base}/_falemu/rest/storage/upload/initiate",
+        headers={"Origin": "http://127.0.0.1:5173", "Access-Control-Request-Method": "POST"},
+    )
+    assert rest.headers["access-control-allow-origin"] == "http://127.0.0.1:5173"
+    httpx.put(target["upload_url"], content=b"img", headers={"Origin": "http://localhost:3000"})
+    download = httpx.get(target["file_url"], headers={"Origin": "https://anywhere.example"})
+    assert download.headers["access-control-allow-origin"] == "*"
+
+
+def test_uploader_socket_speaks_fals_local_protocol(stack: CdnStack) -> None:
+    assert stack.cdn.runner_env()["FAL_API_SOCKET"] == str(stack.cdn.socket_path)
+    assert stack.cdn.runner_mounts() == {}  # the process runtime: runners reach the socket at its own path
+    transport = httpx.HTTPTransport(uds=str(stack.cdn.socket_path))
+    with httpx.Client(transport=transport, base_url="http://localhost") as sock:
+        accepted = sock.post(
+            "/v1/uploads", content=b"hello", headers={"X-Fal-File-Name": "hi.txt", "Content-Type": "text/plain"}
+        )
+        assert accepted.status_code == 202
+        body = accepted.json()
+        assert body["state"] == "accepted_local"
+        state = sock.get(f"/v1/uploads/{body['upload_id']}", params={"wait": 60})
+        assert state.status_code == 200
+        assert state.json()["state"] == "completed"
+        assert sock.get("/v1/uploads/nope").status_code == 404
+        policy = sock.post("/v1/uploads", content=b"x", headers={"x-app-fal-upload-policy": "{}"})
+        assert 400 <= policy.status_code < 500
+        assert policy.status_code not in (413, 422, 429)
+        opened = sock.post("/v1/upload-sessions", headers={"X-Fal-File-Name": "s.json"})
+        assert opened.status_code == 201
+        assert opened.json()["state"] == "receiving"
+        session = opened.json()["upload_id"]
+        assert httpx.get(opened.json()["file_url"]).status_code == 404  # reserved, not there yet
+        assert sock.put(f"/v1/upload-sessions/{session}/body", content=b'{"a": 1}').status_code == 204
+        wrong = sock.post(f"/v1/upload-sessions/{session}/finish", json={"size_bytes": 3})
+        assert wrong.status_code == 409
+        finished = sock.post(f"/v1/upload-sessions/{session}/finish", json={"size_bytes": 8})
+        assert finished.status_code == 202
+        assert finished.json()["file_url"] == opened.json()["file_url"]
+        dropped = sock.post("/v1/upload-sessions", headers={"X-Fal-File-Name": "d.bin"}).json()
+        assert sock.delete(f"/v1/upload-sessions/{dropped['upload_id']}").status_code == 202
+        assert sock.put(f"/v1/upload-sessions/{dropped['upload_id']}/body", content=b"x").status_code == 404
+    got = httpx.get(body["file_url"])
+    assert got.content == b"hello"
+    assert got.headers["content-type"] == "text/plain"
+    json_file = httpx.get(finished.json()["file_url"])
+    assert json_file.json() == {"a": 1}
+    assert json_file.headers["content-type"] == "application/json"
+
+
+def test_lifecycle_preference_expires_the_file(stack: CdnStack) -> None:
+    transport = httpx.HTTPTransport(uds=str(stack.cdn.socket_path))
+    with httpx.Client(transport=transport, base_url="http://localhost") as sock:
+        body = sock.post(
+            "/v1/uploads",
+            content=b"short-lived",
+            headers={"X-Fal-File-Name": "t.txt", "X-Fal-Object-Lifecycle": '{"expiration_duration_seconds": 3600}'},
+        ).json()
+    key = body["file_url"].split("/files/", 1)[1]
+    stored = stack.cdn.storage.store.get(key)
+    assert stored is not None
+    assert stored.expires_at is not None
+    assert stored.expires_at > stored.created + 3000
+
+
+def test_socket_folder_is_removed_on_close(tmp_path: Path) -> None:
+    stack = CdnStack(tmp_path)
+    folder = stack.cdn.socket_dir
+    assert folder is not None
+    assert (folder / "api.sock").exists()
+    stack.close()
+    assert not folder.exists()

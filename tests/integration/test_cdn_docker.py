@@ -83,7 +83,7 @@ def env(tmp_path: Path, base_image: str) -> dict[str, str]:
 def test_runner_and_caller_files_cross_the_local_cdn_and_outlive_the_run(
     project: tuple[Path, str], env: dict[str, str], tmp_path: Path
 ) -> None:
-    folder, alias = project
+    folder, _ = project
     first = Up(env, folder)
     try:
         serving = first.wait_for("Serving")

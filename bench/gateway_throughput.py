@@ -184,8 +184,10 @@ def _wrk_value(text: str, label: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def run_wrk(url: str, connections: int, seconds: float) -> Result:
+def run_wrk(url: str, connections: int, seconds: float, headers: dict[str, str] | None = None) -> Result:
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url]
+    for name, value in (headers or {}).items():
+        cmd[1:1] = ["-H", f"{name}: {value}"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if not match or "Non-2xx" in out or "Socket errors" in out:
@@ -213,11 +215,12 @@ async def _connection(host: str, port: int, request: bytes, stop: float, latenci
         writer.close()
 
 
-def run_builtin(url: str, connections: int, seconds: float) -> Result:
+def run_builtin(url: str, connections: int, seconds: float, headers: dict[str, str] | None = None) -> Result:
     rest = url.split("://", 1)[1]
     hostport, _, path = rest.partition("/")
     host, _, port = hostport.partition(":")
-    request = f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\n\r\n".encode()
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    request = f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\n{extra}\r\n".encode()
     latencies: list[float] = []
 
     async def main() -> float:

@@ -18,6 +18,8 @@ Every method may be called from several threads at once.
 from __future__ import annotations
 
 import math
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -46,6 +48,7 @@ from falemu.runtime.readiness import (
 )
 
 LOG_TAIL = 50
+DIRECT_PROBE_SECONDS = 0.25  # a container address that does not accept within this is not reachable from here
 DEFAULT_PORT = 8080  # fal.App and entry-point apps serve on 8080
 
 
@@ -87,6 +90,8 @@ class DockerRuntime:
         total = gpu_count if gpu_count is not None else detect_gpu_count(engine_is_local(base_url))
         self._gpus = GpuPolicy(GpuAllocator(total))
         self._poll = poll_interval
+        # FALEMU_DIRECT_ROUTING=0 keeps runners behind their published ports (see _route_direct).
+        self._direct_routing = os.environ.get("FALEMU_DIRECT_ROUTING", "1").strip().lower() not in ("0", "false", "no")
         self._lock = threading.Lock()
         self._build_locks: dict[str, threading.Lock] = {}
         self._runners: dict[str, Runner] = {}
@@ -183,6 +188,7 @@ class DockerRuntime:
             runner.port = self._host_port(container_id, port)
             runner.gpu_ids = handle.gpu.device_ids if handle.gpu else ()
             self._wait_ready(spec, runner, port, started, timeline, events)
+            self._route_direct(runner, container_id, port)
         except BaseException:
             if not spec.keep_failed:
                 self._discard(runner)
@@ -374,6 +380,34 @@ class DockerRuntime:
                 RunnerFailed(app.alias, runner=runner.id, error_type=error.error_type, message=error.message, logs=logs)
             )
             raise error from None
+
+    def _route_direct(self, runner: Runner, container_id: str, port: int) -> None:
+        """Reach the runner at its container address when this host can, skipping Docker's port proxy.
+
+        A published port goes through ``docker-proxy``, a userland process that copies every byte of
+        every request and answer once more: on a local Linux engine the gateway connects to the
+        container's bridge address instead (about 100 us of CPU less per request). Docker Desktop and
+        rootless engines cannot reach bridge addresses from the host; a quick connection test decides,
+        and the published port stays in use where it fails.
+        """
+        if not self._direct_routing or self._publish_ip != "127.0.0.1":
+            return
+        try:
+            settings = self._client.api.inspect_container(container_id).get("NetworkSettings") or {}
+        except Exception:
+            return
+        addresses = [settings.get("IPAddress")] + [
+            n.get("IPAddress") for n in (settings.get("Networks") or {}).values()
+        ]
+        for address in addresses:
+            if not address:
+                continue
+            try:
+                with socket.create_connection((address, port), timeout=DIRECT_PROBE_SECONDS):
+                    runner.host, runner.port = address, port
+                    return
+            except OSError:
+                continue
 
     def _tail(self, container_id: str, lines: int = LOG_TAIL) -> str:
         try:

@@ -51,7 +51,7 @@ def test_example_builds_and_two_runners_serve_concurrently(
         ]
         runners = [f.result() for f in futures]
     try:
-        assert len({r.port for r in runners}) == 2
+        assert len({(r.host, r.port) for r in runners}) == 2
         with ThreadPoolExecutor(2) as pool:
             answers = list(
                 pool.map(lambda r: httpx.post(f"{r.url}/greet", json={"name": "fal"}, timeout=10).json(), runners)
@@ -361,3 +361,28 @@ def test_machine_limits_make_an_app_too_big_for_its_machine_fail_locally(
     assert info.value.container_exit_code == 137
     assert "loading weights" in info.value.logs
     assert rt_apps.containers(docker_runtime.client, app.alias) == []
+
+
+def test_a_local_engines_runners_are_reached_at_their_container_address(
+    docker_runtime: Any, prepared_example: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Skipping docker-proxy: the gateway connects to the container's bridge address, where it can."""
+    from falemu.runtime.docker import DockerRuntime
+
+    runner = docker_runtime.start(_spec(prepared_example, "direct", tmp_path))
+    try:
+        assert runner.host != "127.0.0.1"
+        assert runner.port == prepared_example.app.exposed_port  # the container's own port
+        answer = httpx.post(f"{runner.url}/greet", json={"name": "bridge"}, timeout=10)
+        assert answer.json()["message"] == "Hello, bridge."
+    finally:
+        docker_runtime.stop(runner, grace=1)
+    monkeypatch.setenv("FALEMU_DIRECT_ROUTING", "0")
+    published = DockerRuntime(reap=False)
+    try:
+        runner = published.start(_spec(prepared_example, "published", tmp_path))
+        assert runner.host == "127.0.0.1"
+        assert runner.port != prepared_example.app.exposed_port
+        assert httpx.post(f"{runner.url}/greet", json={"name": "proxy"}, timeout=10).status_code == 200
+    finally:
+        published.close()

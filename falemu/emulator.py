@@ -486,8 +486,20 @@ class Emulator:
             gateway.mount(route + "/", admin, exact=True)
         if self.cdn is not None:
             self.cdn.mount_on(gateway)
+        self._mount_js_proxy(gateway)
         self.gateway = gateway
         return gateway
+
+    def _mount_js_proxy(self, gateway: Gateway) -> None:
+        """``/api/fal/proxy`` (falemu.jsproxy): fal's hosts answered by the gateway and the local CDN."""
+        from falemu.jsproxy import PROXY_ROUTE, JsProxy
+
+        targets: dict[str, Any] = {"fal.run": gateway, "queue.fal.run": gateway}
+        if self.cdn is not None:
+            targets["rest.fal.ai"] = self.cdn.rest_app()
+        proxy = JsProxy(targets, api_key=lambda: self.api_key)
+        gateway.mount(PROXY_ROUTE, proxy, exact=True)
+        gateway.mount(PROXY_ROUTE + "/", proxy, exact=True)
 
     def _gateway_app(self) -> Gateway:
         from falemu.gateway import GatewayApp, create_app

@@ -4,12 +4,15 @@ One app (``tests/apps/cdn-files``) saves files through the uploader socket falem
 downloads URLs with urllib. Checked: the runner's environment and mount; the URL a runner gets is on an
 address the host reaches too (the engine's bridge), serving the exact bytes, content type and ranges; a
 caller's upload (``initiate`` + ``PUT``, the flow of fal's SDK and the JS client) is downloaded inside a
-container; an unknown id is 404; and after that ``falemu up`` stops, the next one serves the same files.
+container; an unknown id is 404; a 300 MiB upload and its download stream through ``falemu up`` without
+its memory growing by the file's size; and after that ``falemu up`` stops, the next one serves the same
+files.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import secrets
 import shutil
@@ -127,6 +130,26 @@ def test_runner_and_caller_files_cross_the_local_cdn_and_outlive_the_run(
 
             missing = client.get(file_url.rsplit("/", 1)[0] + "/AAAAAAAAAAAAAAAAAAAAAA.png")
             assert missing.status_code == 404
+
+            # A huge upload streams to disk: falemu up's peak memory does not grow by the file's size.
+            before = _peak_rss(first.proc.pid)
+            huge = client.post(
+                f"{gateway}/_falemu/rest/storage/upload/initiate?storage_type=fal-cdn-v3",
+                json={"file_name": "huge.bin", "content_type": "application/octet-stream"},
+                headers={"Authorization": f"Key {key}"},
+            ).json()
+            sent = hashlib.sha256()
+            assert client.put(huge["upload_url"], content=_chunks(HUGE, sent)).status_code == 200
+            received = hashlib.sha256()
+            size = 0
+            with client.stream("GET", huge["file_url"]) as download:
+                for chunk in download.iter_bytes():
+                    received.update(chunk)
+                    size += len(chunk)
+            assert size == HUGE
+            assert received.hexdigest() == sent.hexdigest()
+            grown = _peak_rss(first.proc.pid) - before
+            assert grown < 64 * 1024 * 1024, f"peak memory grew by {grown >> 20} MiB for a {HUGE >> 20} MiB file"
     finally:
         first.stop()
     assert first.proc.returncode == 0
@@ -144,6 +167,27 @@ def test_runner_and_caller_files_cross_the_local_cdn_and_outlive_the_run(
             assert caller_file.content == payload
     finally:
         second.stop()
+
+
+HUGE = 300 * 1024 * 1024
+
+
+def _chunks(total: int, digest: Any) -> Iterator[bytes]:
+    block = os.urandom(1024 * 1024)
+    left = total
+    while left > 0:
+        part = block[: min(left, len(block))]
+        digest.update(part)
+        left -= len(part)
+        yield part
+
+
+def _peak_rss(pid: int) -> int:
+    """The peak resident memory of a process (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for process {pid}")
 
 
 def _answers(url: str) -> bool:

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     import uvicorn
 
     from falemu.cdn.service import CdnService
+    from falemu.dashboard import Dashboard
     from falemu.gateway.app import Gateway
 
 SCALING_FIELDS = frozenset(f.name for f in dataclasses.fields(ScalingConfig))
@@ -95,6 +96,7 @@ class Emulator:
         self._server: uvicorn.Server | None = None
         self.gateway: Gateway | None = None  # the gateway, once serving
         self.cdn: CdnService | None = None  # the local CDN (falemu.cdn), once the gateway's port is bound
+        self.dashboard: Dashboard | None = None  # the request history and dashboard, once started
         self._main_task: asyncio.Task[None] | None = None
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
@@ -118,6 +120,10 @@ class Emulator:
         self._started = True
         try:
             self._parse()
+            if self.settings.dashboard:
+                from falemu.dashboard import Dashboard
+
+                self.dashboard = Dashboard.for_emulator(self)
             runtime = self.runtime
             self._fit_to_runtime(runtime)
             for name, config in self.configs.items():
@@ -466,6 +472,9 @@ class Emulator:
         return self._stopped  # set by stop() from another thread
 
     async def _shutdown(self) -> None:
+        if self.dashboard is not None:
+            with contextlib.suppress(Exception):
+                await self.dashboard.aclose()
         controllers = list(self._controllers.values())
         await asyncio.gather(*(c.close(wait_starts=0.5) for c in controllers), return_exceptions=True)
         if self._own_runtime and self._runtime is not None:
@@ -487,6 +496,8 @@ class Emulator:
         if self.cdn is not None:
             self.cdn.mount_on(gateway)
         self._mount_js_proxy(gateway)
+        if self.dashboard is not None:
+            self.dashboard.mount(gateway)
         self.gateway = gateway
         return gateway
 

@@ -113,20 +113,34 @@ class Notice(Event):
 class RequestQueued(Event):
     request_id: str
     queue_position: int
+    endpoint: str = ""  # the path after /{owner}/{app}, e.g. "/greet"
+    method: str = "POST"
 
 
 @dataclass(slots=True)
 class RequestStarted(Event):
     request_id: str
     runner: str
+    endpoint: str = ""  # the path after /{owner}/{app}, e.g. "/greet"
+    method: str = ""
+    mode: str = "sync"  # sync | queue
+    queue_wait: float = 0.0  # seconds from the gateway's receipt (or the queue submit) to this start
 
 
 @dataclass(slots=True)
 class RequestCompleted(Event):
+    """A request's end. ``seconds`` is its execution on the runner (0 when it never reached one);
+    ``queue_wait`` the time before (waiting for a runner, cold starts and queue retries included)."""
+
     request_id: str
     runner: str
     status_code: int
     seconds: float
+    endpoint: str = ""
+    method: str = ""
+    mode: str = "sync"  # sync | queue
+    error_type: str | None = None  # fal's error type for platform errors and failed runner answers
+    queue_wait: float = 0.0
 
 
 @dataclass(slots=True)
@@ -144,6 +158,20 @@ class ScaledDown(Event):
 
 class EventSink(Protocol):
     def __call__(self, event: Event) -> None: ...
+
+
+class BodyRecorder(Protocol):
+    """Where the gateway hands the bodies of requests it forwards (the dashboard's request history).
+
+    Called on the gateway's event loop in the middle of a request: implementations return at once,
+    never raise, and keep what they need by reference (capped, never parsed there). Headers are the
+    caller's forwarded headers (request) or the runner's (response); ``store`` is False when the
+    caller sent ``X-Fal-Store-IO: 0``. ``response_body`` may be called once per streamed chunk.
+    """
+
+    def request_body(self, request_id: str, headers: list[tuple[bytes, bytes]], body: bytes, store: bool) -> None: ...
+
+    def response_body(self, request_id: str, headers: list[tuple[bytes, bytes]], body: bytes) -> None: ...
 
 
 class EventBus:

@@ -48,6 +48,8 @@ class Settings:
     keep_failed: bool = False
     files_dir: Path = field(default_factory=lambda: _cache_dir() / "files")
     files_url: str = ""
+    dashboard: bool = True  # the dashboard at the gateway's root, its API and /metrics; request history
+    prices: Path | None = None  # a JSON price table merged over falemu's (the dashboard's cost figures)
     sources: Mapping[str, SettingSource] = field(default_factory=dict, compare=False)
 
     def with_overrides(self, values: Mapping[str, Any], source: SettingSource) -> Settings:
@@ -76,7 +78,7 @@ def _coerce(name: str, raw: Any, source: SettingSource) -> Any:
     where = {"pyproject": "[tool.falemu]", "env": f"FALEMU_{name.upper()}", "cli": f"--{name.replace('_', '-')}"}.get(
         source, name
     )
-    if name in ("machine_limits", "tls", "keep_failed"):
+    if name in ("machine_limits", "tls", "keep_failed", "dashboard"):
         if isinstance(raw, bool):
             return raw
         if isinstance(raw, str) and raw.lower() in _BOOL:
@@ -90,7 +92,7 @@ def _coerce(name: str, raw: Any, source: SettingSource) -> Any:
         if not 0 <= port <= 65535:
             raise ConfigError(f"{where} port must be between 0 and 65535, got {port}", hint="for example 8787")
         return port
-    if name in ("data_dir", "files_dir"):
+    if name in ("data_dir", "files_dir", "prices"):
         return Path(str(raw)).expanduser()
     if name == "files_url":
         return _files_url(where, raw)
@@ -117,6 +119,7 @@ def _owner(where: str, raw: Any) -> str:
     reserved = {
         "queue": "the gateway's queue API (/queue/{owner}/{app})",
         "api": "the JS client proxy (/api/fal/proxy)",
+        "metrics": "the gateway's Prometheus metrics (/metrics)",
     }
     if owner.lower() in reserved:
         raise ConfigError(
@@ -158,6 +161,8 @@ ENV_KEYS = (
     "keep_failed",
     "files_dir",
     "files_url",
+    "dashboard",
+    "prices",
 )
 
 

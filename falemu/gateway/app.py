@@ -57,7 +57,7 @@ from typing import Any
 
 from falemu.clock import Clock, MonotonicClock
 from falemu.config.settings import Settings
-from falemu.events import Event, EventBus, RequestCompleted, RequestStarted, RunnerLog
+from falemu.events import BodyRecorder, Event, EventBus, RequestCompleted, RequestStarted, RunnerLog
 from falemu.gateway import queue_api, ws
 from falemu.gateway.apps import GatewayApp
 from falemu.gateway.asgi import (
@@ -108,6 +108,7 @@ class Gateway:
         self.clock: Clock = clock or MonotonicClock()
         self.queue = QueueManager(self)
         self.fast_requests = 0  # sync requests served by the fast path (falemu.gateway.fastpath)
+        self.recorder: BodyRecorder | None = None  # gets request and response bodies (the dashboard's history)
         self.closed = False
         self._upstream: UpstreamPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

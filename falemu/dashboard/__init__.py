@@ -1,0 +1,178 @@
+"""The dashboard: fal's dashboard views for the apps of a running falemu, at the gateway's root.
+
+::
+
+    dashboard = Dashboard.for_emulator(emulator)   # subscribes its history to the emulator's events
+    dashboard.mount(gateway)                        # /, /_falemu/api/, /_falemu/dashboard/, /metrics
+
+Rooms: :mod:`~falemu.dashboard.history` (the request and runner store, fed by events and the
+gateway's body recorder), :mod:`~falemu.dashboard.analytics` (pure aggregations),
+:mod:`~falemu.dashboard.advisor` (the keep_alive what-if on the scaling policy),
+:mod:`~falemu.dashboard.pricing` (the price table), :mod:`~falemu.dashboard.views` (what each page
+shows, as data), :mod:`~falemu.dashboard.api` (the JSON API and its OpenAPI document),
+:mod:`~falemu.dashboard.metrics` (Prometheus) and ``static/`` (the page: plain ES modules and a
+vendored Preact + htm, no build step, nothing fetched from the network).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from falemu.dashboard.history import AppInfo, History
+from falemu.dashboard.pricing import Prices, load_prices
+from falemu.dashboard.views import Board
+
+if TYPE_CHECKING:
+    from falemu.emulator import Emulator
+    from falemu.gateway.app import Gateway
+
+__all__ = ["Board", "Dashboard", "History"]
+
+API_PREFIX = "/_falemu/api/"
+STATIC_PREFIX = "/_falemu/dashboard/"
+METRICS_PATH = "/metrics"
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+
+
+class Dashboard:
+    """The history of one emulator and the ASGI apps that show it."""
+
+    def __init__(self, board: Board, *, api_key: str | None = None, verify: str | bool = True) -> None:
+        self.board = board
+        self.history = board.history
+        self.api_key = api_key
+        self.verify = verify
+        self._caller: Any = None
+
+    @classmethod
+    def for_emulator(cls, emulator: Emulator, prices: Prices | None = None) -> Dashboard:
+        """A dashboard whose history follows ``emulator``'s events from now on."""
+        apps = {
+            config.alias: AppInfo(config.machine_types[0] if config.machine_types else "XS", config.gpu_count)
+            for config in emulator.configs.values()
+        }
+        history = History(apps)
+        emulator.events.subscribe(history)
+
+        def pool(alias: str) -> Any:
+            for name, config in emulator.configs.items():
+                if config.alias == alias:
+                    try:
+                        return emulator.controller(name)
+                    except Exception:
+                        return None
+            return None
+
+        board = Board(
+            apps={c.alias: c for c in emulator.configs.values()},
+            pools=pool,
+            history=history,
+            prices=prices if prices is not None else load_prices(getattr(emulator.settings, "prices", None)),
+            owner=emulator.settings.owner,
+            openapi=emulator.openapi,
+        )
+        verify: str | bool = True
+        if emulator.settings.tls:
+            from falemu.gateway.tls import client_bundle
+
+            verify = client_bundle()
+        dashboard = cls(board, verify=verify)
+        dashboard._emulator = emulator
+        return dashboard
+
+    _emulator: Emulator | None = None
+
+    def mount(self, gateway: Gateway, base_url: str = "") -> None:
+        """Serve the dashboard on ``gateway`` and record its requests' bodies."""
+        from falemu.dashboard.api import Caller, create_api
+
+        emulator = self._emulator
+        if emulator is not None:
+            base_url = base_url or emulator.base_url
+            self.api_key = self.api_key or emulator.api_key
+        self.board.base_url = base_url
+        self._caller = Caller(base_url, self.api_key, self.verify)
+        keys = gateway.keys
+
+        def allowed(header: str) -> bool:
+            return bool(header) and keys.authenticate(header) is not None
+
+        def capabilities() -> dict[str, Any]:
+            if gateway.mounted("/storage/upload/initiate") is not None:
+                return {"uploads": "cdn", "upload_url": "/storage/upload/initiate"}
+            return {}
+
+        api = create_api(self.board, self._caller, allowed_key=allowed, capabilities=capabilities)
+        gateway.recorder = self.history
+        gateway.mount(API_PREFIX, api)
+        gateway.mount(STATIC_PREFIX, static_app)
+        gateway.mount("/", static_app, exact=True)
+        gateway.mount(METRICS_PATH, self.metrics_app, exact=True)
+
+    async def metrics_app(self, scope: Any, receive: Any, send: Any) -> None:
+        from falemu.dashboard.metrics import CONTENT_TYPE, render
+
+        if scope["type"] != "http":
+            return
+        body = render(self.board).encode()
+        await _respond(send, 200, body, CONTENT_TYPE)
+
+    async def aclose(self) -> None:
+        if self._caller is not None:
+            await self._caller.aclose()
+
+
+def _static_root() -> Any:
+    return resources.files("falemu.dashboard").joinpath("static")
+
+
+async def static_app(scope: Any, receive: Any, send: Any) -> None:
+    """The page and its assets, from the package (``/`` is ``index.html``)."""
+    if scope["type"] != "http":
+        return
+    path: str = scope["path"]
+    name = "index.html" if path == "/" else path[len(STATIC_PREFIX) :]
+    if scope["method"] not in ("GET", "HEAD"):
+        await _respond(send, 405, b"method not allowed", "text/plain")
+        return
+    parts = [p for p in name.split("/") if p]
+    if not parts or any(p.startswith(".") for p in parts):
+        await _respond(send, 404, b"not found", "text/plain")
+        return
+    node = _static_root()
+    for part in parts:
+        node = node.joinpath(part)
+    if not node.is_file():
+        await _respond(send, 404, b"not found", "text/plain")
+        return
+    data = node.read_bytes()
+    kind = mimetypes.guess_type(parts[-1])[0] or "application/octet-stream"
+    if parts[-1].endswith((".js", ".mjs")):
+        kind = "text/javascript"
+    if kind.startswith("text/"):
+        kind += "; charset=utf-8"
+    await _respond(send, 200, b"" if scope["method"] == "HEAD" else data, kind, length=len(data))
+
+
+async def _respond(send: Any, status: int, body: bytes, content_type: str, length: int | None = None) -> None:
+    headers = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body) if length is None else length).encode()),
+        (b"cache-control", b"no-cache"),
+        (b"x-content-type-options", b"nosniff"),
+    ]
+    if content_type.startswith("text/html"):
+        headers.append(
+            (
+                b"content-security-policy",
+                b"default-src 'self'; img-src 'self' data: blob: http: https:; "
+                b"media-src 'self' data: blob: http: https:; "
+                b"style-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'",
+            )
+        )
+        headers.append((b"x-frame-options", b"DENY"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -85,6 +85,8 @@ NO_KEY = "No user found for Key ID and Secret"
 _NO_TIMEOUT = contextlib.nullcontext()
 MISSING_KEY = "Missing authorization header. Set FAL_KEY (`falemu env` prints one)."
 
+_NO_HEADERS: list[tuple[bytes, bytes]] = []
+
 MountedApp = Callable[[Any, Any, Any], Awaitable[None]]  # an ASGI app
 
 
@@ -248,7 +250,7 @@ class Gateway:
                 if scope.get("query_string"):
                     target += b"?" + scope["query_string"]
                 endpoint = f"{owner}/{alias}/{sub}"
-                await self._sync(scope, receive, send, gapp, target, endpoint, incoming, user, request_id)
+                await self._sync(scope, receive, send, gapp, target, endpoint, incoming, user, request_id, "/" + sub)
         except PlatformError as exc:
             await send_error(send, exc, request_id)
         except Done:
@@ -285,14 +287,45 @@ class Gateway:
         incoming: Incoming,
         user: str | None,
         request_id: str,
+        path: str = "/",
     ) -> None:
         alias = gapp.config.alias
+        method: str = scope["method"]
+        received = time.monotonic()
         wait = start_timeout(incoming.request_timeout, gapp)
-        lease = await acquire(gapp, request_id, wait, incoming.runner_hint)
+        try:
+            lease = await acquire(gapp, request_id, wait, incoming.runner_hint)
+        except PlatformError as exc:  # no runner took it (start timeout, failed starts): in the history too
+            waited = time.monotonic() - received
+            self.emit(
+                RequestCompleted(
+                    alias,
+                    request_id=request_id,
+                    runner="",
+                    status_code=exc.status,
+                    seconds=0.0,
+                    endpoint=path,
+                    method=method,
+                    error_type=exc.error_type,
+                    queue_wait=waited,
+                )
+            )
+            raise
         runner = lease.runner
-        self.emit(RequestStarted(alias, request_id=request_id, runner=runner.id))
         started = time.monotonic()
+        self.emit(
+            RequestStarted(
+                alias,
+                request_id=request_id,
+                runner=runner.id,
+                endpoint=path,
+                method=method,
+                queue_wait=started - received,
+            )
+        )
+        recorder = self.recorder
         outcome: Outcome = "ok"
+        error_type: str | None = None
         status = 0
         response_started = False
         timeout = float(gapp.config.scaling.request_timeout) if gapp.config.scaling.request_timeout else None
@@ -303,9 +336,12 @@ class Gateway:
             first = await receive()
             body: bytes | AsyncIterator[bytes]
             if first.get("more_body", False):
-                body = body_stream(first.get("body", b""), receive)
+                body = body_stream(first.get("body", b""), receive)  # streamed: not kept in the history
             else:
-                body = first.get("body", b"")
+                whole: bytes = first.get("body", b"")
+                body = whole
+                if recorder is not None:
+                    recorder.request_body(request_id, incoming.forward, whole, incoming.store_io)
             try:
                 async with asyncio.timeout(timeout) if timeout is not None else _NO_TIMEOUT:
                     resp = await self.upstream.request(
@@ -337,7 +373,11 @@ class Gateway:
                             }
                         )
                         response_started = True
+                        if recorder is not None:
+                            recorder.response_body(request_id, resp.headers, b"")
                         while (chunk := await resp.next_chunk()) is not None:
+                            if recorder is not None:
+                                recorder.response_body(request_id, _NO_HEADERS, chunk)
                             if resp.at_end():  # the last part: send it as the end of the body
                                 await resp.next_chunk()
                                 break
@@ -346,6 +386,7 @@ class Gateway:
                     except UpstreamError:
                         if watcher is not None and watcher.done():
                             status = 499
+                            error_type = "client_disconnected"
                             raise Done() from None
                         raise
                     finally:
@@ -355,18 +396,22 @@ class Gateway:
             except TimeoutError:
                 outcome = "replace"
                 status = 504
+                error_type = "request_timeout"
                 if response_started:
                     raise Done() from None  # the caller sees the stream cut short
                 raise request_timeout_error(timeout or 0) from None
             except UpstreamError as exc:
                 outcome = "error" if exc.error_type == "runner_incomplete_response" else "replace"
+                error_type = exc.error_type
                 if response_started:
                     raise Done() from None
-                status = 503
-                raise PlatformError(str(exc), exc.error_type) from None
+                error = PlatformError(str(exc), exc.error_type)
+                status = error.status
+                raise error from None
             except OSError:
                 # The caller went away while the response streamed.
                 outcome = "error" if outcome == "ok" else outcome
+                error_type = error_type or "client_disconnected"
                 raise Done() from None
         finally:
             await gapp.pool.release(lease, outcome)
@@ -377,6 +422,10 @@ class Gateway:
                     runner=runner.id,
                     status_code=status,
                     seconds=time.monotonic() - started,
+                    endpoint=path,
+                    method=method,
+                    error_type=error_type,
+                    queue_wait=started - received,
                 )
             )
 

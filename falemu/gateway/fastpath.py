@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 MAX_BODY = 256 * 1024  # larger request bodies stream through the ASGI path instead of being collected
 _CHUNKED = (b"transfer-encoding", b"chunked")
 _CLOSE = (b"connection", b"close")
+_NO_HEADERS: Headers = []
 
 
 class Downstream(Protocol):
@@ -102,7 +103,7 @@ def begin(
     gateway.fast_requests += 1
     return FastExchange(
         gateway, downstream, gapp, lease, request_id, method.decode("ascii"), target, f"{owner}/{alias}/{sub}",
-        incoming, user, keep_alive,
+        incoming, user, keep_alive, "/" + sub,
     )  # fmt: skip
 
 
@@ -126,6 +127,7 @@ class FastExchange:
         incoming: Incoming,
         user: str | None,
         keep_alive: bool,
+        path: str = "/",
     ) -> None:
         self.gateway = gateway
         self.downstream = downstream
@@ -140,6 +142,8 @@ class FastExchange:
         self.keep_alive = keep_alive
         self.response_complete = False
         self.status = 0
+        self.error_type: str | None = None
+        self.path = path  # the endpoint after /{owner}/{app}, for the request history
         self.outcome: Outcome = "ok"
         self._body: list[bytes] = []
         self._request: bytes = b""
@@ -150,7 +154,8 @@ class FastExchange:
         self._chunked = False
         self._runner_paused = False  # reading the runner is paused: the caller is behind
         self._began = time.monotonic()
-        gateway.emit(RequestStarted(gapp.config.alias, request_id=request_id, runner=lease.runner.id))
+        alias = gapp.config.alias
+        gateway.emit(RequestStarted(alias, request_id=request_id, runner=lease.runner.id, endpoint=path, method=method))
 
     # -- the caller's side (called by the gateway's HTTP protocol) -----------------------------------------------
     def request_body(self, chunk: bytes) -> None:
@@ -161,6 +166,9 @@ class FastExchange:
         runner = self.lease.runner
         body = b"".join(self._body) if self._body else b""
         self._body = []
+        recorder = self.gateway.recorder
+        if recorder is not None:
+            recorder.request_body(self.request_id, self.incoming.forward, body, self.incoming.store_io)
         headers = identity_headers(self.request_id, self.endpoint, self.user)
         headers += self.incoming.forward
         length = body_length(self.method, body)
@@ -176,6 +184,7 @@ class FastExchange:
         if self.outcome == "ok":
             self.outcome = "error"
         self.status = 499
+        self.error_type = "client_disconnected"
         self._drop_runner_connection()
         self._finish(close=False)
 
@@ -236,6 +245,9 @@ class FastExchange:
         out = response_headers(headers, self.request_id.encode())
         self._started = True
         self.downstream.send_now(self._head(status, out) + body)
+        recorder = self.gateway.recorder
+        if recorder is not None:
+            recorder.response_body(self.request_id, headers, body)
         self._reuse_connection()
         self._finish(close=False)
 
@@ -248,6 +260,9 @@ class FastExchange:
             out.append(_CHUNKED)
         self.downstream.transport.write(self._head(status, out))
         self._started = True
+        recorder = self.gateway.recorder
+        if recorder is not None:
+            recorder.response_body(self.request_id, headers, b"")
 
     def _note_status(self, status: int, headers: Headers) -> None:
         self.status = status
@@ -258,6 +273,9 @@ class FastExchange:
             self.gapp.pool.set_hints(self.lease.runner.id, hints)
 
     def upstream_body(self, chunk: bytes) -> None:
+        recorder = self.gateway.recorder
+        if recorder is not None:
+            recorder.response_body(self.request_id, _NO_HEADERS, chunk)
         transport = self.downstream.transport
         if self._chunked:
             transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
@@ -288,6 +306,7 @@ class FastExchange:
                 self._connecting = asyncio.ensure_future(self._connect_and_send())
                 return
         self.outcome = "error" if exc.error_type == "runner_incomplete_response" else "replace"
+        self.error_type = exc.error_type
         if self._started:
             self._finish(close=True)  # the caller sees the answer cut short
             return
@@ -298,6 +317,7 @@ class FastExchange:
         if self.response_complete:
             return
         self.outcome = "replace"
+        self.error_type = "request_timeout"
         self._drop_runner_connection()
         if self._started:
             self.status = 504
@@ -322,7 +342,11 @@ class FastExchange:
         headers = exc.response_headers(self.request_id)
         headers.append((b"content-length", b"%d" % len(body)))
         self.status = exc.status
+        self.error_type = exc.error_type
         self.downstream.send_now(self._head(exc.status, headers) + (body if self.method != "HEAD" else b""))
+        recorder = self.gateway.recorder
+        if recorder is not None:
+            recorder.response_body(self.request_id, headers, body)
         self._finish(close=False)
 
     def _drop_runner_connection(self) -> None:
@@ -349,6 +373,9 @@ class FastExchange:
                     runner=self.lease.runner.id,
                     status_code=self.status,
                     seconds=time.monotonic() - self._began,
+                    endpoint=self.path,
+                    method=self.method,
+                    error_type=self.error_type,
                 )
             )
 

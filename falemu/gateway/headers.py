@@ -61,6 +61,7 @@ class Incoming:
     content_length: int | None = None
     host: str | None = None
     chunked: bool = False  # the body comes with Transfer-Encoding (its length is unknown up front)
+    store_io: bool = True  # X-Fal-Store-IO: 0 keeps the request's input and output out of the history
 
 
 def split_headers(raw: Headers) -> Incoming:
@@ -77,6 +78,8 @@ def split_headers(raw: Headers) -> Incoming:
                 incoming.priority = value.decode("latin-1").strip().lower() or "normal"
             elif name == b"x-fal-runner-hint":
                 incoming.runner_hint = value.decode("latin-1")
+            elif name == b"x-fal-store-io":
+                incoming.store_io = value.strip().lower() not in (b"0", b"false", b"no")
             elif name in PASSED_ON:
                 forward.append((name, value))
             continue

@@ -64,6 +64,7 @@ class QueuedRequest:
     runner_hint: str | None = None  # X-Fal-Runner-Hint: a runner that reported it is preferred
     start_deadline: float | None = None
     webhook: str | None = None
+    store_io: bool = True  # X-Fal-Store-IO: 0 keeps input and output out of the dashboard's history
     status: str = IN_QUEUE
     attempts: int = 0
     submitted: float = field(default_factory=time.monotonic)
@@ -81,6 +82,11 @@ class QueuedRequest:
     task: asyncio.Task[None] | None = None
     version: int = 0
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        """The endpoint after /{owner}/{app} (``endpoint`` is ``owner/app/path``)."""
+        return "/" + self.endpoint.partition("/")[2].partition("/")[2]
 
     @property
     def status_url(self) -> str:
@@ -168,7 +174,12 @@ class QueueManager:
         self._requests[rec.id] = rec
         self._enqueue(rec)
         position = self.position(rec)
-        self.gateway.emit(RequestQueued(rec.alias, request_id=rec.id, queue_position=position))
+        self.gateway.emit(
+            RequestQueued(rec.alias, request_id=rec.id, queue_position=position, endpoint=rec.path, method=rec.method)
+        )
+        recorder = self.gateway.recorder
+        if recorder is not None:
+            recorder.request_body(rec.id, rec.headers, rec.body, rec.store_io)
         task = asyncio.get_running_loop().create_task(self._run(rec), name=f"falemu-queue-{rec.id}")
         rec.task = task
         self._tasks.add(task)
@@ -279,7 +290,17 @@ class QueueManager:
             rec.started = time.monotonic()
             self._attach(rec)
             rec.touch()
-            gw.emit(RequestStarted(rec.alias, request_id=rec.id, runner=lease.runner.id))
+            gw.emit(
+                RequestStarted(
+                    rec.alias,
+                    request_id=rec.id,
+                    runner=lease.runner.id,
+                    endpoint=rec.path,
+                    method=rec.method,
+                    mode="queue",
+                    queue_wait=rec.started - rec.submitted,
+                )
+            )
 
             outcome: Outcome = "ok"
             retry_as: str | None = None  # the retry condition this attempt falls under
@@ -335,7 +356,12 @@ class QueueManager:
             )
             if retry:
                 self._enqueue(rec)
-                gw.emit(RequestQueued(rec.alias, request_id=rec.id, queue_position=self.position(rec)))
+                position = self.position(rec)
+                gw.emit(
+                    RequestQueued(
+                        rec.alias, request_id=rec.id, queue_position=position, endpoint=rec.path, method=rec.method
+                    )
+                )
                 continue
             if failure is not None:
                 self._finish(rec, error=failure)
@@ -400,7 +426,12 @@ class QueueManager:
         rec.status = COMPLETED
         rec.body = b""  # the input is not needed any more; the result is kept for the result endpoint
         rec.touch()
-        seconds = rec.finished - (rec.started if rec.started is not None else rec.submitted)
+        recorder = self.gateway.recorder
+        if recorder is not None and rec.store_io:
+            recorder.response_body(rec.id, rec.response_headers, rec.response_body)
+        ran = rec.started is not None and rec.runner is not None
+        begun = rec.started if rec.started is not None else rec.submitted
+        seconds = rec.finished - begun
         self.gateway.emit(
             RequestCompleted(
                 rec.alias,
@@ -408,6 +439,11 @@ class QueueManager:
                 runner=rec.runner or "",
                 status_code=rec.response_status or 0,
                 seconds=seconds,
+                endpoint=rec.path,
+                method=rec.method,
+                mode="queue",
+                error_type=rec.error_type,
+                queue_wait=(begun - rec.submitted) if ran else seconds,
             )
         )
         self._finished[rec.id] = None

@@ -102,6 +102,7 @@ async def submit(
         runner_hint=incoming.runner_hint,
         start_deadline=(gateway.clock.now() + time_to_start) if time_to_start is not None else None,
         webhook=webhook,
+        store_io=incoming.store_io,
     )
     position = gateway.queue.submit(rec)
     await send_json(

@@ -303,6 +303,42 @@ def create_api(
         return await _call(caller, board.owner, config.alias, endpoint, run.method, run.input, run.mode)
 
     @api.post(
+        f"{PREFIX}/playground/stream",
+        dependencies=writes,
+        responses={
+            200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "the app's events"},
+            **ERRORS,
+        },
+        response_class=StreamingResponse,
+    )
+    async def playground_stream(run: m.PlaygroundRun) -> StreamingResponse:
+        """Call a streaming endpoint through the gateway's sync URL and pass its events on as they come."""
+        config = app_or_404(run.app)
+        endpoint = "/" + run.endpoint.lstrip("/")
+        url = f"{caller.base_url}/{board.owner}/{config.alias}{endpoint}"
+        headers = {**caller.headers(), "content-type": "application/json", "accept": "text/event-stream"}
+        body = None if run.method in ("GET", "DELETE") and run.input is None else json.dumps(run.input).encode()
+        request = caller.client.build_request(run.method, url, content=body, headers=headers)
+        try:
+            resp = await caller.client.send(request, stream=True)
+        except Exception as exc:
+            raise HTTPException(502, f"the gateway could not be reached: {type(exc).__name__}") from None
+
+        async def relay() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in resp.aiter_raw():
+                    yield chunk
+            finally:
+                await resp.aclose()
+
+        return StreamingResponse(
+            relay(),
+            status_code=resp.status_code,
+            media_type=resp.headers.get("content-type", "text/event-stream"),
+            headers={"x-fal-request-id": resp.headers.get("x-fal-request-id", ""), "cache-control": "no-cache"},
+        )
+
+    @api.post(
         f"{PREFIX}/requests/{{request_id}}/replay",
         response_model=m.RunStarted,
         dependencies=writes,

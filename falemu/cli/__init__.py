@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "keys": "falemu.cli.keys:keys",
     "env": "falemu.cli.env:env",
     "check": "falemu.cli.check:check",
+    "report": "falemu.cli.report:report",
 }
 
 SHORT_HELP: dict[str, str] = {
@@ -39,6 +40,7 @@ SHORT_HELP: dict[str, str] = {
     "keys": "List, create and revoke local API keys.",
     "env": "Print the exports that point fal_client at falemu.",
     "check": "Pre-deploy contract gate: build, start, and check the app's OpenAPI.",
+    "report": "Analytics, errors, cost and the keep_alive advisor of a running falemu up.",
 }
 
 

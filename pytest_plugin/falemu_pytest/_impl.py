@@ -246,6 +246,20 @@ class _Kept:
         self.nodeid = nodeid
 
 
+def write_report(config: pytest.Config) -> None:
+    """``--falemu-report FILE``: the report of every emulator the session started, before they stop."""
+    target = config.getoption("falemu_report", default=None)
+    held: _State | None = config.stash.get(STATE, None)
+    if not target or held is None:
+        return
+    from pathlib import Path
+
+    from falemu.dashboard.report import combined, write
+
+    boards = [h.emulator.dashboard.board for h in held.harnesses.values() if h.emulator.dashboard is not None]
+    write(Path(target), combined(boards))
+
+
 def stop_all(config: pytest.Config) -> None:
     """Stop every emulator the session started (each once, even when one fails to stop)."""
     held: _State | None = config.stash.get(STATE, None)

@@ -15,7 +15,7 @@
 Fixtures: ``falemu`` (the session's :class:`falemu.testing.EmulatorHarness`), ``falemu_app`` (an
 :class:`falemu.testing.AppHandle`), ``fal_client_emulated``, ``falemu_schema``. Markers:
 ``falemu(app=..., **scale_overrides)`` and ``requires_gpu``. Options ``--falemu-project``,
-``--falemu-runtime``, ``--falemu-keep-failed``; ini ``falemu_project``, ``falemu_app``,
+``--falemu-runtime``, ``--falemu-keep-failed``, ``--falemu-report FILE``; ini ``falemu_project``, ``falemu_app``,
 ``falemu_runtime``, ``falemu_keep_failed``.
 
 This module loads in every pytest run of the environment, so it imports only pytest; the work is in
@@ -49,6 +49,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=None,
         help="Keep the runner containers of failed tests for inspection (falemu down removes them).",
+    )
+    group.addoption(
+        "--falemu-report",
+        default=None,
+        metavar="FILE",
+        help="Write the session's falemu report (analytics, errors, cost, keep_alive advisor): JSON for *.json, "
+        "else HTML.",
     )
     parser.addini("falemu_project", "Project folder or pyproject.toml (default: discovered from the rootdir).")
     parser.addini("falemu_app", "The app falemu_app deploys when the marker names none.")
@@ -129,6 +136,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if STATE in session.config.stash:
         from falemu_pytest import _impl
 
+        _impl.write_report(session.config)
         _impl.stop_all(session.config)
 
 

@@ -96,6 +96,7 @@ class Outcome:
 @dataclass
 class _Runner:
     id: str
+    seq: int  # creation order: the tie-break among runners started at the same instant
     state: RunnerState
     started_at: float
     since: float  # when the current state began
@@ -106,7 +107,7 @@ class _Runner:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def enter(self, state: RunnerState, now: float) -> None:
-        self.seconds[state] = self.seconds.get(state, 0.0) + (now - self.since)
+        self.seconds[self.state] = self.seconds.get(self.state, 0.0) + (now - self.since)
         self.state = state
         self.since = now
 
@@ -151,7 +152,7 @@ def simulate(
     finished: list[_Runner] = []
     ids = itertools.count()
     events: list[tuple[float, int, int, str]] = []  # (time, kind, seq, runner id) for ends and readies
-    seq = itertools.count()
+    ticket = itertools.count()
     waiting: deque[tuple[int, float]] = deque()  # (arrival index, enqueued at)
     startups: list[float] = []
     starts = 0
@@ -161,12 +162,13 @@ def simulate(
         return sum(1 for r in runners.values() if r.state in LIVE_STATES)
 
     def launch(now: float, warm: bool) -> None:
-        rid = f"r{next(ids)}"
+        seq = next(ids)
+        rid = f"r{seq}"
         if warm:
-            runners[rid] = _Runner(rid, S.IDLE, started_at=now, since=now, ready_at=now)
+            runners[rid] = _Runner(rid, seq, S.IDLE, started_at=now, since=now, ready_at=now)
             return
-        runners[rid] = _Runner(rid, S.SETUP, started_at=now, since=now)
-        heapq.heappush(events, (now + cold_start, _READY, next(seq), rid))
+        runners[rid] = _Runner(rid, seq, S.SETUP, started_at=now, since=now)
+        heapq.heappush(events, (now + cold_start, _READY, next(ticket), rid))
 
     for _ in range(min(max(0, config.min_concurrency), max(0, config.max_concurrency))):
         launch(t0, warm=True)
@@ -177,7 +179,7 @@ def simulate(
         for r in runners.values():
             if r.state not in SERVING_STATES or r.in_flight >= cap:
                 continue
-            if best is None or (r.in_flight, r.started_at, r.id) < (best.in_flight, best.started_at, best.id):
+            if best is None or (r.in_flight, r.started_at, r.seq) < (best.in_flight, best.started_at, best.seq):
                 best = r
         return best
 
@@ -225,7 +227,7 @@ def simulate(
             r.in_flight += 1
             if r.state is not S.RUNNING:
                 r.enter(S.RUNNING, now)
-            heapq.heappush(events, (now + trace[index].duration, _END, next(seq), r.id))
+            heapq.heappush(events, (now + trace[index].duration, _END, next(ticket), r.id))
         # 5. the policy
         views = [r.view() for r in runners.values() if r.state in LIVE_STATES]
         demand_cap = max(1, config.max_concurrency) * cap + 1

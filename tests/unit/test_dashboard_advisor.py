@@ -119,15 +119,12 @@ def reference(config: ScalingConfig, trace: list[Arrival], end: float) -> dict[s
 
 
 BASE = ScalingConfig(keep_alive=10, min_concurrency=0, max_concurrency=3, max_multiplexing=1)
-GRID = [
-    Variant(k, m, x)
-    for k in (0, 5, 10, 30, 60)
-    for m in (0, 1)
-    for x in (1, 2)
-]
+GRID = [Variant(k, m, x) for k in (0, 5, 10, 30, 60) for m in (0, 1) for x in (1, 2)]
 
 
-@pytest.mark.parametrize("variant", GRID, ids=lambda v: f"ka{v.keep_alive}-min{v.min_concurrency}-mux{v.max_multiplexing}")
+@pytest.mark.parametrize(
+    "variant", GRID, ids=lambda v: f"ka{v.keep_alive}-min{v.min_concurrency}-mux{v.max_multiplexing}"
+)
 def test_advisor_matches_a_stepped_simulation_of_the_policy(variant: Variant) -> None:
     config = variant.apply(BASE)
     end = 300.0
@@ -135,7 +132,9 @@ def test_advisor_matches_a_stepped_simulation_of_the_policy(variant: Variant) ->
     got = simulate(config, TRACE, cold_start=COLD, start=0.0, until=end, price_per_second=0.001)
     for key, value in expected.items():
         assert getattr(got, key) == pytest.approx(value, abs=1e-9), key
-    assert got.billed_seconds == pytest.approx(expected["setup_seconds"] + expected["idle_seconds"] + expected["running_seconds"])
+    assert got.billed_seconds == pytest.approx(
+        expected["setup_seconds"] + expected["idle_seconds"] + expected["running_seconds"]
+    )
     assert got.cost == pytest.approx(got.billed_seconds * 0.001)
 
 

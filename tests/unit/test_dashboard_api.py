@@ -110,10 +110,14 @@ def test_history_analytics_errors_and_metrics_from_real_requests(emu: Emulator, 
 def test_playground_and_replay_go_through_the_gateway_with_the_local_key(emu: Emulator, client: httpx.Client) -> None:
     anonymous = httpx.Client(base_url=emu.base_url, timeout=30)  # the page has no key: the app is private
     assert anonymous.post("/local/greeter/echo", json={}).status_code == 401
-    run = anonymous.post("/_falemu/api/playground/run", json={"app": "greeter", "endpoint": "/echo", "input": {"a": 1}, "mode": "sync"})
+    run = anonymous.post(
+        "/_falemu/api/playground/run", json={"app": "greeter", "endpoint": "/echo", "input": {"a": 1}, "mode": "sync"}
+    )
     assert run.status_code == 200, run.text
     assert run.json()["status"] == 200 and run.json()["output"]["json"]["body"] == {"a": 1}
-    queued = anonymous.post("/_falemu/api/playground/run", json={"app": "greeter", "endpoint": "/echo", "input": {"b": 2}})
+    queued = anonymous.post(
+        "/_falemu/api/playground/run", json={"app": "greeter", "endpoint": "/echo", "input": {"b": 2}}
+    )
     rid = queued.json()["request_id"]
     wait_done(client, 2)
     replay = anonymous.post(f"/_falemu/api/requests/{rid}/replay", json={})
@@ -123,9 +127,13 @@ def test_playground_and_replay_go_through_the_gateway_with_the_local_key(emu: Em
     assert again["input"]["json"] == {"b": 2} and again["mode"] == "queue"
 
     # state-changing calls refuse other origins and non-JSON bodies
-    evil = anonymous.post("/_falemu/api/playground/run", json={"app": "greeter"}, headers={"origin": "http://evil.test"})
+    evil = anonymous.post(
+        "/_falemu/api/playground/run", json={"app": "greeter"}, headers={"origin": "http://evil.test"}
+    )
     assert evil.status_code == 403
-    cross = anonymous.post("/_falemu/api/playground/run", json={"app": "greeter"}, headers={"sec-fetch-site": "cross-site"})
+    cross = anonymous.post(
+        "/_falemu/api/playground/run", json={"app": "greeter"}, headers={"sec-fetch-site": "cross-site"}
+    )
     assert cross.status_code == 403
     form = anonymous.post("/_falemu/api/playground/run", content=b"app=greeter", headers={"content-type": "text/plain"})
     assert form.status_code == 415

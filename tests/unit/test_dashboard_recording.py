@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import httpx
+from gateway_support import app_config, wait_for
 
 from falemu.dashboard.history import AppInfo, History
 from falemu.events import RequestCompleted, RequestStarted
 from falemu.gateway.harness import GatewayHarness
-
-from gateway_support import app_config, wait_for
 
 
 def recorded(harness: GatewayHarness) -> History:
@@ -19,7 +18,9 @@ def recorded(harness: GatewayHarness) -> History:
     return history
 
 
-def test_sync_paths_record_endpoint_method_bodies_and_status_alike(harness: GatewayHarness, client: httpx.Client) -> None:
+def test_sync_paths_record_endpoint_method_bodies_and_status_alike(
+    harness: GatewayHarness, client: httpx.Client
+) -> None:
     url = harness.serve([app_config("echo")])
     history = recorded(harness)
     assert harness.app is not None

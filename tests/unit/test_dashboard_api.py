@@ -90,7 +90,8 @@ def test_history_analytics_errors_and_metrics_from_real_requests(emu: Emulator, 
     assert any("POST /echo" in line["message"] for line in detail["logs_around"])
 
     result = client.get(f"/_falemu/api/requests/{queued}/result").json()
-    assert result["status"] == 200 and result["output"]["json"]["body"] == {"q": 1}
+    assert result["status"] == 200
+    assert result["output"]["json"]["body"] == {"q": 1}
 
     metrics = client.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
@@ -99,11 +100,13 @@ def test_history_analytics_errors_and_metrics_from_real_requests(emu: Emulator, 
     assert 'fal_app_requests_received{app="greeter"} 9' in text
     assert 'fal_app_requests_completed{app="greeter",method="POST",status="500"} 1' in text
     assert 'fal_app_request_latency_count{app="greeter"} 9' in text
-    assert "fal_app_queue_size" in text and "fal_app_concurrent_requests" in text
+    assert "fal_app_queue_size" in text
+    assert "fal_app_concurrent_requests" in text
 
     # no key or secret in anything the API or the page serves
     dumped = json.dumps([client.get(p).json() for p in ("/_falemu/api/overview", "/_falemu/api/requests")])
-    assert emu.api_key is not None and emu.api_key.split(":")[-1] not in dumped
+    assert emu.api_key is not None
+    assert emu.api_key.split(":")[-1] not in dumped
     assert emu.api_key.split(":")[-1] not in client.get("/").text
 
 
@@ -114,7 +117,8 @@ def test_playground_and_replay_go_through_the_gateway_with_the_local_key(emu: Em
         "/_falemu/api/playground/run", json={"app": "greeter", "endpoint": "/echo", "input": {"a": 1}, "mode": "sync"}
     )
     assert run.status_code == 200, run.text
-    assert run.json()["status"] == 200 and run.json()["output"]["json"]["body"] == {"a": 1}
+    assert run.json()["status"] == 200
+    assert run.json()["output"]["json"]["body"] == {"a": 1}
     queued = anonymous.post(
         "/_falemu/api/playground/run", json={"app": "greeter", "endpoint": "/echo", "input": {"b": 2}}
     )
@@ -124,7 +128,8 @@ def test_playground_and_replay_go_through_the_gateway_with_the_local_key(emu: Em
     assert replay.status_code == 200, replay.text
     wait_done(client, 3)
     again = anonymous.get(f"/_falemu/api/requests/{replay.json()['request_id']}").json()
-    assert again["input"]["json"] == {"b": 2} and again["mode"] == "queue"
+    assert again["input"]["json"] == {"b": 2}
+    assert again["mode"] == "queue"
 
     # state-changing calls refuse other origins and non-JSON bodies
     evil = anonymous.post(
@@ -159,10 +164,12 @@ def test_report_cli_and_plugin_report_give_the_same_figures(
         from_plugin = json.loads(report_file.read_text())
         assert from_cli == from_plugin
         (app,) = from_cli["apps"]
-        assert app["summary"]["total"] == 5 and app["summary"]["server_errors"] == 1
+        assert app["summary"]["total"] == 5
+        assert app["summary"]["server_errors"] == 1
         assert app["advisor"]["requests"] == 5
         text = CliRunner().invoke(cli_main, ["report", "--since", str(since), "--until", str(until)])
-        assert "greeter (GPU-H100)" in text.output and "keep_alive advisor" in text.output
+        assert "greeter (GPU-H100)" in text.output
+        assert "keep_alive advisor" in text.output
         html_file = tmp_path / "report.html"
         report_mod.write(html_file, report_mod.combined([emu.dashboard.board], since=since, until=until))
         assert "<h1>falemu report</h1>" in html_file.read_text()
@@ -172,11 +179,14 @@ def test_report_cli_and_plugin_report_give_the_same_figures(
 
 def test_page_and_assets_are_served_from_the_package(client: httpx.Client) -> None:
     page = client.get("/")
-    assert page.status_code == 200 and 'src="/_falemu/dashboard/app.js"' in page.text
+    assert page.status_code == 200
+    assert 'src="/_falemu/dashboard/app.js"' in page.text
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     js = client.get("/_falemu/dashboard/vendor/preact-htm.mjs")
-    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    assert js.status_code == 200
+    assert js.headers["content-type"].startswith("text/javascript")
     assert client.get("/_falemu/dashboard/../../__init__.py").status_code == 404
     assert client.get("/_falemu/dashboard/nothing.js").status_code == 404
     spec = client.get("/_falemu/api/openapi.json").json()
-    assert "/_falemu/api/requests" in spec["paths"] and "/_falemu/api/advisor/{app}" in spec["paths"]
+    assert "/_falemu/api/requests" in spec["paths"]
+    assert "/_falemu/api/advisor/{app}" in spec["paths"]

@@ -33,10 +33,13 @@ def test_sync_paths_record_endpoint_method_bodies_and_status_alike(
     assert (rec.app, rec.endpoint, rec.method, rec.mode, rec.status, rec.runner) == (
         "echo", "/thing", "POST", "sync", 200, "echo-0",
     )  # fmt: skip
-    assert rec.input is not None and json.loads(rec.input.data) == {"name": "fal"}
+    assert rec.input is not None
+    assert json.loads(rec.input.data) == {"name": "fal"}
     assert rec.input.content_type == "application/json"
-    assert rec.output is not None and rec.output.size == len(resp.content)
-    assert rec.output.data == resp.content[:64] and rec.output.truncated  # capped at body_cap
+    assert rec.output is not None
+    assert rec.output.size == len(resp.content)
+    assert rec.output.data == resp.content[:64]
+    assert rec.output.truncated
     done = next(e for e in harness.events_of(RequestCompleted) if e.request_id == rid)
     started = next(e for e in harness.events_of(RequestStarted) if e.request_id == rid)
     assert (done.endpoint, done.method, done.mode, done.error_type) == ("/thing", "POST", "sync", None)
@@ -52,8 +55,11 @@ def test_store_io_zero_keeps_bodies_out(harness: GatewayHarness, client: httpx.C
     rid = resp.headers["x-fal-request-id"]
     wait_for(lambda: history.request(rid) is not None and history.request(rid).state == "done")  # type: ignore[union-attr]
     rec = history.request(rid)
-    assert rec is not None and rec.status == 200
-    assert rec.input is None and rec.output is None and not rec.store_io
+    assert rec is not None
+    assert rec.status == 200
+    assert rec.input is None
+    assert rec.output is None
+    assert not rec.store_io
     # the header is the platform's: the runner never sees it
     assert "x-fal-store-io" not in resp.json()["headers"]
 
@@ -67,13 +73,16 @@ def test_runner_errors_and_streams_are_recorded(harness: GatewayHarness, client:
     rid = failed.headers["x-fal-request-id"]
     wait_for(lambda: history.request(rid) is not None and history.request(rid).state == "done")  # type: ignore[union-attr]
     rec = history.request(rid)
-    assert rec is not None and rec.status == 500 and rec.output is not None
+    assert rec is not None
+    assert rec.status == 500
+    assert rec.output is not None
     assert json.loads(rec.output.data)["detail"] == "status 500"
     streamed = client.get(f"{url}/local/echo/stream?n=3")
     sid = streamed.headers["x-fal-request-id"]
     wait_for(lambda: history.request(sid) is not None and history.request(sid).state == "done")  # type: ignore[union-attr]
     out = history.request(sid).output  # type: ignore[union-attr]
-    assert out is not None and out.size == len(streamed.content)
+    assert out is not None
+    assert out.size == len(streamed.content)
 
 
 def test_queue_records_input_output_and_queue_wait(harness: GatewayHarness, client: httpx.Client) -> None:
@@ -87,7 +96,11 @@ def test_queue_records_input_output_and_queue_wait(harness: GatewayHarness, clie
     rec = history.request(rid)
     assert rec is not None
     assert (rec.mode, rec.endpoint, rec.method, rec.status, rec.attempts) == ("queue", "/job", "POST", 200, 1)
-    assert rec.queue_wait is not None and rec.queue_wait >= 0 and rec.execution is not None
-    assert rec.input is not None and json.loads(rec.input.data) == {"n": 7}
+    assert rec.queue_wait is not None
+    assert rec.queue_wait >= 0
+    assert rec.execution is not None
+    assert rec.input is not None
+    assert json.loads(rec.input.data) == {"n": 7}
     result = client.get(f"{url}/queue/local/echo/requests/{rid}")
-    assert rec.output is not None and rec.output.data == result.content[:64]
+    assert rec.output is not None
+    assert rec.output.data == result.content[:64]

@@ -101,8 +101,9 @@ class Dashboard:
             return bool(header) and keys.authenticate(header) is not None
 
         def capabilities() -> dict[str, Any]:
-            if gateway.mounted("/storage/upload/initiate") is not None:
-                return {"uploads": "cdn", "upload_url": "/storage/upload/initiate"}
+            initiate = "/_falemu/rest/storage/upload/initiate"
+            if gateway.mounted(initiate) is not None:
+                return {"uploads": "cdn", "upload_url": API_PREFIX + "uploads", "initiate_url": initiate}
             return {}
 
         api = create_api(self.board, self._caller, allowed_key=allowed, capabilities=capabilities)

@@ -303,6 +303,38 @@ def create_api(
         return await _call(caller, board.owner, config.alias, endpoint, run.method, run.input, run.mode)
 
     @api.post(
+        f"{PREFIX}/uploads",
+        response_model=m.Uploaded,
+        dependencies=[Depends(local_only), Depends(same_origin)],
+        responses={**ERRORS, 409: {"model": m.Problem, "description": "no local CDN runs"}},
+        openapi_extra={"requestBody": {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}},
+    )
+    async def upload(request: Request, file_name: Annotated[str, Query(max_length=255)] = "upload") -> dict[str, Any]:
+        """Put a file on the local CDN (as @fal-ai/client does, with the local key) and answer its URL."""
+        found = capabilities() if capabilities is not None else {}
+        initiate = found.get("initiate_url")
+        if found.get("uploads") != "cdn" or not initiate:
+            raise HTTPException(409, "no local CDN runs in this falemu: send the file inline as a data URI")
+        data = await request.body()
+        kind = request.headers.get("content-type") or "application/octet-stream"
+        headers = {**caller.headers(), "content-type": "application/json"}
+        try:
+            started = await caller.client.post(
+                f"{caller.base_url}{initiate}?storage_type=fal-cdn-v3",
+                content=json.dumps({"file_name": file_name, "content_type": kind}).encode(),
+                headers=headers,
+            )
+            if started.status_code != 200:
+                raise HTTPException(400, f"the local CDN refused the upload ({started.status_code})")
+            target = started.json()
+            put = await caller.client.put(target["upload_url"], content=data, headers={"content-type": kind})
+        except (ValueError, KeyError, OSError) as exc:
+            raise HTTPException(400, f"the local CDN upload failed: {type(exc).__name__}") from None
+        if put.status_code >= 300:
+            raise HTTPException(400, f"the local CDN refused the bytes ({put.status_code})")
+        return {"file_url": target["file_url"], "content_type": kind, "size": len(data)}
+
+    @api.post(
         f"{PREFIX}/playground/stream",
         dependencies=writes,
         responses={

@@ -327,6 +327,12 @@ class Result(BaseModel):
     output: BodyView | None
 
 
+class Uploaded(BaseModel):
+    file_url: str
+    content_type: str
+    size: int
+
+
 class Capabilities(BaseModel):
     uploads: Literal["cdn", "data-uri"]
     upload_url: str | None = None

@@ -190,3 +190,19 @@ def test_page_and_assets_are_served_from_the_package(client: httpx.Client) -> No
     spec = client.get("/_falemu/api/openapi.json").json()
     assert "/_falemu/api/requests" in spec["paths"]
     assert "/_falemu/api/advisor/{app}" in spec["paths"]
+
+
+def test_playground_uploads_go_to_the_local_cdn(emu: Emulator) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+    with httpx.Client(base_url=emu.base_url, timeout=30) as page:  # no key, as the page
+        caps = page.get("/_falemu/api/capabilities").json()
+        assert caps["uploads"] == "cdn"
+        up = page.post(
+            "/_falemu/api/uploads", params={"file_name": "in.png"}, content=png, headers={"content-type": "image/png"}
+        )
+        assert up.status_code == 200, up.text
+        fetched = httpx.get(up.json()["file_url"], timeout=30)
+        assert fetched.content == png
+        assert fetched.headers["content-type"] == "image/png"
+        cross = page.post("/_falemu/api/uploads", content=png, headers={"origin": "http://evil.test"})
+        assert cross.status_code == 403

@@ -177,16 +177,12 @@ function Upload({ name, kind, value, onChange, uploads }) {
 
 async function toUrl(file, uploads) {
   if (uploads && uploads.uploads === "cdn" && uploads.upload_url) {
-    const init = await fetch(uploads.upload_url, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ content_type: file.type || "application/octet-stream", file_name: file.name }),
-    });
-    if (!init.ok) throw new Error(`the local CDN refused the upload (${init.status})`);
-    const { upload_url, file_url } = await init.json();
-    const put = await fetch(upload_url, { method: "PUT", headers: { "content-type": file.type || "application/octet-stream" }, body: file });
-    if (!put.ok) throw new Error(`uploading to the local CDN failed (${put.status})`);
-    return file_url;
+    // The dashboard puts it on the local CDN server-side (the CDN wants a key; the page has none).
+    const url = `${uploads.upload_url}?file_name=${encodeURIComponent(file.name || "upload")}`;
+    const resp = await fetch(url, { method: "POST", headers: { "content-type": file.type || "application/octet-stream" }, body: file });
+    const body = await resp.json().catch(() => ({}));
+    if (!resp.ok) throw new Error(body.detail || `the local CDN refused the upload (${resp.status})`);
+    return body.file_url;
   }
   const max = (uploads && uploads.max_data_uri_bytes) || 16 * 1024 * 1024;
   if (file.size > max) throw new Error(`file too large to send inline (${file.size} bytes)`);

@@ -72,7 +72,7 @@ function Runner({ doc, info, endpoint, query, caps, results, setResults, base })
       const started = await post("/playground/run", { app: info.alias, endpoint: ep.path, method: ep.method, input, mode });
       update(() => ({ id: started.request_id, state: started.state, status: started.status, output: started.output }));
       if (mode === "queue") {
-        follow(`/requests/${encodeURIComponent(started.request_id)}/live`, (ev) => update((r) => ({ state: ev.state, status: ev.status, row: ev, logs: [...r.logs, ...ev.logs] })), async () => {
+        follow(`/requests/${encodeURIComponent(started.request_id)}/live`, (ev) => update((r) => ({ state: ev.state === "done" ? "fetching" : ev.state, status: ev.status, row: ev, logs: [...r.logs, ...ev.logs] })), async () => {
           const result = await get(`/requests/${encodeURIComponent(started.request_id)}/result`).catch((e) => ({ error: e.message }));
           update(() => ({ state: "done", status: result.status, output: result.output, error: result.error }));
         });

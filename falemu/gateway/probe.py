@@ -11,6 +11,8 @@ Routes (any method unless noted):
 - ``/status/{code}``: answers ``code``; with ``?times=N&key=K`` only the first N calls for K do, later
   ones get 200;
 - ``/log`` (POST): each line of the body goes to ``on_log`` (stdout by default), then ``{"ok": true}``;
+- ``/crash``: a 500 answer, then an exception out of the app, as a FastAPI app's unhandled error does
+  (uvicorn then closes the connection);
 - ``/hints/a,b``: ``{"runner": id}`` with ``X-Fal-Runner-Hints: a,b`` (what fal's SDK sends for
   ``provide_hints()``);
 - ``/_probe/calls``: the requests seen so far (method, path, headers, body);
@@ -115,6 +117,9 @@ class Probe:
                 )
             else:
                 await _respond(send, code, json.dumps({"detail": f"status {code}", "runner": self.runner_id}).encode())
+        elif path == "/crash":
+            await _respond(send, 500, b'{"detail":"Internal Server Error"}')
+            raise RuntimeError("the probe crashed on purpose")
         elif path == "/log":
             for line in body.decode().splitlines():
                 self.on_log(line)

@@ -243,7 +243,9 @@ class Connection(asyncio.Protocol):
                 chunked = b"chunked" in value.lower()
             elif name == b"connection":
                 connection = value.lower()
-        if b"close" in connection:
+        if b"close" in connection or status >= 500:
+            # After an app's unhandled exception, uvicorn (FastAPI's usual server) answers 500 and then
+            # closes the connection without saying so: reusing it would fail the next request.
             self.reusable = False
         if self._no_body or status in (204, 304) or status == 101:
             self._state = "done"

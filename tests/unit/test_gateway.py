@@ -498,3 +498,16 @@ def test_mounted_paths_go_to_their_app_and_app_routing_is_untouched(
     assert resp.status_code == 200
     assert resp.json()["path"] == "/x"
     assert client.get(url + "/_falemu/other").status_code == 404
+
+
+def test_a_runner_that_closes_its_connection_after_a_500_does_not_fail_the_next_request(
+    harness: GatewayHarness, client: httpx.Client
+) -> None:
+    """uvicorn closes the connection after an app's unhandled exception (FastAPI answers 500 first): the
+    gateway must not reuse it for the next request, which would then fail with 503 runner_disconnected."""
+    url = harness.serve([app_config("echo")])
+    for _ in range(20):
+        assert client.post(f"{url}/local/echo/crash", json={}).status_code == 500
+        after = client.post(f"{url}/local/echo/after", json={"n": 1})
+        assert after.status_code == 200, after.text
+    assert harness.replacements == 0  # the runner was never taken for broken

@@ -17,7 +17,14 @@ from falemu.gateway.serve import ThreadedServer
 class CdnStack:
     """The real gateway (no apps) with a :class:`CdnService` for the process runtime mounted on it."""
 
-    def __init__(self, tmp_path: Path, *, runtime: str = "process", files_url: str = "") -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        runtime: str = "process",
+        files_url: str = "",
+        bridge: str | None = None,
+    ) -> None:
         self.keys = KeyStore(tmp_path / "config", user="local")
         self.key = self.keys.default_key()
         self.files_dir = tmp_path / "files"
@@ -25,7 +32,10 @@ class CdnStack:
         self.gateway = create_app({}, settings=settings, events=EventBus(), keys=self.keys)
         self.server = ThreadedServer(self.gateway).start()
         self.base = self.server.url
-        self.cdn = CdnService(settings, runtime=runtime, gateway_base=self.base, bridge=lambda: None).bind()
+        self.notices: list[str] = []
+        self.cdn = CdnService(
+            settings, runtime=runtime, gateway_base=self.base, bridge=lambda: bridge, notice=self.notices.append
+        ).bind()
         self.cdn.mount_on(self.gateway)
         assert self.server.loop is not None
         asyncio.run_coroutine_threadsafe(self.cdn.start(), self.server.loop).result(20)

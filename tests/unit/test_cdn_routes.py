@@ -214,3 +214,38 @@ def test_socket_folder_is_removed_on_close(tmp_path: Path) -> None:
     assert (folder / "api.sock").exists()
     stack.close()
     assert not folder.exists()
+
+
+def test_docker_runtime_serves_files_on_the_bridge_address_and_mounts_the_socket(tmp_path: Path) -> None:
+    # 127.0.0.1 stands in for the engine's bridge address; the gateway has its port there, so another is taken.
+    with CdnStack(tmp_path, runtime="docker", bridge="127.0.0.1") as stack:
+        files = stack.cdn.files_base
+        assert files.startswith("http://127.0.0.1:")
+        assert files != stack.base
+        assert stack.cdn.runner_mounts() == {str(stack.cdn.socket_dir): "/run/fal"}
+        env = stack.cdn.runner_env()
+        assert env["FAL_API_SOCKET"] == "/run/fal/api.sock"
+        assert env["FAL_USE_LOCAL_UPLOADER"] == "1"
+        assert env["FALEMU_PUBLIC_ADDRESSES"] == "127.0.0.1"
+        stored = stack.cdn.storage.store.put(b"on the bridge", file_name="b.txt")
+        url = stack.cdn.storage.file_url(stored.key)
+        assert url.startswith(files + "/_falemu/cdn/files/")
+        assert httpx.get(url).content == b"on the bridge"
+        assert httpx.get(url.replace(files, stack.base)).content == b"on the bridge"  # the gateway serves it too
+        other = httpx.get(f"{files}/local/greeter")
+        assert other.status_code == 404  # the file listener serves the CDN's routes only
+        assert stack.notices == []
+
+
+def test_without_a_bridge_on_this_machine_a_notice_names_files_url(tmp_path: Path) -> None:
+    with CdnStack(tmp_path, runtime="docker", bridge=None) as stack:
+        assert stack.cdn.files_base == stack.base
+        assert len(stack.notices) == 1
+        assert "files_url" in stack.notices[0]
+
+
+def test_files_url_setting_wins(tmp_path: Path) -> None:
+    with CdnStack(tmp_path, runtime="docker", files_url="http://127.0.0.2:9999") as stack:
+        assert stack.cdn.files_base == "http://127.0.0.2:9999"
+        assert stack.cdn.runner_env()["FALEMU_PUBLIC_ADDRESSES"] == "127.0.0.2"
+        assert stack.notices == []

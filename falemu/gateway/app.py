@@ -117,6 +117,7 @@ class Gateway:
         self._loop_thread: int | None = None
         self._webhook_client: Any = None
         self._mounts: list[tuple[str, bool, MountedApp]] = []  # (path, exact, app), longest first
+        self.host_mounts: dict[str, MountedApp] = {}  # host (lower case, no port) -> app
         self._unsubscribe = events.subscribe(self._on_event)
 
     # -- mounts --------------------------------------------------------------------------------------
@@ -141,6 +142,27 @@ class Gateway:
             elif path.startswith(prefix) or path == prefix.rstrip("/"):
                 return app
         return None
+
+    def mount_host(self, host: str, app: MountedApp) -> None:
+        """Serve every request whose ``Host`` (without port) is ``host`` with another ASGI app, before
+        path mounts and app routing. An HTTPS proxy tunnel (CONNECT) to such a host is intercepted:
+        see :meth:`tunnel_mode` and :mod:`falemu.gateway.tunnel`."""
+        if not host or "/" in host:
+            raise ValueError(f"a mounted host is a host name: {host!r}")
+        self.host_mounts[host.lower().strip("[]")] = app
+
+    def host_mounted(self, host: str | None) -> MountedApp | None:
+        """The app mounted for a ``Host`` header's value (``name``, ``name:port``, ``[v6]:port``), if any."""
+        if not host:
+            return None
+        host = host.lower()
+        name = host[1 : host.find("]")] if host.startswith("[") else host.partition(":")[0]
+        return self.host_mounts.get(name)
+
+    def tunnel_mode(self, host: str, port: int) -> str:
+        """What a ``CONNECT host:port`` gets: ``"intercept"`` (TLS served by the gateway) for a mounted
+        host, else ``"passthrough"`` (bytes relayed to ``host:port``); ``"refuse"`` is the third answer."""
+        return "intercept" if host.lower() in self.host_mounts else "passthrough"
 
     # -- plumbing ----------------------------------------------------------------------------------
     @property
@@ -197,6 +219,12 @@ class Gateway:
             return
         if self._loop is None:
             self._bind_loop()
+        if self.host_mounts:
+            host = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"host"), None)
+            by_host = self.host_mounted(host)
+            if by_host is not None:
+                await by_host(scope, receive, send)
+                return
         if self._mounts:
             mounted = self.mounted(scope["path"])
             if mounted is not None:

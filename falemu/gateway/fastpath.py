@@ -86,6 +86,8 @@ def begin(
         return None
     if incoming.host is not None and incoming.host[:6].lower() == "queue.":
         return None
+    if gateway.host_mounts and gateway.host_mounted(incoming.host) is not None:
+        return None  # another ASGI app serves this host (Gateway.mount_host)
     try:
         caller = gateway.authorize(gapp, incoming)
         if incoming.request_timeout:

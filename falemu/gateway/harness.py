@@ -20,9 +20,10 @@ from falemu.events import Event, EventBus, RunnerLog
 from falemu.gateway import GatewayApp, create_app
 from falemu.gateway.app import Gateway
 from falemu.gateway.keys import KeyStore
+from falemu.gateway.listener import GatewayServer
 from falemu.gateway.probe import Probe
 from falemu.gateway.serve import ThreadedServer
-from falemu.gateway.server import gateway_server_options
+from falemu.gateway.server import GatewayAsgiProtocol, gateway_server_options, new_event_loop
 from falemu.gateway.static_pool import StaticPool
 from falemu.runtime.base import Runner
 
@@ -37,7 +38,10 @@ class GatewayHarness:
     app: Gateway | None = None
     gateway: ThreadedServer | None = None
     replacements: int = 0
-    http: str = "gateway"  # "gateway": falemu's protocol (fast path); "httptools": every request via ASGI
+    # "gateway": falemu's protocol (fast path); "asgi": falemu's protocol, every request via the ASGI app;
+    # "httptools": uvicorn's stock protocol. Served by GatewayServer: HTTP and HTTPS on one port.
+    http: str = "gateway"
+    loop: str = "uvloop"  # the gateway's event loop: "uvloop" (as falemu up, when installed) or "asyncio"
 
     def runner(self, runner_id: str, app: str) -> Runner:
         """A probe server whose log lines reach the event bus as this runner's RunnerLog events."""
@@ -74,9 +78,13 @@ class GatewayHarness:
         gateway = create_app(apps, settings=settings or Settings(), events=self.events, keys=self.keys)
         self.app = gateway
         options = gateway_server_options()
-        if self.http != "gateway":
+        if self.http == "asgi":
+            options["http"] = GatewayAsgiProtocol
+        elif self.http != "gateway":
             options["http"] = self.http
-        self.gateway = ThreadedServer(gateway, **{**options, **server_options}).start()
+        options = {**options, **server_options}
+        loop_factory = new_event_loop if self.loop == "uvloop" else None
+        self.gateway = ThreadedServer(gateway, server_class=GatewayServer, loop_factory=loop_factory, **options).start()
         self.servers.append(self.gateway)
         return self.gateway.url
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from falemu.errors import FalemuError
@@ -21,8 +22,13 @@ class ThreadedServer:
         port: int = 0,
         ssl_certfile: str | None = None,
         ssl_keyfile: str | None = None,
+        server_class: type[Any] | None = None,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
         **config: Any,
     ) -> None:
+        """``server_class``: a ``uvicorn.Server`` subclass (the gateway's is
+        :class:`falemu.gateway.listener.GatewayServer`, HTTP and HTTPS on one port); ``loop_factory``:
+        the event loop to serve on (default: asyncio's)."""
         import uvicorn
 
         options: dict[str, Any] = {
@@ -37,15 +43,16 @@ class ThreadedServer:
         self.config = uvicorn.Config(
             app, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, **options
         )
-        self.server = uvicorn.Server(self.config)
+        self.server = (server_class or uvicorn.Server)(self.config)
         self.tls = ssl_certfile is not None
         self.host = host
         self.port = port
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._loop_factory = loop_factory or asyncio.new_event_loop
         self._thread: threading.Thread | None = None
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = self._loop_factory()
         self.loop = loop
         asyncio.set_event_loop(loop)
         try:

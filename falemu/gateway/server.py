@@ -28,9 +28,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from falemu.gateway import fastpath
+from falemu.gateway import fastpath, limits, tunnel
 
 if TYPE_CHECKING:
     from falemu.gateway.app import Gateway
@@ -102,20 +103,37 @@ class _CorkedTransport:
         return getattr(self.raw, name)
 
 
-class GatewayHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the writes of one loop step sent as one, and the sync API's
-    fast path (:mod:`falemu.gateway.fastpath`) for the requests that can take it."""
+class HeadRefused(Exception):
+    """Raised from a parser callback to stop parsing a request head that breaks a limit."""
 
+
+class GatewayHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the writes of one loop step sent as one, the sync API's fast
+    path (:mod:`falemu.gateway.fastpath`) for the requests that can take it, the limits of
+    :mod:`falemu.gateway.limits` on request heads, and CONNECT (:mod:`falemu.gateway.tunnel`)."""
+
+    fast_path = True
+    tunnel_host: bytes | None = None  # on an intercepted CONNECT tunnel: the Host its requests have
     _gateway: Gateway | None = None
     _exchange: FastExchange | None = None
     _last_active = 0.0  # loop time of the connection's last request byte or finished response
     _timer_due = 0.0  # when the connection's timer (timeout_keep_alive_task) fires
     _exchange_due: float | None = None  # when the fast exchange in progress times out
+    _head_due: float | None = None  # while a request head is awaited or arriving: when it times out
+    _head_bytes = 0  # bytes received since the request head in progress began
+    _fields_bytes = 0  # bytes of the header fields of the head in progress, as parsed
+    _refusal: tuple[int, str] | None = None  # the answer to a head that broke a limit
+    _lingering = False  # refused: what the caller still sends is read and dropped until it closes
+    _connect_target: bytes | None = None  # the authority of a CONNECT request whose head is complete
+    _detached = False  # the connection was handed to a tunnel
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         corked = _CorkedTransport(transport, self.loop)
         super().connection_made(corked)  # type: ignore[arg-type]
         self._gateway = _find_gateway(self.app)
+        self._last_active = self.loop.time()
+        self._head_due = self._last_active + limits.HEAD_TIMEOUT  # the first request's head
+        self._timer_at(self._head_due)
 
     # -- timers ----------------------------------------------------------------------------------------------
     # uvicorn arms a keep-alive timer after every response and cancels it when the next request's bytes
@@ -140,9 +158,14 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def _check_timers(self) -> None:
         self.timeout_keep_alive_task = None
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._detached:
             return
         now = self.loop.time()
+        if self._head_due is not None:
+            if now >= self._head_due:
+                self._head_timed_out()
+                return
+            self._timer_at(self._head_due)
         exchange = self._exchange
         if exchange is not None and self._exchange_due is not None:
             if now >= self._exchange_due:
@@ -156,6 +179,24 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         else:
             self.timeout_keep_alive_handler()
 
+    def _head_timed_out(self) -> None:
+        if self._head_bytes or self.url or self.headers:
+            self._refuse(408, f"Request head not received within {limits.HEAD_TIMEOUT:g} seconds")
+        else:
+            self.transport.close()
+
+    def idle_since(self) -> float | None:
+        """Loop time since which no request is in progress here, or None when one is."""
+        if self._exchange is not None or self._detached or self._lingering:
+            return None
+        if self.cycle is not None and not self.cycle.response_complete:
+            return None
+        return self._last_active
+
+    @property
+    def gateway(self) -> Gateway | None:
+        return self._gateway
+
     @property
     def default_headers(self) -> list[tuple[bytes, bytes]]:
         return self.server_state.default_headers
@@ -164,6 +205,75 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def write_paused(self) -> bool:
         return self.flow is not None and self.flow.write_paused
 
+    # -- reading request heads -------------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        self._last_active = self.loop.time()
+        if self._lingering:
+            return  # a refused head's remainder: dropped
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            target = self._connect_target
+            if target is not None:
+                self._connect_target = None
+                offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
+                tunnel.open_tunnel(self, target, data[offset:])
+            elif self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError:
+            if self._refusal is not None:
+                self._refuse(*self._refusal)
+            else:
+                self.logger.warning("Invalid HTTP request received.")
+                self.send_400_response("Invalid HTTP request received.")
+            return
+        if self._head_due is not None:  # the head in progress is not complete: all of this was head
+            self._head_bytes += len(data)
+            if self._head_bytes - len(self.url) > limits.MAX_HEADER_BYTES:
+                self._refuse(*limits.headers_too_large())
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > limits.MAX_URL:
+            self._refusal = limits.url_too_long()
+            raise HeadRefused
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        headers = self.headers
+        self._fields_bytes += len(name) + len(value) + 4
+        if len(headers) >= limits.MAX_HEADERS or self._fields_bytes > limits.MAX_HEADER_BYTES:
+            self._refusal = (
+                limits.too_many_headers() if len(headers) >= limits.MAX_HEADERS else limits.headers_too_large()
+            )
+            raise HeadRefused
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        headers.append((name, value))
+
+    def _refuse(self, status: int, detail: str) -> None:
+        """Answer a head that broke a limit (nothing was forwarded), then close once the caller stops
+        sending or :data:`~falemu.gateway.limits.LINGER` seconds pass, so the answer is read, not reset."""
+        self._lingering = True
+        self._head_due = None
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        transport = self.transport
+        if transport.is_closing():
+            return
+        self.send_now(limits.error_response(status, detail))
+        if transport.can_write_eof():
+            transport.write_eof()
+        self.loop.call_later(limits.LINGER, transport.close)
+
+    def eof_received(self) -> None:
+        if self._lingering:
+            self.transport.close()
+
     # -- the fast path ---------------------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         # uvicorn builds the request's ASGI scope here; the fast path never needs it, so it is built
@@ -171,6 +281,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
+        self._head_bytes = self._fields_bytes = 0
+        self._head_due = self._last_active + limits.HEAD_TIMEOUT
+        self._timer_at(self._head_due)
 
     def _build_scope(self) -> None:
         url, headers, expect = self.url, self.headers, self.expect_100_continue
@@ -179,9 +292,13 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.headers.extend(headers)  # the scope holds this very list
 
     def on_headers_complete(self) -> None:
+        self._head_due = None
+        if self.tunnel_host is not None:  # requests on an intercepted tunnel are for the tunnel's host
+            self.headers[:] = [(n, v) for n, v in self.headers if n != b"host"] + [(b"host", self.tunnel_host)]
         gateway = self._gateway
         if (
             gateway is not None
+            and self.fast_path
             and (self.cycle is None or self.cycle.response_complete)
             and not self.expect_100_continue
             and not self.parser.should_upgrade()
@@ -194,19 +311,22 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 self._exchange = exchange
                 self.cycle = exchange  # type: ignore[assignment]  # uvicorn reads response_complete and keep_alive
                 return
+        if self.parser.get_method() == b"CONNECT":
+            self._connect_target = self.url  # feed_data stops after this head: data_received opens the tunnel
+            return
         self._build_scope()
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
         if self._exchange is not None and self.cycle is self._exchange:  # type: ignore[comparison-overlap]
             self._exchange.request_body(body)
-        else:
+        elif self._connect_target is None:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
         if self._exchange is not None and self.cycle is self._exchange:  # type: ignore[comparison-overlap]
             self._exchange.request_complete()
-        else:
+        elif self._connect_target is None:  # (a CONNECT request has no request cycle)
             super().on_message_complete()
 
     def send_now(self, data: bytes) -> None:
@@ -259,6 +379,21 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.flow.resume_reading()
         self._timer_at(self._last_active + self.timeout_keep_alive)
 
+    def detach(self) -> asyncio.Transport:
+        """Stop serving HTTP here and return the connection's transport, reading paused (for a tunnel)."""
+        self._detached = True
+        self._head_due = None
+        self.connections.discard(self)
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        transport = self.transport
+        if isinstance(transport, _CorkedTransport):
+            transport.flush()
+            transport = transport.raw
+        transport.pause_reading()
+        return transport
+
     def handle_websocket_upgrade(self) -> None:
         if self.timeout_keep_alive_task is not None:  # the websocket protocol keeps its own time from here
             self.timeout_keep_alive_task.cancel()
@@ -268,6 +403,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             transport.flush()
             self.transport = transport.raw
         super().handle_websocket_upgrade()
+
+
+class GatewayAsgiProtocol(GatewayHttpProtocol):
+    """The gateway's protocol without the fast path: every request goes to the ASGI app."""
+
+    fast_path = False
 
 
 def _find_gateway(app: Any) -> Gateway | None:

@@ -1,6 +1,7 @@
 """The real fal_client 1.0.3, unmodified, against falemu's gateway over HTTPS.
 
-The gateway is served with a certificate from falemu's local CA; each fal_client call runs in a
+The gateway is served as `falemu up` serves it (HTTP and HTTPS with falemu's local CA on one port,
+no flag); each fal_client call runs in a
 subprocess whose environment comes from `falemu env` (fal_client reads its hosts at import). Runners
 are probe apps on loopback behind a StaticPool.
 """
@@ -26,10 +27,11 @@ from falemu.config.settings import Settings
 from falemu.events import EventBus, RunnerLog
 from falemu.gateway import GatewayApp, create_app
 from falemu.gateway.keys import KeyStore
+from falemu.gateway.listener import GatewayServer
 from falemu.gateway.probe import Probe
 from falemu.gateway.serve import ThreadedServer
+from falemu.gateway.server import gateway_server_options, new_event_loop
 from falemu.gateway.static_pool import StaticPool
-from falemu.gateway.tls import server_ssl_files
 from falemu.runtime.base import Runner
 
 fal_client = pytest.importorskip("fal_client")
@@ -78,10 +80,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             config = _config(alias, auth)
             pools[alias] = StaticPool(config, [Runner(id=runner_id, app=alias, host="127.0.0.1", port=server.port)])
             apps[alias] = GatewayApp(config, pools[alias])
-        certfile, keyfile, _ = server_ssl_files()
-        gateway = create_app(apps, settings=Settings(tls=True), events=events, keys=KeyStore(user="local"))
-        tls_server = ThreadedServer(gateway, ssl_certfile=certfile, ssl_keyfile=keyfile).start()
-        servers.append(tls_server)
+        gateway = create_app(apps, settings=Settings(), events=events, keys=KeyStore(user="local"))
+        options = gateway_server_options()
+        tls_server = ThreadedServer(gateway, server_class=GatewayServer, loop_factory=new_event_loop, **options)
+        servers.append(tls_server.start())
 
         result = CliRunner().invoke(cli, ["env", "--port", str(tls_server.port)])
         assert result.exit_code == 0, result.output

@@ -19,9 +19,9 @@ def keys(tmp_path: Path) -> KeyStore:
 
 @pytest.fixture(params=["fast", "asgi"])
 def harness(request: pytest.FixtureRequest, keys: KeyStore) -> Iterator[GatewayHarness]:
-    """The gateway served by its own protocol (sync requests take the fast path where they can) and by
-    uvicorn's stock one (every request through the ASGI app): both must answer alike."""
-    h = GatewayHarness(keys, http="gateway" if request.param == "fast" else "httptools")
+    """The gateway served by its own protocol with sync requests on the fast path where they can take it,
+    and with every request through the ASGI app: both must answer alike."""
+    h = GatewayHarness(keys, http="gateway" if request.param == "fast" else "asgi")
     yield h
     h.close()
 

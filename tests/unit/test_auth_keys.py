@@ -130,7 +130,7 @@ def test_env_cli_prints_exports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert "set -gx FAL_RUN_HOST '127.0.0.1:9999';" in fish.stdout
 
 
-def test_env_cli_warns_when_settings_say_plain_http(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_cli_warns_when_no_falemu_up_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FALEMU_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     monkeypatch.setenv("FALEMU_PORT", "8123")
@@ -139,7 +139,9 @@ def test_env_cli_warns_when_settings_say_plain_http(tmp_path: Path, monkeypatch:
     result = CliRunner().invoke(cli, ["env"])
     assert result.exit_code == 0
     assert "export FAL_RUN_HOST=127.0.0.1:8123" in result.stdout
-    assert "falemu up --tls" in result.stderr
+    assert "export HTTPS_PROXY=http://127.0.0.1:8123" in result.stdout
+    assert "no falemu up is running" in result.stderr
+    assert "unset HTTPS_PROXY" in result.stderr
 
 
 def test_env_cli_follows_a_running_falemu_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -159,4 +161,6 @@ def test_env_cli_follows_a_running_falemu_up(tmp_path: Path, monkeypatch: pytest
     assert result.exit_code == 0
     assert "export FAL_RUN_HOST=127.0.0.1:45678" in result.stdout
     assert "export FAL_QUEUE_RUN_HOST=127.0.0.1:45678/queue" in result.stdout
-    assert "plain HTTP" not in result.stderr
+    assert "export HTTPS_PROXY=http://127.0.0.1:45678" in result.stdout
+    assert "export NO_PROXY=localhost,127.0.0.1,::1" in result.stdout
+    assert result.stderr == ""

@@ -2,6 +2,7 @@
 
     python bench/gateway_throughput.py [--seconds 4] [--rounds 3] [--connections 16]
                                        [--loop auto|asyncio|uvloop] [--http gateway|httptools]
+                                       [--listener sniff|uvicorn] [--compare-sniffing]
 
 Starts a probe runner (uvicorn, in its own process) and a gateway in front of it (its own process,
 with the uvicorn options ``falemu up`` uses from :mod:`falemu.gateway.server`, on uvloop when it is
@@ -114,7 +115,7 @@ class AttachedRuntime:
         pass
 
 
-def serve_gateway(port: int, runner_ports: dict[str, int], loop: str, http: str, pool: str) -> None:
+def serve_gateway(port: int, runner_ports: dict[str, int], loop: str, http: str, pool: str, listener: str) -> None:
     """The gateway process: one app per runner, each behind the autoscaling controller ``falemu up``
     uses (one runner, ``min_concurrency = max_concurrency = 1``), or behind a fixed StaticPool."""
     import tempfile
@@ -167,8 +168,15 @@ def serve_gateway(port: int, runner_ports: dict[str, int], loop: str, http: str,
     options = gateway_server_options()
     if http != "gateway":
         options["http"] = http
-    server = uvicorn.Server(uvicorn.Config(gateway, host="127.0.0.1", port=port, **options))
-    print(f"gateway: {type(event_loop).__module__}.{type(event_loop).__name__}, http={http}, pool={pool}", flush=True)
+    from falemu.gateway.listener import GatewayServer
+
+    server_class = GatewayServer if listener == "sniff" else uvicorn.Server
+    server = server_class(uvicorn.Config(gateway, host="127.0.0.1", port=port, **options))
+    print(
+        f"gateway: {type(event_loop).__module__}.{type(event_loop).__name__}, http={http}, pool={pool}, "
+        f"listener={listener}",
+        flush=True,
+    )
     event_loop.run_until_complete(server.serve())
 
 
@@ -304,14 +312,29 @@ def main() -> int:
         default="controller",
         help="what leases runners: the autoscaling controller (as falemu up) or a fixed pool",
     )
+    parser.add_argument(
+        "--listener",
+        choices=("sniff", "uvicorn"),
+        default="sniff",
+        help="how the gateway accepts connections: falemu's (HTTP and HTTPS on one port, told apart by the "
+        "first byte) or uvicorn's loop.create_server (plain HTTP only)",
+    )
+    parser.add_argument(
+        "--compare-sniffing",
+        action="store_true",
+        help="only compare the gateway's CPU per forwarded request with and without sniffing: two gateways, "
+        "alternating rounds, medians (kept-alive connections, and a new connection per request with wrk)",
+    )
     parser.add_argument("--only", nargs="*", metavar="SCENARIO", help="run only these scenarios")
     parser.add_argument("--serve-gateway", nargs="+", metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_gateway:
         port, *pairs = args.serve_gateway
         runner_ports = {alias: int(p) for alias, _, p in (pair.partition("=") for pair in pairs)}
-        serve_gateway(int(port), runner_ports, args.loop, args.http, args.pool)
+        serve_gateway(int(port), runner_ports, args.loop, args.http, args.pool, args.listener)
         return 0
+    if args.compare_sniffing:
+        return compare_sniffing(args)
 
     use_wrk = shutil.which("wrk") is not None and not args.builtin
     load = run_wrk if use_wrk else run_builtin
@@ -330,7 +353,7 @@ def main() -> int:
         gateway_command = [sys.executable, str(ROOT / "bench" / "floor_proxy.py"), *gateway_args]
     else:
         gateway_command = [sys.executable, __file__, "--serve-gateway", *gateway_args]
-        gateway_command += ["--loop", args.loop, "--http", args.http, "--pool", args.pool]
+        gateway_command += ["--loop", args.loop, "--http", args.http, "--pool", args.pool, "--listener", args.listener]
     gateway_proc = subprocess.Popen(
         gateway_command,
         env=env,
@@ -385,6 +408,63 @@ def main() -> int:
                     f"p50 added {added:.2f} ms, p99 added {added99:.2f} ms"
                 )
         print(f"load average after: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        print()
+        for line in verdicts:
+            print(line)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return 0
+
+
+def compare_sniffing(args: argparse.Namespace) -> int:
+    """The gateway's CPU per forwarded request with falemu's accept loop (first-byte sniffing) and with
+    uvicorn's, in one run: two gateway processes in front of one probe runner, alternating rounds."""
+    use_wrk = shutil.which("wrk") is not None and not args.builtin
+    load = run_wrk if use_wrk else run_builtin
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    runner_port = free_port()
+    quiet = ["--log-level", "warning", "--no-access-log", "--no-server-header", "--no-date-header"]
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "falemu.gateway.probe:app", "--port", str(runner_port), *quiet], env=env
+    )
+    gateways: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
+    for listener in ("uvicorn", "sniff"):
+        port = free_port()
+        command = [sys.executable, __file__, "--serve-gateway", str(port), f"probe={runner_port}"]
+        command += ["--loop", args.loop, "--http", args.http, "--pool", args.pool, "--listener", listener]
+        gateways[listener] = (port, subprocess.Popen(command, env=env, cwd=ROOT))
+    procs = [runner, *(proc for _, proc in gateways.values())]
+    try:
+        for port in [runner_port, *(port for port, _ in gateways.values())]:
+            wait_port(port)
+        for port, _ in gateways.values():
+            load(f"http://127.0.0.1:{port}/local/probe/fast", 4, 1.0)
+        scenarios = [("kept-alive", args.connections, False), ("serial", 1, False)]
+        if use_wrk:
+            scenarios.append(("new-conn", args.connections, True))
+        print(f"load generator: {'wrk' if use_wrk else 'built-in asyncio client'}; {os.cpu_count()} CPUs")
+        print(f"{'scenario':<11} {'conns':>5} {'listener':<8} {'req/s':>9} {'gateway CPU us/req':>19}")
+        verdicts = []
+        for name, connections, close in scenarios:
+            runs: dict[str, list[Result]] = {"uvicorn": [], "sniff": []}
+            for _ in range(args.rounds):
+                for listener, (port, proc) in gateways.items():
+                    url = f"http://127.0.0.1:{port}/local/probe/fast"
+                    loader: Callable[[str, int, float], Result] = (
+                        (lambda u, c, s: run_wrk(u, c, s, headers={"Connection": "close"})) if close else load
+                    )
+                    runs[listener].append(measured(loader, url, connections, args.seconds, (runner.pid, proc.pid)))
+            medians = {listener: median_result(results) for listener, results in runs.items()}
+            for listener, r in medians.items():
+                print(f"{name:<11} {connections:>5} {listener:<8} {r.rps:>9.0f} {r.gateway_cpu_us:>19.0f}")
+            ratio = medians["sniff"].gateway_cpu_us / medians["uvicorn"].gateway_cpu_us
+            verdicts.append(f"{name}: CPU per request with sniffing {ratio:.1%} of without")
         print()
         for line in verdicts:
             print(line)

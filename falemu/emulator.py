@@ -12,7 +12,8 @@ Used by ``falemu up``, the pytest plugin and ``falemu check``::
 ``start()`` parses the apps, prepares (builds) their images in the calling thread, then runs one
 asyncio event loop in a background thread. In that loop it creates the controllers, starts each app's
 ``min_concurrency`` runners (at least one with ``warm=True``), and serves the gateway with uvicorn on
-``settings.host:settings.port`` (port 0 picks a free one; :attr:`base_url` has the real one). The
+``settings.host:settings.port``, HTTP and HTTPS with falemu's local CA on that one port (port 0 picks a
+free one; :attr:`base_url`, always ``http://``, has the real one). The
 controllers and the gateway share that loop. ``stop()`` stops the server, every runner and the loop,
 and leaves no thread, socket or runner behind.
 
@@ -362,10 +363,9 @@ class Emulator:
         sock.listen(2048)
         sock.setblocking(False)
         self.port = int(sock.getsockname()[1])
-        scheme = "https" if self.settings.tls else "http"
         shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
         shown = f"[{shown}]" if ":" in shown else shown
-        self.base_url = f"{scheme}://{shown}:{self.port}"
+        self.base_url = f"http://{shown}:{self.port}"  # HTTPS answers on the same port
         return sock
 
     def _thread_main(self, sock: socket.socket) -> None:
@@ -425,16 +425,10 @@ class Emulator:
             if self._stop_requested():
                 raise asyncio.CancelledError
             app = self._asgi_app()
-            kwargs: dict[str, Any] = {}
-            if self.settings.tls:
-                from falemu.gateway.tls import server_ssl_files
-
-                certfile, keyfile, _ = server_ssl_files()
-                kwargs = {"ssl_certfile": certfile, "ssl_keyfile": keyfile}
+            from falemu.gateway.listener import GatewayServer
             from falemu.gateway.server import gateway_server_options
 
-            server_config = uvicorn.Config(app, **{**gateway_server_options(), **kwargs})
-            server = uvicorn.Server(server_config)
+            server = GatewayServer(uvicorn.Config(app, **gateway_server_options()))
             self._server = server
             serving = asyncio.create_task(server.serve(sockets=[sock]))
             while not server.started and not serving.done():

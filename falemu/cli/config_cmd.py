@@ -137,3 +137,7 @@ def show_settings(project: Path | None, as_json: bool) -> None:
     width = max(len(e.key) for e in entries)
     for entry in entries:
         click.echo(f"  {entry.key.ljust(width)}  {_format(entry.value)}  ({entry.source})")
+    if settings.sources.get("tls", "default") != "default":
+        from falemu.cli.up import TLS_NOT_NEEDED
+
+        click.echo(f"note: {TLS_NOT_NEEDED}")

@@ -37,15 +37,18 @@ def render(values: dict[str, str], shell: str) -> str:
     return "\n".join(lines)
 
 
-def gateway_address(host: str | None, port: int | None, project: Project | None) -> tuple[str, bool, str]:
-    """(host:port, tls, where it came from): flags, else a running `falemu up`, else the settings."""
+NO_PROXY = "localhost,127.0.0.1,::1"
+
+
+def gateway_address(host: str | None, port: int | None, project: Project | None) -> tuple[str, str]:
+    """(host:port, where it came from): flags, else a running `falemu up`, else the settings."""
     from falemu import state
 
     if port is None:
         running = state.instances()
         if running:
             url = urlsplit(running[-1].url)
-            return url.netloc, url.scheme == "https", f"the falemu up of pid {running[-1].pid}"
+            return url.netloc, f"the falemu up of pid {running[-1].pid}"
     from falemu.config.settings import load_settings
 
     settings = load_settings(dict(project.falemu) if project is not None else None)
@@ -54,22 +57,19 @@ def gateway_address(host: str | None, port: int | None, project: Project | None)
     if ":" in shown:
         shown = f"[{shown}]"
     if port is not None:
-        return f"{shown}:{port}", True, "flags"
-    return f"{shown}:{settings.port}", settings.tls, "settings"
+        return f"{shown}:{port}", "flags"
+    return f"{shown}:{settings.port}", "settings"
 
 
-def env_warnings(address: str, tls: bool, source: str) -> list[str]:
-    """What a user should know about the exports: no gateway to point at, or one fal_client cannot speak to."""
-    warnings = []
-    restart = "start it with `falemu up --tls`"
-    if source == "settings":
-        warnings.append(f"no falemu up is running; these exports point at {address}, from falemu's settings")
-    else:
-        restart = "restart it with `falemu up --tls`"
-    if not tls:  # (an address given by flags is taken to be a TLS gateway)
-        gateway = "that gateway" if source == "settings" else source
-        warnings.append(f"{gateway} serves plain HTTP, and fal_client only speaks HTTPS; {restart}")
-    return warnings
+def env_warnings(address: str, source: str) -> list[str]:
+    """What a user should know about the exports: there is no gateway at that address yet."""
+    if source != "settings":
+        return []
+    return [
+        f"no falemu up is running; these exports point at {address}, from falemu's settings",
+        f"until a falemu up serves {address}, HTTPS to other hosts fails in a shell with these exports "
+        "(HTTPS_PROXY): start one, or `unset HTTPS_PROXY`",
+    ]
 
 
 @click.command(
@@ -77,7 +77,7 @@ def env_warnings(address: str, tls: bool, source: str) -> list[str]:
     epilog=examples(
         ('eval "$(falemu env)"', "point fal_client in this shell at the running falemu up"),
         ("falemu env --shell fish | source", "the same, in fish"),
-        ("falemu env --port 8443", "for a gateway on another port (TLS assumed)"),
+        ("falemu env --port 8788", "for a gateway on another port"),
     ),
 )
 @project_option
@@ -85,11 +85,13 @@ def env_warnings(address: str, tls: bool, source: str) -> list[str]:
 @click.option("--port", type=int, default=None, help="Gateway port (default: the running falemu up, else settings).")
 @click.option("--shell", type=click.Choice(["sh", "fish", "powershell"]), default="sh", help="Output syntax.")
 def env(project: Path | None, host: str | None, port: int | None, shell: str) -> None:
-    """Print FAL_RUN_HOST, FAL_QUEUE_RUN_HOST, SSL_CERT_FILE and FAL_KEY for fal_client.
+    """Print FAL_RUN_HOST, FAL_QUEUE_RUN_HOST, SSL_CERT_FILE, FAL_KEY, HTTPS_PROXY and NO_PROXY for fal_client.
 
-    Use it as `eval "$(falemu env)"`. fal_client only speaks HTTPS, so the gateway must serve TLS
-    (`falemu up --tls`); SSL_CERT_FILE names falemu's CA together with the usual public roots. FAL_KEY
-    is falemu's default local key, made on first use.
+    Use it as `eval "$(falemu env)"`. The gateway answers HTTPS (fal_client's) and HTTP on one port;
+    SSL_CERT_FILE names falemu's CA together with the usual public roots. FAL_KEY is falemu's default
+    local key, made on first use. HTTPS_PROXY sends HTTPS to other hosts through the gateway, so
+    fal_client's uploads to rest.fal.ai and v3.fal.media reach falemu while everything else passes
+    through unchanged; NO_PROXY keeps localhost direct.
     """
     from falemu.config import load_project
     from falemu.errors import ConfigError
@@ -104,13 +106,15 @@ def env(project: Path | None, host: str | None, port: int | None, shell: str) ->
             loaded = load_project()
         except ConfigError:
             loaded = None
-    address, tls, source = gateway_address(host, port, loaded)
+    address, source = gateway_address(host, port, loaded)
     values = {
         "FAL_RUN_HOST": address,
         "FAL_QUEUE_RUN_HOST": f"{address}/queue",
         "SSL_CERT_FILE": client_bundle(),
         "FAL_KEY": KeyStore().default_key(),
+        "HTTPS_PROXY": f"http://{address}",
+        "NO_PROXY": NO_PROXY,
     }
-    for line in env_warnings(address, tls, source):
+    for line in env_warnings(address, source):
         click.echo(f"warning: {line}", err=True)
     click.echo(render(values, shell))

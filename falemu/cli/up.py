@@ -38,14 +38,16 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def ready_text(base_url: str, tls: bool, app_ids: list[str], files: str | None = None) -> str:
+TLS_NOT_NEEDED = "the tls setting is no longer needed: the gateway answers HTTP and HTTPS on the same port"
+
+
+def ready_text(base_url: str, app_ids: list[str], files: str | None = None) -> str:
     """The lines ``falemu up`` prints once everything serves: where it is and how to call it."""
     example = app_ids[0] if app_ids else "<owner>/<app>"
-    if tls:
-        client = f'fal_client: run `eval "$(falemu env)"`, then fal_client.run("{example}/<path>", arguments={{...}})'
-    else:
-        client = "fal_client only speaks HTTPS: restart with `falemu up --tls` to call these apps with it"
-    lines = [f"gateway at {base_url}; `falemu ps` and `falemu logs -f` from another terminal", client]
+    lines = [
+        f"gateway at {base_url} (HTTPS on the same port); `falemu ps` and `falemu logs -f` from another terminal",
+        f'fal_client: run `eval "$(falemu env)"`, then fal_client.run("{example}/<path>", arguments={{...}})',
+    ]
     if files:
         lines.append(files)
     lines.append("press Ctrl-C to stop")
@@ -65,7 +67,7 @@ def files_text(emulator: Emulator) -> tuple[str | None, dict[str, str]]:
 EXAMPLES = examples(
     ("falemu up", "every app of the pyproject around this folder"),
     ("falemu up greeter --port 0", "one app, on a free port"),
-    ("falemu up --tls", 'HTTPS, so fal_client works (`eval "$(falemu env)"`)'),
+    ('eval "$(falemu env)"', "then, in another shell: fal_client reaches the running falemu up"),
     ("falemu up --json | jq .", "events as JSON lines, for scripts"),
 )
 
@@ -95,7 +97,11 @@ EXAMPLES = examples(
     default=None,
     help="Host folder mounted at /data in every runner (default: falemu's cache folder).",
 )
-@click.option("--tls/--no-tls", default=None, help="Serve HTTPS with a certificate from falemu's local CA.")
+@click.option(
+    "--tls/--no-tls",
+    default=None,
+    help="No longer needed: HTTP and HTTPS (falemu's local CA) are served on the same port.",
+)
 @click.option(
     "--verbose", "-v", is_flag=True, help="Show build output, every request's lines (no summaries) and state flips."
 )
@@ -144,6 +150,8 @@ def up(
     settings = project_settings(loaded, cli={k: v for k, v in cli.items() if v is not None})
     check_port_free(settings.host, settings.port)
     renderer = Renderer(json_lines=json_lines, verbose=verbose)
+    if settings.sources.get("tls", "default") != "default":  # accepted, so older scripts keep working
+        renderer.note(f"note: {TLS_NOT_NEEDED}")
     events = EventBus()
     events.subscribe(renderer)
     emulator = Emulator(
@@ -180,17 +188,12 @@ def up(
                 endpoints=paths,
                 runners=[{"id": r.id, "url": r.url, "state": r.state} for r in emulator.runners(name)],
             )
-        verify: str | bool = True
-        if settings.tls:
-            from falemu.gateway.tls import client_bundle
-
-            verify = client_bundle()
-        state_path = state.register(emulator, verify=verify)
+        state_path = state.register(emulator)
         app_ids = [urlsplit(emulator.app_url(name)).path.strip("/") for name in emulator.apps]
         files, files_fields = files_text(emulator)
         renderer.status(
             "Ready",
-            ready_text(emulator.base_url, bool(settings.tls), app_ids, files),
+            ready_text(emulator.base_url, app_ids, files),
             url=emulator.base_url,
             **files_fields,
         )

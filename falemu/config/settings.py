@@ -44,7 +44,7 @@ class Settings:
     runtime: RuntimeName = "auto"
     gpu: GpuMode = "auto"
     machine_limits: bool = False
-    tls: bool = False
+    tls: bool = False  # accepted and ignored: the gateway serves HTTP and HTTPS on one port
     keep_failed: bool = False
     files_dir: Path = field(default_factory=lambda: _cache_dir() / "files")
     files_url: str = ""

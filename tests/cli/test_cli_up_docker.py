@@ -76,7 +76,7 @@ def test_up_serves_prints_its_urls_and_leaves_nothing_after_ctrl_c(
         assert f"  App id local/{alias}" in seen, text
         sync = next(line.split()[1] for line in seen if line.startswith("  Sync   "))
         assert "LABEL falemu." not in text
-        assert "restart with `falemu up --tls`" in text
+        assert "(HTTPS on the same port)" in text
         follow = subprocess.Popen(
             [sys.executable, "-m", "falemu", "logs", "-f", alias],
             env=_env(tmp_path, base_image),

@@ -220,24 +220,22 @@ def test_serving_block_shows_the_app_id_fal_client_takes() -> None:
 
 
 def test_ready_text_tells_how_to_reach_the_apps_with_fal_client() -> None:
-    with_tls = ready_text("https://127.0.0.1:8787", True, ["local/greeter"])
-    assert with_tls.splitlines() == [
-        "gateway at https://127.0.0.1:8787; `falemu ps` and `falemu logs -f` from another terminal",
+    assert ready_text("http://127.0.0.1:8787", ["local/greeter"]).splitlines() == [
+        "gateway at http://127.0.0.1:8787 (HTTPS on the same port); `falemu ps` and `falemu logs -f` from another"
+        " terminal",
         'fal_client: run `eval "$(falemu env)"`, then fal_client.run("local/greeter/<path>", arguments={...})',
         "press Ctrl-C to stop",
     ]
-    assert "restart with `falemu up --tls`" in ready_text("http://127.0.0.1:8787", False, ["local/greeter"])
 
 
 def test_env_warns_when_no_falemu_up_runs_and_not_for_explicit_flags() -> None:
-    assert env_warnings("127.0.0.1:8787", False, "settings") == [
+    assert env_warnings("127.0.0.1:8787", "settings") == [
         "no falemu up is running; these exports point at 127.0.0.1:8787, from falemu's settings",
-        "that gateway serves plain HTTP, and fal_client only speaks HTTPS; start it with `falemu up --tls`",
+        "until a falemu up serves 127.0.0.1:8787, HTTPS to other hosts fails in a shell with these exports "
+        "(HTTPS_PROXY): start one, or `unset HTTPS_PROXY`",
     ]
-    assert env_warnings("127.0.0.1:9443", True, "flags") == []
-    assert env_warnings("127.0.0.1:8787", False, "the falemu up of pid 7") == [
-        "the falemu up of pid 7 serves plain HTTP, and fal_client only speaks HTTPS; restart it with `falemu up --tls`"
-    ]
+    assert env_warnings("127.0.0.1:9443", "flags") == []
+    assert env_warnings("127.0.0.1:8787", "the falemu up of pid 7") == []
 
 
 def test_env_with_an_explicit_port_prints_no_warning(tmp_path: Path) -> None:

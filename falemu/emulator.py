@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from falemu.clock import Clock, MonotonicClock
 from falemu.config.model import AppConfig, Project, ScalingConfig
 from falemu.config.settings import Settings
+from falemu.devloop.reload import Reloader
 from falemu.errors import FalemuError, UsageError
 from falemu.events import EventBus, Notice
 from falemu.runtime.base import PreparedApp, RunnerSpec, Runtime
@@ -103,6 +104,9 @@ class Emulator:
         self._startup_error: BaseException | None = None
         self._started = False
         self._stopped = False
+        self._runner_env: dict[str, str] = {}  # what every runner gets besides fal's environment (the CDN's)
+        self._runner_mounts: dict[str, str] = {}
+        self.reloader = Reloader(self)  # falemu.devloop: the revisions of each app
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -277,17 +281,7 @@ class Emulator:
                 hint="add one, see `falemu config --help`",
             )
         for name in self._names:
-            config = get_app(self.project, name)
-            changes = self._overrides.get(name) or self._overrides.get(config.alias) or {}
-            bad = set(changes) - SCALING_FIELDS
-            if bad:
-                raise UsageError(
-                    f"unknown scaling setting(s) for {name}: {', '.join(sorted(bad))}",
-                    hint="known: " + ", ".join(sorted(SCALING_FIELDS)),
-                )
-            if changes:
-                config = dataclasses.replace(config, scaling=dataclasses.replace(config.scaling, **changes))
-            self.configs[name] = config
+            self.configs[name] = self._with_overrides(name, get_app(self.project, name))
         known = set(self.configs) | {c.alias for c in self.configs.values()}
         unknown = set(self._overrides) - known
         if unknown:
@@ -295,6 +289,57 @@ class Emulator:
                 f"scaling overrides for apps that are not started: {', '.join(sorted(unknown))}",
                 hint=f"started apps: {', '.join(self._names)}",
             )
+
+    def _with_overrides(self, name: str, config: AppConfig) -> AppConfig:
+        changes = self._overrides.get(name) or self._overrides.get(config.alias) or {}
+        bad = set(changes) - SCALING_FIELDS
+        if bad:
+            raise UsageError(
+                f"unknown scaling setting(s) for {name}: {', '.join(sorted(bad))}",
+                hint="known: " + ", ".join(sorted(SCALING_FIELDS)),
+            )
+        if changes:
+            config = dataclasses.replace(config, scaling=dataclasses.replace(config.scaling, **changes))
+        return config
+
+    def reparse(self, app: str) -> AppConfig:
+        """The app's config as the pyproject says now (with this emulator's overrides and runtime limits)."""
+        from falemu.config import get_app, load_project
+
+        name = self._config(app).name
+        config = self._with_overrides(name, get_app(load_project(self.project.pyproject), name))
+        if self.runtime.name == "process" and config.scaling.max_concurrency > 1:
+            scaling = config.scaling
+            config = dataclasses.replace(
+                config,
+                scaling=dataclasses.replace(
+                    scaling, max_concurrency=1, min_concurrency=min(scaling.min_concurrency, 1)
+                ),
+            )
+        return config
+
+    def reload(self, app: str, changes: Sequence[str] = (), *, since: float | None = None) -> Any:
+        """Make a new revision of ``app`` from its files and config as they are now, and roll it out by
+        its ``deployment_strategy`` (see :mod:`falemu.devloop.reload`). Blocks until it serves or failed;
+        returns a :class:`~falemu.devloop.rollout.RolloutResult`, or None when nothing changed."""
+        if self._loop is None or self._stopped:
+            raise UsageError("the emulator is not running", hint="call start() first")
+        return self.reloader.reload(self._config(app).name, changes, since=since)
+
+    def runner_spec(self, app: str, prepared: PreparedApp) -> RunnerSpec:
+        """The template every runner of ``app`` starts from, for the image in ``prepared``."""
+        return RunnerSpec(
+            prepared=prepared,
+            runner_id="",
+            owner=self.settings.owner,
+            data_dir=self.settings.data_dir,
+            gpu=self.settings.gpu,
+            machine_limits=self.settings.machine_limits,
+            command=self._command,
+            keep_failed=self.settings.keep_failed,
+            env=self._runner_env,
+            mounts=self._runner_mounts,
+        )
 
     def _fit_to_runtime(self, runtime: Runtime) -> None:
         """The process runtime binds each app's exposed_port directly: one runner per app at a time."""
@@ -400,24 +445,11 @@ class Emulator:
         try:
             if self._stop_requested():  # stop() came before this task existed, so nothing cancelled it
                 raise asyncio.CancelledError
-            cdn_env: dict[str, str] = {}
-            cdn_mounts: dict[str, str] = {}
             if self.cdn is not None:
                 await self.cdn.start()
-                cdn_env, cdn_mounts = self.cdn.runner_env(), self.cdn.runner_mounts()
+                self._runner_env, self._runner_mounts = self.cdn.runner_env(), self.cdn.runner_mounts()
             for name, config in self.configs.items():
-                spec = RunnerSpec(
-                    prepared=self.prepared[name],
-                    runner_id="",
-                    owner=self.settings.owner,
-                    data_dir=self.settings.data_dir,
-                    gpu=self.settings.gpu,
-                    machine_limits=self.settings.machine_limits,
-                    command=self._command,
-                    keep_failed=self.settings.keep_failed,
-                    env=cdn_env,
-                    mounts=cdn_mounts,
-                )
+                spec = self.runner_spec(name, self.prepared[name])
                 self._controllers[name] = AppController(
                     config, self.runtime, spec, clock=self.clock, events=self.events, tick=self._tick
                 )

@@ -80,6 +80,7 @@ class RunnerReady(Event):
     address: str
     timeline: dict[str, float]  # phase -> seconds
     cold_start: bool = True
+    revision: int = 1  # the app revision it runs
 
 
 @dataclass(slots=True)
@@ -154,6 +155,42 @@ class ScaledDown(Event):
     runners: int
     target: int
     reason: str
+
+
+@dataclass(slots=True)
+class ReloadStarted(Event):
+    """A change in the app's build context (``falemu up --watch``) or a reload call: a new revision is made."""
+
+    revision: int
+    changes: list[str]  # changed paths relative to the project folder (empty for a reload call)
+
+
+@dataclass(slots=True)
+class RolloutStarted(Event):
+    revision: int
+    previous: int  # the revision serving until the switch
+    strategy: str  # rolling | recreate (the app's deployment_strategy)
+    runners: int  # runners of the new revision started
+    image: str
+
+
+@dataclass(slots=True)
+class RolloutFinished(Event):
+    revision: int  # now serving
+    previous: int  # retired: its idle runners stop, busy ones finish their requests first
+    strategy: str
+    seconds: float  # from the change (or reload call) to the new revision serving
+    unavailable: float = 0.0  # seconds no runner took new requests (recreate's gap; 0 for rolling)
+
+
+@dataclass(slots=True)
+class RolloutFailed(Event):
+    revision: int  # the revision that could not be made or started
+    serving: int  # the revision that keeps serving
+    stage: str  # config | build | start
+    error_type: str
+    message: str
+    logs: str = ""
 
 
 class EventSink(Protocol):

@@ -196,6 +196,8 @@ def ps_snapshot(emulator: Emulator) -> dict[str, Any]:
                 "stats": dataclasses.asdict(controller.stats),
                 "waiting": controller.waiting,
                 "backoff": controller.backoff(),
+                "revision": controller.revision,
+                "revisions": emulator.reloader.rows(name),
                 "runners": [
                     {**dataclasses.asdict(r), "age": max(0.0, now - r.started_at)} for r in controller.runners()
                 ],

@@ -25,9 +25,13 @@ from falemu.events import (
     BuildStep,
     Event,
     Notice,
+    ReloadStarted,
     RequestCompleted,
     RequestQueued,
     RequestStarted,
+    RolloutFailed,
+    RolloutFinished,
+    RolloutStarted,
     RunnerFailed,
     RunnerLog,
     RunnerReady,
@@ -61,6 +65,9 @@ STOP_REASONS = {
     "shutdown": "falemu up is stopping",
     "exited": "its container or process exited",
     "replaced": "replaced by a fresh runner",
+    "rollout": "a newer revision serves now",
+    "rollout_failed": "its revision failed to start",
+    "rollout_cancelled": "its rollout was cancelled",
 }
 # Image labels falemu adds to every build; the engine reports each as a build step of its own.
 FALEMU_LABEL_STEP = "LABEL falemu."
@@ -304,7 +311,10 @@ class Renderer:
             total = sum(event.timeline.values())
             timeline = timeline_text(event.timeline)
             took = f" in {_fmt_seconds(total)}" if event.timeline else ""
-            return f"[{event.runner}] ready at {event.address}{took} ({kind}" + (f": {timeline})" if timeline else ")")
+            revision = f" (r{event.revision})" if event.revision > 1 else ""
+            return f"[{event.runner}] ready{revision} at {event.address}{took} ({kind}" + (
+                f": {timeline})" if timeline else ")"
+            )
         if isinstance(event, RunnerFailed):
             text = f"[{event.runner}] " + self._style(f"failed ({event.error_type}): {event.message}", fg="red")
             if event.logs:
@@ -321,12 +331,49 @@ class Renderer:
             return f"{app}: scaling down, {event.runners} runner(s) left: {stop_reason_text(event.reason)}"
         if isinstance(event, RequestQueued):
             return f"{app}: request {event.request_id} queued (position {event.queue_position})"
+        if isinstance(event, ReloadStarted | RolloutStarted | RolloutFinished | RolloutFailed):
+            return self._rollout_line(event)
         if isinstance(event, Notice):
             prefix = "warning: " if event.level == "warning" else ""
             if app and app != "falemu" and app not in event.message:
                 prefix += f"{app}: "  # which app a warning is about, unless the message names it
             return self._style(f"{prefix}{event.message}", fg="yellow" if event.level == "warning" else None)
         return None
+
+    def _rollout_line(self, event: Event) -> str:
+        app = event.app
+        if isinstance(event, ReloadStarted):
+            if not event.changes:
+                return f"{app}: reloading: making revision r{event.revision}"
+            shown = ", ".join(event.changes[:3]) + (
+                f" (+{len(event.changes) - 3} more)" if len(event.changes) > 3 else ""
+            )
+            return f"{app}: {shown} changed: making revision r{event.revision}"
+        if isinstance(event, RolloutStarted):
+            order = (
+                "the old runners drain once they are ready"
+                if event.strategy == "rolling"
+                else "after the old runners stop; requests wait meanwhile"
+            )
+            return (
+                f"{app}: rolling out r{event.revision} ({event.strategy}): {event.runners} new runner(s) start, {order}"
+            )
+        if isinstance(event, RolloutFinished):
+            gap = f", {_fmt_seconds(event.unavailable)} without a runner" if event.unavailable > 0 else ""
+            took = _fmt_seconds(event.seconds)
+            text = f"{app}: r{event.revision} serves ({event.strategy}, {took} after the change{gap})"
+            return self._style(text, fg="green")
+        assert isinstance(event, RolloutFailed)
+        what = {"config": "config error", "build": "build failed", "start": "failed to start"}.get(
+            event.stage, event.stage
+        )
+        text = self._style(
+            f"{app}: r{event.revision} {what}: {event.message}; r{event.serving} keeps serving", fg="red"
+        )
+        if event.logs:
+            tail = event.logs.strip().splitlines()[-20:]
+            text += "\n" + "\n".join(f"{app}: | {line}" for line in tail)
+        return text
 
     # -- summaries --------------------------------------------------------------------------------
 
@@ -403,7 +450,7 @@ class Renderer:
         if not instances:
             self._echo("no falemu up is running")
             return
-        rows: list[tuple[str, ...]] = [("APP", "RUNNER", "STATE", "IN FLIGHT", "SERVED", "AGE", "ADDRESS")]
+        rows: list[tuple[str, ...]] = [("APP", "RUNNER", "REV", "STATE", "IN FLIGHT", "SERVED", "AGE", "ADDRESS")]
         for instance in instances:
             self._echo(f"falemu up (pid {instance['pid']}) at {instance['url']}  project {instance['project']}")
             for app in instance["apps"]:
@@ -419,10 +466,27 @@ class Renderer:
                         f"  {app['name']}: FAILURE_DELAY after {backoff['failures']} failed start(s), next start in "
                         f"{backoff['retry_in']} s: {backoff['message']}"
                     )
+                revision = app.get("revision")
+                if revision is not None and int(revision) > 1:
+                    self._echo(f"  {app['name']}: serving revision r{revision}")
+                for failed in app.get("revisions", [])[-1:]:
+                    if failed.get("status") == "failed":
+                        self._echo(
+                            f"  {app['name']}: r{failed['number']} failed ({failed['stage']}): {failed['error']}"
+                        )
                 for r in app["runners"]:
                     age = _fmt_seconds(float(r.get("age", 0.0)))
                     rows.append(
-                        (app["name"], r["id"], r["state"], str(r["in_flight"]), str(r["served"]), age, r["url"] or "-")
+                        (
+                            app["name"],
+                            r["id"],
+                            f"r{r.get('revision', 1)}",
+                            r["state"],
+                            str(r["in_flight"]),
+                            str(r["served"]),
+                            age,
+                            r["url"] or "-",
+                        )
                     )
         if len(rows) == 1:
             self._echo("no runners")

@@ -64,10 +64,27 @@ def files_text(emulator: Emulator) -> tuple[str | None, dict[str, str]]:
     return f"files (local CDN) at {url}..., kept in {folder}", {"files_url": url, "files_dir": folder}
 
 
+def start_watching(emulator: Emulator, renderer: Any) -> Any:
+    """Start ``--watch``'s loop (falemu.devloop) and say what it watches."""
+    from falemu.devloop.loop import DevLoop
+    from falemu.devloop.rollout import strategy_of
+
+    devloop = DevLoop(emulator).start()
+    strategies = ", ".join(f"{name} {strategy_of(emulator.configs[name])}" for name in emulator.apps)
+    renderer.status(
+        "Watching",
+        f"watching {', '.join(devloop.roots)}: a saved change builds a new revision and rolls it out "
+        f"(deployment_strategy: {strategies})",
+        roots=devloop.roots,
+    )
+    return devloop
+
+
 EXAMPLES = examples(
     ("falemu up", "every app of the pyproject around this folder"),
     ("falemu up greeter --port 0", "one app, on a free port"),
     ('eval "$(falemu env)"', "then, in another shell: fal_client reaches the running falemu up"),
+    ("falemu up --watch", "rebuild and roll out a new revision on every saved change"),
     ("falemu up --json | jq .", "events as JSON lines, for scripts"),
 )
 
@@ -105,6 +122,12 @@ EXAMPLES = examples(
 @click.option(
     "--verbose", "-v", is_flag=True, help="Show build output, every request's lines (no summaries) and state flips."
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Watch each app's build context; on a change, rebuild (layer cache) and roll the new revision out "
+    "by the app's deployment_strategy (rolling: no request lost; recreate: old runners stop first).",
+)
 @click.option("--json", "json_lines", is_flag=True, help="Print events as JSON lines.")
 def up(
     apps: tuple[str, ...],
@@ -119,6 +142,7 @@ def up(
     data_dir: Path | None,
     tls: bool | None,
     verbose: bool,
+    watch: bool,
     json_lines: bool,
 ) -> None:
     """Serve the apps of the pyproject (all of them when none is named) at fal-shaped URLs.
@@ -174,6 +198,7 @@ def up(
     # Also when started in the background of a script, where SIGINT starts out ignored.
     previous_sigint = signal.signal(signal.SIGINT, on_signal)
     state_path: Path | None = None
+    devloop: Any = None
     try:
         emulator.start()
         for name in emulator.apps:
@@ -191,6 +216,8 @@ def up(
         state_path = state.register(emulator)
         app_ids = [urlsplit(emulator.app_url(name)).path.strip("/") for name in emulator.apps]
         files, files_fields = files_text(emulator)
+        if watch:
+            devloop = start_watching(emulator, renderer)
         renderer.status(
             "Ready",
             ready_text(emulator.base_url, app_ids, files),
@@ -206,6 +233,8 @@ def up(
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
+            if devloop is not None:
+                devloop.stop()
             emulator.stop()
         finally:
             signal.signal(signal.SIGINT, previous_sigint)

@@ -11,6 +11,12 @@ Runner states follow fal's: PENDING (start ordered) -> SETUP (the runtime is sta
 RUNNING (ready; RUNNING while it has requests in flight) -> DRAINING (asked to stop while busy) ->
 TERMINATING -> TERMINATED; a failed start goes to FAILURE_DELAY and holds further starts back
 (+30 s per consecutive failure, capped at 600 s).
+
+Revisions: every runner belongs to a revision of the app (1 at start). Requests, the policy and the
+back-off see only the runners of :attr:`AppController.revision`, the one fal's alias points at. A
+rollout (:mod:`falemu.devloop.rollout`) starts runners of the next revision beside them with
+:meth:`AppController.launch_revision`, then :meth:`AppController.switch_to` makes it the serving
+revision and retires the older runners: idle ones stop, busy ones drain (their requests finish).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import itertools
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from falemu.clock import Clock, MonotonicClock
@@ -90,6 +96,8 @@ class _Slot:
     runner: Runner | None = None
     stop_reason: str = ""
     hints: frozenset[str] = frozenset()  # what the runner reported it is specialized for
+    revision: int = 1
+    error: RunnerError | None = None  # why its start failed
 
 
 @dataclass
@@ -145,6 +153,10 @@ class AppController:
         self._reconcile_handle: asyncio.Handle | None = None
         self._reconciled_at = float("-inf")  # clock time of the last policy evaluation
         self._event_loop: asyncio.AbstractEventLoop | None = None  # the loop start() ran on
+        self.revision = 1  # the serving revision: the only one requests and the policy see
+        self._hold_starts = False  # no policy starts (a recreate rollout waits for the old runners to go)
+        self._changed: asyncio.Event | None = None  # set on the next runner state change (wait_for)
+        self._start_errors: dict[str, RunnerError] = {}  # failed starts of non-serving revisions, by runner
 
     # -- RunnerPool ---------------------------------------------------------------------------------
 
@@ -273,6 +285,7 @@ class AppController:
                 served=s.served,
                 started_at=s.started_at,
                 last_request_at=s.last_request_at,
+                revision=s.revision,
             )
             for s in slots
         ]
@@ -341,6 +354,103 @@ class AppController:
         with contextlib.suppress(TimeoutError):
             await _wait_for_tasks(self._tasks, wait_starts)
 
+    # -- revisions (driven by falemu.devloop.rollout) ---------------------------------------------------
+
+    def launch_revision(self, spec: RunnerSpec, revision: int, count: int) -> list[str]:
+        """Start ``count`` runners of ``revision`` from ``spec`` beside the serving ones; their ids.
+
+        They take no request and the policy does not count them until :meth:`switch_to` makes their
+        revision the serving one. A failed start is theirs alone: the app's back-off is not touched.
+        """
+        self._check_open()
+        return [self._launch(cold=False, spec=spec, revision=revision).id for _ in range(count)]
+
+    def start_state(self, runner_ids: Sequence[str]) -> tuple[int, list[RunnerError], int]:
+        """Of these runners (from :meth:`launch_revision`): how many are ready, the errors of those whose
+        start failed, and how many are gone otherwise (stopped before they were ready)."""
+        ready, errors, gone = 0, [], 0
+        for rid in runner_ids:
+            slot = self._slots.get(rid)
+            error = self._start_errors.get(rid)
+            if error is not None:
+                errors.append(error)
+            elif slot is None:
+                gone += 1
+            elif slot.state in SERVING_STATES:
+                ready += 1
+        return ready, errors, gone
+
+    def forget_starts(self, runner_ids: Sequence[str]) -> None:
+        """Drop what :meth:`start_state` keeps about these runners' failed starts."""
+        for rid in runner_ids:
+            self._start_errors.pop(rid, None)
+
+    def runners_of(self, revision: int | None = None, *, other_than: int | None = None) -> list[str]:
+        """Ids of the runners (in any state) of ``revision``, or of every revision but ``other_than``."""
+        return [
+            s.id
+            for s in self._slots.values()
+            if (revision is None or s.revision == revision) and (other_than is None or s.revision != other_than)
+        ]
+
+    @property
+    def live(self) -> int:
+        """Live runners (PENDING, SETUP, IDLE, RUNNING) of the serving revision."""
+        return self._live_count()
+
+    def warm(self, count: int) -> None:
+        """Start runners of the serving revision until ``count`` are live (within max_concurrency)."""
+        self._check_open()
+        for _ in range(min(count, max(0, self.app.scaling.max_concurrency)) - self._live_count()):
+            self._launch(cold=False)
+
+    def hold_starts(self, hold: bool) -> None:
+        """Keep the policy from starting runners (a recreate rollout, while the old runners go)."""
+        self._hold_starts = hold
+        if not hold:
+            self._reconcile()
+
+    def retire(self, runner_ids: Sequence[str], reason: str) -> None:
+        """Stop these runners: idle ones now, busy ones once their requests are done (DRAINING),
+        starting ones as soon as their start returns."""
+        for rid in runner_ids:
+            slot = self._slots.get(rid)
+            if slot is None or slot.state in (S.DRAINING, S.TERMINATING, S.TERMINATED):
+                continue
+            if slot.in_flight > 0:
+                slot.stop_reason = reason
+                self._set_state(slot, S.DRAINING)
+            else:
+                self._stop(slot, reason)
+
+    def switch_to(self, revision: int, spec: RunnerSpec, app: AppConfig | None = None) -> None:
+        """Make ``revision`` the serving one (fal's alias switch): requests and the policy see only its
+        runners from now on, new runners start from ``spec``, and the other revisions' runners retire."""
+        self.revision = revision
+        self._spec = spec
+        if app is not None:
+            self.app = app
+        self._failures = 0
+        self._last_failure_at = None
+        self._last_error = None
+        self._hold_starts = False
+        self.retire(self.runners_of(other_than=revision), "rollout")
+        self._dispatch()
+        self._reconcile()
+
+    async def wait_for(self, done: Callable[[], bool], timeout: float | None = None) -> None:
+        """Wait until ``done()`` is true, checking after each runner state change (TimeoutError after ``timeout``)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not done():
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=min(remaining or 1.0, 1.0))
+
     # -- internals ----------------------------------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -348,16 +458,18 @@ class AppController:
             raise RunnerError(f"{self.app.alias} is shutting down", error_type="runner_disconnected")
 
     def _live_count(self) -> int:
-        return sum(1 for s in self._slots.values() if s.state in LIVE_STATES)
+        revision = self.revision
+        return sum(1 for s in self._slots.values() if s.state in LIVE_STATES and s.revision == revision)
 
     def _free_slot(self, hint: str | None = None) -> _Slot | None:
         """The serving runner with the fewest requests in flight (the oldest on a tie), if one has room;
         among them, one that reported ``hint`` first."""
         cap = max(1, self.app.scaling.max_multiplexing)
+        revision = self.revision
         best: _Slot | None = None
         hinted: _Slot | None = None
         for s in self._slots.values():
-            if s.in_flight >= cap or s.state not in SERVING_STATES:
+            if s.in_flight >= cap or s.state not in SERVING_STATES or s.revision != revision:
                 continue
             key = (s.in_flight, s.started_at)
             if best is None or key < (best.in_flight, best.started_at):
@@ -400,7 +512,7 @@ class AppController:
             return floor > 0 and floor > self._live_count()
         live = in_flight = 0
         for slot in self._slots.values():
-            if slot.state in LIVE_STATES:
+            if slot.state in LIVE_STATES and slot.revision == self.revision:
                 live += 1
                 in_flight += slot.in_flight
         return target_runners(self.app.scaling, in_flight) > live
@@ -438,7 +550,7 @@ class AppController:
     def _decide(self, now: float) -> Decision:
         return decide(
             self.app.scaling,
-            [self._view(s) for s in self._slots.values()],
+            [self._view(s) for s in self._slots.values() if s.revision == self.revision],
             # Waiters are FIFO with non-decreasing enqueue times, and demand beyond
             # max_concurrency * max_multiplexing cannot raise the target: the head of the queue is enough.
             [w.view for w in itertools.islice(self._waiters, self._demand_cap())],
@@ -473,7 +585,7 @@ class AppController:
             slot = self._slots.get(order.runner)
             if slot is not None:
                 self._stop(slot, str(order.reason), target=decision.target)
-        if decision.start > 0:
+        if decision.start > 0 and not self._hold_starts:
             cold = bool(self._waiters)
             for _ in range(decision.start):
                 self._launch(cold=cold)
@@ -485,8 +597,14 @@ class AppController:
             if rid not in self._slots:
                 return rid
 
-    def _launch(self, *, cold: bool) -> _Slot:
-        slot = _Slot(id=self._new_id(), state=S.PENDING, started_at=self.clock.now(), cold=cold)
+    def _launch(self, *, cold: bool, spec: RunnerSpec | None = None, revision: int | None = None) -> _Slot:
+        slot = _Slot(
+            id=self._new_id(),
+            state=S.PENDING,
+            started_at=self.clock.now(),
+            cold=cold,
+            revision=self.revision if revision is None else revision,
+        )
         with self._lock:
             self._slots[slot.id] = slot
         self.stats.starts += 1
@@ -494,7 +612,7 @@ class AppController:
             self.stats.cold_starts += 1
         self.stats.peak_runners = max(self.stats.peak_runners, self._live_count())
         self._emit_state(slot)
-        self._spawn(self._run_start(slot), f"start-{slot.id}")
+        self._spawn(self._run_start(slot, spec or self._spec), f"start-{slot.id}")
         return slot
 
     def _spawn(self, coro: collections.abc.Coroutine[object, object, None], name: str) -> asyncio.Task[None]:
@@ -503,13 +621,13 @@ class AppController:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _run_start(self, slot: _Slot) -> None:
+    async def _run_start(self, slot: _Slot, template: RunnerSpec) -> None:
         app = self.name
 
         def on_log(line: str) -> None:
             self.events(RunnerLog(app, runner=slot.id, line=line))
 
-        spec = replace(self._spec, runner_id=slot.id, on_log=on_log)
+        spec = replace(template, runner_id=slot.id, on_log=on_log)
         self._set_state(slot, S.SETUP)
         try:
             runner = await asyncio.to_thread(self.runtime.start, spec, self._runtime_events)
@@ -521,27 +639,45 @@ class AppController:
             self._stop(slot, slot.stop_reason or "shutdown", force=True)
             return
         slot.ready_at = self.clock.now()
-        self._failures = 0
-        self._last_failure_at = None
-        self._last_error = None
+        serving = slot.revision == self.revision
+        if serving:
+            self._failures = 0
+            self._last_failure_at = None
+            self._last_error = None
         self._set_state(slot, S.IDLE)
         self.events(
-            RunnerReady(app, runner=slot.id, address=runner.url, timeline=dict(runner.timeline), cold_start=slot.cold)
+            RunnerReady(
+                app,
+                runner=slot.id,
+                address=runner.url,
+                timeline=dict(runner.timeline),
+                cold_start=slot.cold,
+                revision=slot.revision,
+            )
         )
-        self._dispatch()
-        self._reconcile()
+        if serving:
+            self._dispatch()
+            self._reconcile()
 
     def _start_failed(self, slot: _Slot, error: RunnerError) -> None:
+        slot.error = error
         self.stats.failed_starts += 1
-        self._failures += 1
-        self._last_failure_at = self.clock.now()
-        self._last_error = error
+        serving = slot.revision == self.revision
+        if serving:
+            # A runner of a revision being rolled out counts against that rollout, not the app's back-off.
+            self._failures += 1
+            self._last_failure_at = self.clock.now()
+            self._last_error = error
         self._set_state(slot, S.FAILURE_DELAY)
         self.events(
             RunnerFailed(self.name, runner=slot.id, error_type=error.error_type, message=error.message, logs=error.logs)
         )
         with self._lock:
             self._slots.pop(slot.id, None)
+        self._pulse()
+        if not serving:
+            self._start_errors[slot.id] = error
+            return
         if self._live_count() == 0:
             self._fail_waiters(error)
         self._reconcile()
@@ -558,7 +694,7 @@ class AppController:
         if slot.state in (S.PENDING, S.SETUP) and not force:
             slot.stop_reason = reason  # stopped as soon as its start returns
             return
-        was_live = slot.state in LIVE_STATES
+        was_live = slot.state in LIVE_STATES and slot.revision == self.revision
         slot.stop_reason = reason
         self._set_state(slot, S.TERMINATING)
         self.stats.stops += 1
@@ -585,6 +721,7 @@ class AppController:
         self._set_state(slot, S.TERMINATED)
         with self._lock:
             self._slots.pop(slot.id, None)
+        self._pulse()
         self.events(RunnerStopped(self.name, runner=slot.id, reason=reason))
         self._dispatch()
         self._reconcile()
@@ -598,7 +735,14 @@ class AppController:
         if slot.state is state and state is not S.PENDING:
             return
         slot.state = state
+        if self._changed is not None:
+            self._pulse()
         self._emit_state(slot)
+
+    def _pulse(self) -> None:
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
 
     def _emit_state(self, slot: _Slot) -> None:
         self.events(RunnerStateChanged(self.name, runner=slot.id, state=str(slot.state)))

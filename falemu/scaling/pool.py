@@ -75,3 +75,4 @@ class RunnerInfo:
     served: int
     started_at: float
     last_request_at: float | None
+    revision: int = 1  # the app revision the runner runs (a reload under `falemu up --watch` makes the next)

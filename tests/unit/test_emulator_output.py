@@ -140,8 +140,8 @@ def test_ps_table() -> None:
     )
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("falemu up (pid 42) at http://h")
-    assert lines[-2].split() == ["APP", "RUNNER", "STATE", "IN", "FLIGHT", "SERVED", "AGE", "ADDRESS"]
-    assert lines[-1].split() == ["greeter", "g-1", "IDLE", "0", "3", "2.5", "s", "http://r"]
+    assert lines[-2].split() == ["APP", "RUNNER", "REV", "STATE", "IN", "FLIGHT", "SERVED", "AGE", "ADDRESS"]
+    assert lines[-1].split() == ["greeter", "g-1", "r1", "IDLE", "0", "3", "2.5", "s", "http://r"]
     r2, out2 = renderer()
     r2.ps([])
     assert out2.getvalue().strip() == "no falemu up is running"

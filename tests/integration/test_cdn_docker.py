@@ -6,19 +6,22 @@ address the host reaches too (the engine's bridge), serving the exact bytes, con
 caller's upload (``initiate`` + ``PUT``, the flow of fal's SDK and the JS client) is downloaded inside a
 container; an unknown id is 404; a 300 MiB upload and its download stream through ``falemu up`` without
 its memory growing by the file's size; and after that ``falemu up`` stops, the next one serves the same
-files.
+files. Then the real ``fal_client``, in a shell that only evaluated ``falemu env``, uploads (its hosts
+``rest.fal.ai`` and ``v3.fal.media`` reached through falemu's proxy) and runs the app with the URL.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -196,3 +199,63 @@ def _answers(url: str) -> bool:
     except httpx.HTTPError:
         return False
     return True
+
+
+FAL_CLIENT_SCRIPT = textwrap.dedent(
+    """
+    import base64, io, json, os, sys
+    import fal_client
+    import httpx
+    from PIL import Image
+
+    work, app_id = sys.argv[1], sys.argv[2]
+    data = os.urandom(2_000_000)
+    path = os.path.join(work, "input.webp")
+    with open(path, "wb") as fh:
+        fh.write(data)
+    url = fal_client.upload_file(path)
+    fetched = fal_client.run(f"{app_id}/fetch", arguments={"url": url})
+    image_url = fal_client.upload_image(Image.new("RGB", (3, 2), (0, 0, 255)), format="png")
+    text_url = fal_client.upload(b"hello", "text/plain")
+    fal_client.client.MULTIPART_THRESHOLD = 1_000_000  # the multipart path (above 100 MB), with less data
+    fal_client.client.MULTIPART_CHUNK_SIZE = 400_000
+    multipart_url = fal_client.upload(data, "application/octet-stream", file_name="parts.bin")
+    image = httpx.get(image_url)
+    print(json.dumps({
+        "url": url,
+        "same": base64.b64decode(fetched["data"]) == data,
+        "content_type": fetched["content_type"],
+        "image_size": Image.open(io.BytesIO(image.content)).size,
+        "image_type": image.headers["content-type"],
+        "text": httpx.get(text_url).text,
+        "multipart_same": httpx.get(multipart_url).content == data,
+        "urls": [image_url, text_url, multipart_url],
+    }))
+    """
+)
+
+
+def test_fal_client_from_a_shell_with_falemu_env_uploads_and_runs(
+    project: tuple[Path, str], env: dict[str, str], tmp_path: Path
+) -> None:
+    folder, alias = project
+    up = Up(env, folder)
+    try:
+        ready = up.wait_for("Ready")
+        script = tmp_path / "client.py"
+        script.write_text(FAL_CLIENT_SCRIPT)
+        shell_env = {k: v for k, v in env.items() if not k.startswith(("FAL_", "HTTP", "HTTPS", "NO_PROXY"))}
+        line = f'eval "$({sys.executable} -m falemu env)" && exec {sys.executable} {script} {tmp_path} local/{alias}'
+        done = subprocess.run(["sh", "-c", line], env=shell_env, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        up.stop()
+    assert out["url"].startswith(ready["files_url"])
+    assert out["same"] is True  # the app downloaded the caller's upload inside its container
+    assert out["content_type"] == "image/webp"
+    assert out["image_size"] == [3, 2]
+    assert out["image_type"] == "image/png"
+    assert out["text"] == "hello"
+    assert out["multipart_same"] is True
+    assert all(url.startswith(ready["files_url"]) for url in out["urls"])

@@ -18,7 +18,7 @@ Which address file URLs use (``files_base``):
   a listener for the CDN's routes only, on the gateway's port number when free there. The host reaches
   that address as well as runners do, so one URL serves both;
 - otherwise the gateway's own address (process runtime; Docker Desktop, where a notice says to set
-  ``files_url``), or a plain-HTTP listener next to it when the gateway serves TLS.
+  ``files_url``). File URLs are plain HTTP, which runners fetch without falemu's CA.
 """
 
 from __future__ import annotations
@@ -130,12 +130,8 @@ class CdnService:
                 "is not on this machine, as with Docker Desktop); set files_url (FALEMU_FILES_URL), for example "
                 f"http://host.docker.internal:{gateway.port}, with the gateway listening where that reaches"
             )
-        host = gateway.hostname or "127.0.0.1"
-        if gateway.scheme == "https":
-            self._listen(host, 0)  # file URLs stay plain HTTP, which runners fetch without falemu's CA
-            return
         self.storage.files_base = self.gateway_base
-        self.files_address = _resolve(host)
+        self.files_address = _resolve(gateway.hostname or "127.0.0.1")
 
     def _listen(self, address: str, port: int) -> None:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET

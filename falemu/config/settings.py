@@ -7,6 +7,7 @@ value came from.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -50,6 +51,8 @@ class Settings:
     files_url: str = ""
     dashboard: bool = True  # the dashboard at the gateway's root, its API and /metrics; request history
     prices: Path | None = None  # a JSON price table merged over falemu's (the dashboard's cost figures)
+    max_body_mb: int = 100  # the largest sync request body the gateway takes (413 beyond it)
+    body_timeout: float = 60.0  # seconds a request body may pause between two of its parts (then 408)
     sources: Mapping[str, SettingSource] = field(default_factory=dict, compare=False)
 
     def with_overrides(self, values: Mapping[str, Any], source: SettingSource) -> Settings:
@@ -92,6 +95,10 @@ def _coerce(name: str, raw: Any, source: SettingSource) -> Any:
         if not 0 <= port <= 65535:
             raise ConfigError(f"{where} port must be between 0 and 65535, got {port}", hint="for example 8787")
         return port
+    if name == "max_body_mb":
+        return _number(where, name, raw, int, "for example 100")
+    if name == "body_timeout":
+        return _number(where, name, raw, float, "for example 60")
     if name in ("data_dir", "files_dir", "prices"):
         return Path(str(raw)).expanduser()
     if name == "files_url":
@@ -142,6 +149,19 @@ def _files_url(where: str, raw: Any) -> str:
     return url
 
 
+def _number(where: str, name: str, raw: Any, kind: type[int] | type[float], example: str) -> Any:
+    """A positive, finite int or float setting (a bool is not a number here)."""
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        value = kind(raw)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{where} {name} must be a number, got {raw!r}", hint=example) from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{where} {name} must be a positive number, got {raw!r}", hint=example)
+    return value
+
+
 def _choice(where: str, raw: Any, allowed: tuple[str, ...]) -> str:
     value = str(raw).lower()
     if value not in allowed:
@@ -163,6 +183,8 @@ ENV_KEYS = (
     "files_url",
     "dashboard",
     "prices",
+    "max_body_mb",
+    "body_timeout",
 )
 
 

@@ -20,8 +20,11 @@ fal_client builds ``https://{FAL_QUEUE_RUN_HOST}/`` + ``owner/app``, so
 ``FAL_QUEUE_RUN_HOST=127.0.0.1:PORT/queue`` reaches the queue API. A request whose ``Host`` starts with
 ``queue.`` (``queue.localhost:PORT``) is a queue request too, without the prefix, as on fal.
 
-The sync path is a plain ASGI handler, not a framework route: it reads the caller's headers once,
-leases a runner, streams the request body to it and its response back, and never holds a whole body.
+The sync path is a plain ASGI handler, not a framework route: it reads the caller's headers once, reads
+the whole request body (:mod:`falemu.gateway.body`: size and time limits, large bodies in a temporary
+file), only then leases a runner, sends it the request and streams its response back. A caller that
+hangs up before its runner answers is noticed at once: while it waits for a runner it is not sent to
+one, and a request in progress is abandoned (499, the runner kept).
 Served by falemu's own protocol (:mod:`falemu.gateway.server`, as ``falemu up`` does), most sync
 requests skip the ASGI app altogether and take the fast path of :mod:`falemu.gateway.fastpath`, with
 the same answers for about half the CPU.
@@ -52,7 +55,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from falemu.clock import Clock, MonotonicClock
@@ -67,18 +70,19 @@ from falemu.gateway.asgi import (
     Scope,
     Send,
     acquire,
-    body_stream,
     new_request_id,
     send_error,
     send_json,
     start_timeout,
 )
+from falemu.gateway.body import RequestBody, read_body
 from falemu.gateway.errors import PlatformError, request_timeout_error
 from falemu.gateway.headers import Incoming, identity_headers, response_headers, runner_hints, split_headers
-from falemu.gateway.keys import Caller, KeyStore, parse_authorization
+from falemu.gateway.keys import Caller, KeyStore, looks_like_key
 from falemu.gateway.queue import QueueManager
-from falemu.gateway.upstream import UpstreamError, UpstreamPool
-from falemu.scaling.pool import Outcome
+from falemu.gateway.upstream import Headers, UpstreamError, UpstreamPool
+from falemu.runtime.base import Runner
+from falemu.scaling.pool import Lease, Outcome
 
 QUEUE_PREFIX = "/queue"
 NO_KEY = "No user found for Key ID and Secret"
@@ -86,6 +90,7 @@ _NO_TIMEOUT = contextlib.nullcontext()
 MISSING_KEY = "Missing authorization header. Set FAL_KEY (`falemu env` prints one)."
 
 _NO_HEADERS: list[tuple[bytes, bytes]] = []
+_HTTP_1 = frozenset({"1.1", "1.0"})
 
 MountedApp = Callable[[Any, Any, Any], Awaitable[None]]  # an ASGI app
 
@@ -109,6 +114,8 @@ class Gateway:
         self.keys = keys
         self.clock: Clock = clock or MonotonicClock()
         self.queue = QueueManager(self)
+        self.max_body = settings.max_body_mb << 20  # bytes (falemu.gateway.body)
+        self.body_timeout = settings.body_timeout
         self.fast_requests = 0  # sync requests served by the fast path (falemu.gateway.fastpath)
         self.recorder: BodyRecorder | None = None  # gets request and response bodies (the dashboard's history)
         self.closed = False
@@ -219,6 +226,11 @@ class Gateway:
             return
         if self._loop is None:
             self._bind_loop()
+        if kind == "http" and scope.get("http_version", "1.1") not in _HTTP_1:
+            # HTTP/0.9, HTTP/2.0 or HTTP/1.2 in an HTTP/1 request line: the parser takes them, falemu does not
+            version = f"HTTP/{scope.get('http_version')} is not supported: use HTTP/1.1"
+            await send_error(send, PlatformError(version, "bad_request", status=400), new_request_id())
+            return
         if self.host_mounts:
             host = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"host"), None)
             by_host = self.host_mounted(host)
@@ -252,7 +264,7 @@ class Gateway:
         raw_path: bytes = scope.get("raw_path") or path.encode()
         incoming = split_headers(scope["headers"])
         queue_prefix = ""
-        if path == QUEUE_PREFIX or path.startswith(QUEUE_PREFIX + "/"):
+        if raw_path[:6] == b"/queue" and raw_path[6:7] in (b"", b"/"):  # the prefix as sent, not decoded
             queue_prefix = QUEUE_PREFIX
             path = path[len(QUEUE_PREFIX) :]
             raw_path = raw_path[len(QUEUE_PREFIX) :]
@@ -264,6 +276,8 @@ class Gateway:
             owner, _, rest = path.lstrip("/").partition("/")
             alias, _, sub = rest.partition("/")
             gapp = self.apps.get(alias) if owner == self.owner else None
+            if gapp is not None and b"%" in raw_path and _encoded_slash(raw_path):
+                gapp = None  # /local%2Fapp/x: the owner and app are path segments of their own, as sent
             if gapp is None or not alias:
                 name = f"{owner}/{alias}" if alias else owner or "/"
                 raise PlatformError(f"Application '{name}' not found", status=404)
@@ -295,7 +309,7 @@ class Gateway:
             raise PlatformError(MISSING_KEY, status=401)
         caller = self.keys.authenticate(header)
         if caller is None:
-            if mode == "public" and not _looks_like_key(header):
+            if mode == "public" and not looks_like_key(header):
                 return None  # an Authorization of the app's own, not a fal key
             raise PlatformError(NO_KEY, status=401)
         if mode == "private" and not caller.may_call_private(self.owner):
@@ -317,28 +331,86 @@ class Gateway:
         request_id: str,
         path: str = "/",
     ) -> None:
+        method: str = scope["method"]
+        wait = start_timeout(incoming.request_timeout, gapp)
+        # The whole body first (falemu.gateway.body): a runner is leased only for a request that is all in.
+        try:
+            body = await read_body(
+                receive, limit=self.max_body, timeout=self.body_timeout, declared=incoming.content_length
+            )
+        except PlatformError as exc:
+            self._unserved(gapp, request_id, path, method, exc.status, exc.error_type, 0.0)
+            raise
+        except Done:
+            self._unserved(gapp, request_id, path, method, 499, "client_disconnected", 0.0)
+            raise
+        received = time.monotonic()
+        # Once the body is in, receive() returns only when the caller hangs up (or the answer is complete):
+        # a request whose caller left is not sent to a runner, and one in progress is abandoned (499).
+        gone = asyncio.ensure_future(receive())
+        try:
+            lease = gapp.pool.try_acquire(request_id, incoming.runner_hint)
+            if lease is None:
+                try:
+                    lease = await _unless_gone(acquire(gapp, request_id, wait, incoming.runner_hint), gone)
+                except PlatformError as exc:  # no runner took it (start timeout, failed starts): in the history too
+                    self._unserved(gapp, request_id, path, method, exc.status, exc.error_type, received)
+                    raise
+                except Done:
+                    self._unserved(gapp, request_id, path, method, 499, "client_disconnected", received)
+                    raise
+            await self._forward(
+                scope, send, gapp, lease, target, endpoint, incoming, user, request_id, body, gone, path, received
+            )
+        finally:
+            body.close()
+            if not gone.done():
+                gone.cancel()
+
+    def _unserved(
+        self,
+        gapp: GatewayApp,
+        request_id: str,
+        path: str,
+        method: str,
+        status: int,
+        error_type: str | None,
+        received: float,
+    ) -> None:
+        """A sync request that ended before any runner took it: in the history, with no runner."""
+        self.emit(
+            RequestCompleted(
+                gapp.config.alias,
+                request_id=request_id,
+                runner="",
+                status_code=status,
+                seconds=0.0,
+                endpoint=path,
+                method=method,
+                error_type=error_type,
+                queue_wait=time.monotonic() - received if received else 0.0,
+            )
+        )
+
+    async def _forward(
+        self,
+        scope: Scope,
+        send: Send,
+        gapp: GatewayApp,
+        lease: Lease,
+        target: bytes,
+        endpoint: str,
+        incoming: Incoming,
+        user: str | None,
+        request_id: str,
+        body: RequestBody,
+        gone: asyncio.Future[Message],
+        path: str,
+        received: float,
+    ) -> None:
+        """Send the request to the leased runner and its answer to the caller; give the runner back."""
         alias = gapp.config.alias
         method: str = scope["method"]
-        received = time.monotonic()
-        wait = start_timeout(incoming.request_timeout, gapp)
-        try:
-            lease = await acquire(gapp, request_id, wait, incoming.runner_hint)
-        except PlatformError as exc:  # no runner took it (start timeout, failed starts): in the history too
-            waited = time.monotonic() - received
-            self.emit(
-                RequestCompleted(
-                    alias,
-                    request_id=request_id,
-                    runner="",
-                    status_code=exc.status,
-                    seconds=0.0,
-                    endpoint=path,
-                    method=method,
-                    error_type=exc.error_type,
-                    queue_wait=waited,
-                )
-            )
-            raise
         runner = lease.runner
         started = time.monotonic()
         self.emit(
@@ -351,111 +423,122 @@ class Gateway:
                 queue_wait=started - received,
             )
         )
+        exchange = _Exchange()
+        headers = identity_headers(request_id, endpoint, user)
+        headers += incoming.forward
+        whole = body.whole()
         recorder = self.recorder
-        outcome: Outcome = "ok"
-        error_type: str | None = None
-        status = 0
-        response_started = False
-        timeout = float(gapp.config.scaling.request_timeout) if gapp.config.scaling.request_timeout else None
-        rid = request_id.encode()
+        if recorder is not None and whole is not None:  # a body spooled to a file is not kept in the history
+            recorder.request_body(request_id, incoming.forward, whole, incoming.store_io)
+        forwarding = asyncio.ensure_future(
+            self._exchange(scope, send, gapp, runner, target, headers, whole, body, request_id, exchange)
+        )
         try:
-            headers = identity_headers(request_id, endpoint, user)
-            headers += incoming.forward
-            first = await receive()
-            body: bytes | AsyncIterator[bytes]
-            if first.get("more_body", False):
-                body = body_stream(first.get("body", b""), receive)  # streamed: not kept in the history
-            else:
-                whole: bytes = first.get("body", b"")
-                body = whole
-                if recorder is not None:
-                    recorder.request_body(request_id, incoming.forward, whole, incoming.store_io)
             try:
-                async with asyncio.timeout(timeout) if timeout is not None else _NO_TIMEOUT:
-                    resp = await self.upstream.request(
-                        runner.host,
-                        runner.port,
-                        scope["method"],
-                        target,
-                        headers,
-                        body,
-                        content_length=incoming.content_length,
-                    )
-                    status = resp.status
-                    if status == 503:
-                        outcome = "replace"  # fal stops a runner that answers 503
-                    hints = runner_hints(resp.headers)
-                    if hints is not None:
-                        gapp.pool.set_hints(runner.id, hints)
-                    watcher: asyncio.Future[Message] | None = None
-                    if isinstance(body, bytes) and resp.header(b"content-length") is None:
-                        # An open-ended stream (SSE): stop reading the runner when the caller leaves.
-                        watcher = asyncio.ensure_future(receive())
-                        watcher.add_done_callback(lambda fut: None if fut.cancelled() else resp.abort())
-                    try:
-                        await send(
-                            {
-                                "type": "http.response.start",
-                                "status": status,
-                                "headers": response_headers(resp.headers, rid),
-                            }
-                        )
-                        response_started = True
-                        if recorder is not None:
-                            recorder.response_body(request_id, resp.headers, b"")
-                        while (chunk := await resp.next_chunk()) is not None:
-                            if recorder is not None:
-                                recorder.response_body(request_id, _NO_HEADERS, chunk)
-                            if resp.at_end():  # the last part: send it as the end of the body
-                                await resp.next_chunk()
-                                break
-                            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                        await send({"type": "http.response.body", "body": chunk or b""})
-                    except UpstreamError:
-                        if watcher is not None and watcher.done():
-                            status = 499
-                            error_type = "client_disconnected"
-                            raise Done() from None
-                        raise
-                    finally:
-                        if watcher is not None and not watcher.done():
-                            watcher.cancel()
-                        resp.release()
-            except TimeoutError:
-                outcome = "replace"
-                status = 504
-                error_type = "request_timeout"
-                if response_started:
-                    raise Done() from None  # the caller sees the stream cut short
-                raise request_timeout_error(timeout or 0) from None
-            except UpstreamError as exc:
-                outcome = "error" if exc.error_type == "runner_incomplete_response" else "replace"
-                error_type = exc.error_type
-                if response_started:
-                    raise Done() from None
-                error = PlatformError(str(exc), exc.error_type)
-                status = error.status
-                raise error from None
-            except OSError:
-                # The caller went away while the response streamed.
-                outcome = "error" if outcome == "ok" else outcome
-                error_type = error_type or "client_disconnected"
-                raise Done() from None
+                await asyncio.wait((forwarding, gone), return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                forwarding.cancel()
+                raise
+            if not forwarding.done():  # the caller hung up first: stop talking to the runner
+                forwarding.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Done, PlatformError):
+                    await forwarding
+                exchange.status = 499
+                exchange.error_type = "client_disconnected"
+                if exchange.outcome == "ok":
+                    exchange.outcome = "error"  # the caller's doing, not the runner's: it stays
+                raise Done()
+            forwarding.result()
         finally:
-            await gapp.pool.release(lease, outcome)
+            await gapp.pool.release(lease, exchange.outcome)
             self.emit(
                 RequestCompleted(
                     alias,
                     request_id=request_id,
                     runner=runner.id,
-                    status_code=status,
+                    status_code=exchange.status,
                     seconds=time.monotonic() - started,
                     endpoint=path,
                     method=method,
-                    error_type=error_type,
+                    error_type=exchange.error_type,
                     queue_wait=started - received,
                 )
             )
+
+    async def _exchange(
+        self,
+        scope: Scope,
+        send: Send,
+        gapp: GatewayApp,
+        runner: Runner,
+        target: bytes,
+        headers: Headers,
+        whole: bytes | None,
+        body: RequestBody,
+        request_id: str,
+        exchange: _Exchange,
+    ) -> None:
+        timeout = float(gapp.config.scaling.request_timeout) if gapp.config.scaling.request_timeout else None
+        recorder = self.recorder
+        response_started = False
+        try:
+            async with asyncio.timeout(timeout) if timeout is not None else _NO_TIMEOUT:
+                method = scope["method"]
+                if whole is not None:
+                    resp = await self.upstream.request(runner.host, runner.port, method, target, headers, whole)
+                else:  # spooled to a file: sent in parts, with its length
+                    spooled, size = body.stream(), body.size
+                    resp = await self.upstream.request(
+                        runner.host, runner.port, method, target, headers, spooled, content_length=size
+                    )
+                status = exchange.status = resp.status
+                if status == 503:
+                    exchange.outcome = "replace"  # fal stops a runner that answers 503
+                hints = runner_hints(resp.headers)
+                if hints is not None:
+                    gapp.pool.set_hints(runner.id, hints)
+                try:
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": status,
+                            "headers": response_headers(resp.headers, request_id.encode()),
+                        }
+                    )
+                    response_started = True
+                    if recorder is not None:
+                        recorder.response_body(request_id, resp.headers, b"")
+                    while (chunk := await resp.next_chunk()) is not None:
+                        if recorder is not None:
+                            recorder.response_body(request_id, _NO_HEADERS, chunk)
+                        if resp.at_end():  # the last part: send it as the end of the body
+                            await resp.next_chunk()
+                            break
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    await send({"type": "http.response.body", "body": chunk or b""})
+                finally:
+                    resp.release()
+        except TimeoutError:
+            exchange.outcome = "replace"
+            exchange.status = 504
+            exchange.error_type = "request_timeout"
+            if response_started:
+                raise Done() from None  # the caller sees the stream cut short
+            raise request_timeout_error(timeout or 0) from None
+        except UpstreamError as exc:
+            exchange.outcome = "error" if exc.error_type == "runner_incomplete_response" else "replace"
+            exchange.error_type = exc.error_type
+            if response_started:
+                raise Done() from None
+            error = PlatformError(str(exc), exc.error_type)
+            exchange.status = error.status
+            raise error from None
+        except OSError:
+            # The caller went away while the response streamed.
+            exchange.outcome = "error" if exchange.outcome == "ok" else exchange.outcome
+            exchange.status = 499
+            exchange.error_type = exchange.error_type or "client_disconnected"
+            raise Done() from None
 
     # -- internal ------------------------------------------------------------------------------------
     async def _internal(self, path: str, send: Send, request_id: str) -> None:
@@ -466,5 +549,35 @@ class Gateway:
         raise PlatformError("Not found", status=404)
 
 
-def _looks_like_key(header: str) -> bool:
-    return header.strip().lower().startswith("key ") or parse_authorization(header) is not None
+def _encoded_slash(raw_path: bytes) -> bool:
+    """Whether the owner or app segment of a raw path holds an encoded ``/`` (``%2F``)."""
+    owner, _, rest = raw_path.lstrip(b"/").partition(b"/")
+    alias = rest.partition(b"/")[0]
+    return b"%2f" in owner.lower() or b"%2f" in alias.lower()
+
+
+class _Exchange:
+    """What one sync request's exchange with its runner came to."""
+
+    __slots__ = ("error_type", "outcome", "status")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.outcome: Outcome = "ok"
+        self.error_type: str | None = None
+
+
+async def _unless_gone(waiting: Coroutine[Any, Any, Lease], gone: asyncio.Future[Message]) -> Lease:
+    """The lease ``waiting`` gives, unless the caller hangs up first (then :class:`Done`, and no lease)."""
+    task = asyncio.ensure_future(waiting)
+    try:
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    if task.done():
+        return task.result()
+    task.cancel()  # the pool gives back a lease granted in the same instant
+    with contextlib.suppress(asyncio.CancelledError, PlatformError):
+        await task
+    raise Done()

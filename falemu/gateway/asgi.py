@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -58,6 +59,12 @@ def start_timeout(header: str | None, gapp: GatewayApp) -> float | None:
             raise PlatformError(
                 f"Invalid X-Fal-Request-Timeout header: {header!r}", "bad_request", status=400
             ) from None
+        if not math.isfinite(value):  # nan, inf, 1e309: no bound is a missing header, not a huge one
+            raise PlatformError(
+                f"Invalid X-Fal-Request-Timeout header: {header!r} (a finite number of seconds)",
+                "bad_request",
+                status=400,
+            )
         if value <= 1:
             raise PlatformError("X-Fal-Request-Timeout must be greater than 1 second", "bad_request", status=400)
         return value
@@ -91,20 +98,6 @@ def server_host(scope: Scope) -> str:
     return f"{host}:{port}"
 
 
-async def body_stream(first: bytes, receive: Receive) -> AsyncIterator[bytes]:
-    if first:
-        yield first
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise OSError("the caller disconnected while sending the request body")
-        chunk = message.get("body", b"")
-        if chunk:
-            yield chunk
-        if not message.get("more_body", False):
-            return
-
-
 async def read_body(receive: Receive) -> bytes:
     parts: list[bytes] = []
     while True:
@@ -130,8 +123,11 @@ async def send_json(send: Send, status: int, body: Any, request_id: str, extra: 
 
 
 async def send_error(send: Send, exc: PlatformError, request_id: str) -> None:
+    body = exc.encode()
+    headers = exc.response_headers(request_id)
+    headers.append((b"content-length", b"%d" % len(body)))
     try:
-        await send({"type": "http.response.start", "status": exc.status, "headers": exc.response_headers(request_id)})
-        await send({"type": "http.response.body", "body": exc.encode()})
+        await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
     except (OSError, RuntimeError):
         pass

@@ -10,9 +10,15 @@ context of :meth:`falemu.gateway.app.Gateway._sync`: about half the gateway's CP
 
 :func:`begin` returns None, and the request takes the ASGI path, whenever anything is out of the
 ordinary: queue and internal routes, unknown apps, a key that does not check out, a bad
-``X-Fal-Request-Timeout``, a chunked or large request body, ``Expect: 100-continue``, HTTP/1.0, a
-percent-encoded path, or no runner free at once (the request must wait). The ASGI path handles every
-case, and both give the same answers: the gateway's tests run against each.
+``X-Fal-Request-Timeout``, a chunked or large request body, ``Expect: 100-continue``, HTTP/1.0 or a
+percent-encoded path. The ASGI path handles every case, and both give the same answers: the gateway's
+tests run against each.
+
+As on the ASGI path (:mod:`falemu.gateway.body`), the runner is leased only once the whole body is in:
+a caller that stalls or hangs up during its upload never holds or costs a runner. When no runner is
+free then, the exchange waits for one (``X-Fal-Request-Timeout``, ``request_start_timeout``) unless the
+caller hangs up first. The body's time limit is kept by the connection's timer
+(:meth:`FastExchange.body_timed_out`).
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from falemu.events import RequestCompleted, RequestStarted
 from falemu.gateway.apps import GatewayApp
-from falemu.gateway.asgi import new_request_id, start_timeout
+from falemu.gateway.asgi import acquire, new_request_id, start_timeout
+from falemu.gateway.body import body_timeout_error
 from falemu.gateway.errors import PlatformError, request_timeout_error
 from falemu.gateway.headers import Incoming, identity_headers, response_headers, runner_hints, split_headers
 from falemu.gateway.upstream import Connection, Headers, UpstreamError, body_length, replayable, request_head
@@ -34,7 +41,7 @@ from falemu.scaling.pool import Lease, Outcome
 if TYPE_CHECKING:
     from falemu.gateway.app import Gateway
 
-MAX_BODY = 256 * 1024  # larger request bodies stream through the ASGI path instead of being collected
+MAX_BODY = 256 * 1024  # larger request bodies take the ASGI path (spooled to a file past 1 MiB)
 _CHUNKED = (b"transfer-encoding", b"chunked")
 _CLOSE = (b"connection", b"close")
 _NO_HEADERS: Headers = []
@@ -91,26 +98,23 @@ def begin(
     try:
         caller = gateway.authorize(gapp, incoming)
         if incoming.request_timeout:
-            start_timeout(incoming.request_timeout, gapp)  # only validated: the runner is free now
+            start_timeout(incoming.request_timeout, gapp)  # validated now; it bounds the wait for a runner
     except PlatformError:
         return None
     request_id = new_request_id()
-    lease = gapp.pool.try_acquire(request_id, incoming.runner_hint)
-    if lease is None:
-        return None
     target = b"/" + raw_path[1:].partition(b"/")[2].partition(b"/")[2]
     if query:
         target += b"?" + query
     user = caller.user if caller is not None else None
     gateway.fast_requests += 1
     return FastExchange(
-        gateway, downstream, gapp, lease, request_id, method.decode("ascii"), target, f"{owner}/{alias}/{sub}",
+        gateway, downstream, gapp, request_id, method.decode("ascii"), target, f"{owner}/{alias}/{sub}",
         incoming, user, keep_alive, "/" + sub,
     )  # fmt: skip
 
 
 class FastExchange:
-    """One sync request on the fast path, from the lease to the last byte of the answer.
+    """One sync request on the fast path, from its head to the last byte of the answer.
 
     It stands in for uvicorn's request cycle on the caller's connection, so it has the attributes
     uvicorn's protocol reads there (``response_complete``, ``keep_alive``).
@@ -121,7 +125,6 @@ class FastExchange:
         gateway: Gateway,
         downstream: Downstream,
         gapp: GatewayApp,
-        lease: Lease,
         request_id: str,
         method: str,
         target: bytes,
@@ -134,7 +137,8 @@ class FastExchange:
         self.gateway = gateway
         self.downstream = downstream
         self.gapp = gapp
-        self.lease = lease
+        self.lease: Lease | None = None  # taken once the whole body is in
+        self.awaiting_body = True
         self.request_id = request_id
         self.method = method
         self.target = target
@@ -151,21 +155,60 @@ class FastExchange:
         self._request: bytes = b""
         self._conn: Connection | None = None
         self._connecting: asyncio.Future[None] | None = None
+        self._waiting: asyncio.Future[None] | None = None  # waiting for a runner
         self._retried = False
         self._started = False  # the response head went to the caller
         self._chunked = False
         self._runner_paused = False  # reading the runner is paused: the caller is behind
-        self._began = time.monotonic()
-        alias = gapp.config.alias
-        gateway.emit(RequestStarted(alias, request_id=request_id, runner=lease.runner.id, endpoint=path, method=method))
+        self._began = 0.0  # when the runner was leased
+        self._waited = 0.0  # seconds spent waiting for a runner once the body was in
 
     # -- the caller's side (called by the gateway's HTTP protocol) -----------------------------------------------
     def request_body(self, chunk: bytes) -> None:
         self._body.append(chunk)
 
     def request_complete(self) -> None:
-        """The whole request is in: send it to the runner."""
-        runner = self.lease.runner
+        """The whole request is in: lease a runner and send it."""
+        self.awaiting_body = False
+        lease = self.gapp.pool.try_acquire(self.request_id, self.incoming.runner_hint)
+        if lease is None:
+            self._waiting = asyncio.ensure_future(self._wait_for_runner())
+        else:
+            self._start(lease)
+
+    async def _wait_for_runner(self) -> None:
+        incoming = self.incoming
+        since = time.monotonic()
+        try:
+            wait = start_timeout(incoming.request_timeout, self.gapp)
+            lease = await acquire(self.gapp, self.request_id, wait, incoming.runner_hint)
+        except PlatformError as exc:
+            self._waited = time.monotonic() - since
+            if not self.response_complete:
+                self._answer_error(exc)
+            return
+        self._waiting = None
+        self._waited = time.monotonic() - since
+        if self.response_complete:  # cannot happen (client_lost cancels the wait): never keep a runner
+            self.gapp.pool.release_nowait(lease, "ok")
+            return
+        self._start(lease)
+
+    def _start(self, lease: Lease) -> None:
+        self.lease = lease
+        runner = lease.runner
+        self._began = time.monotonic()
+        alias = self.gapp.config.alias
+        self.gateway.emit(
+            RequestStarted(
+                alias,
+                request_id=self.request_id,
+                runner=runner.id,
+                endpoint=self.path,
+                method=self.method,
+                queue_wait=self._waited,
+            )
+        )
         body = b"".join(self._body) if self._body else b""
         self._body = []
         recorder = self.gateway.recorder
@@ -183,10 +226,16 @@ class FastExchange:
         """The caller's connection closed before the answer was complete."""
         if self.response_complete:
             return
-        if self.outcome == "ok":
-            self.outcome = "error"
         self.status = 499
         self.error_type = "client_disconnected"
+        if self.lease is None:  # it had no runner yet: nothing was sent anywhere
+            waiting, self._waiting = self._waiting, None
+            if waiting is not None:
+                waiting.cancel()  # the pool gives back a lease granted in the same instant
+            self._finish(close=False)
+            return
+        if self.outcome == "ok":
+            self.outcome = "error"
         self._drop_runner_connection()
         self._finish(close=False)
 
@@ -205,6 +254,7 @@ class FastExchange:
 
     # -- the runner's side (the upstream connection's sink) -----------------------------------------------------
     def _send(self) -> None:
+        assert self.lease is not None
         runner = self.lease.runner
         conn = self.gateway.upstream.take_idle(runner.host, runner.port)
         if conn is None:
@@ -213,6 +263,7 @@ class FastExchange:
             self._write_request(conn)
 
     async def _connect_and_send(self) -> None:
+        assert self.lease is not None
         runner = self.lease.runner
         try:
             conn = await self.gateway.upstream.connect(runner.host, runner.port)
@@ -271,7 +322,7 @@ class FastExchange:
         if status == 503:
             self.outcome = "replace"  # fal stops a runner that answers 503
         hints = runner_hints(headers)
-        if hints is not None:
+        if hints is not None and self.lease is not None:
             self.gapp.pool.set_hints(self.lease.runner.id, hints)
 
     def upstream_body(self, chunk: bytes) -> None:
@@ -314,6 +365,12 @@ class FastExchange:
             return
         self._answer_error(PlatformError(str(exc), exc.error_type))
 
+    def body_timed_out(self) -> None:
+        """The body stopped arriving for ``body_timeout`` seconds (the caller's connection keeps the time)."""
+        if self.response_complete or not self.awaiting_body:
+            return
+        self._answer_error(body_timeout_error(self.gateway.body_timeout), close=True)
+
     def timed_out(self) -> None:
         """The app's ``request_timeout`` ran out (the caller's connection keeps the time)."""
         if self.response_complete:
@@ -339,7 +396,7 @@ class FastExchange:
         lines.append(b"\r\n")
         return b"".join(lines)
 
-    def _answer_error(self, exc: PlatformError) -> None:
+    def _answer_error(self, exc: PlatformError, *, close: bool = False) -> None:
         body = exc.encode()
         headers = exc.response_headers(self.request_id)
         headers.append((b"content-length", b"%d" % len(body)))
@@ -349,7 +406,7 @@ class FastExchange:
         recorder = self.gateway.recorder
         if recorder is not None:
             recorder.response_body(self.request_id, headers, body)
-        self._finish(close=False)
+        self._finish(close=close)
 
     def _drop_runner_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -362,8 +419,10 @@ class FastExchange:
             return
         self.response_complete = True
         gateway = self.gateway
+        lease = self.lease
         try:
-            self.gapp.pool.release_nowait(self.lease, self.outcome)
+            if lease is not None:
+                self.gapp.pool.release_nowait(lease, self.outcome)
         finally:
             if close or not self.keep_alive:
                 self.downstream.transport.close()
@@ -372,12 +431,13 @@ class FastExchange:
                 RequestCompleted(
                     self.gapp.config.alias,
                     request_id=self.request_id,
-                    runner=self.lease.runner.id,
+                    runner=lease.runner.id if lease is not None else "",  # "": no runner took it
                     status_code=self.status,
-                    seconds=time.monotonic() - self._began,
+                    seconds=time.monotonic() - self._began if lease is not None else 0.0,
                     endpoint=self.path,
                     method=self.method,
                     error_type=self.error_type,
+                    queue_wait=self._waited,
                 )
             )
 

@@ -6,14 +6,15 @@ the fal SDK reads inside the runner (``x-fal-object-lifecycle-preference``, ``x-
 ``x-fal-request-id``, ``x-fal-endpoint`` and ``x-fal-caller-user-id`` from the gateway instead. A fal
 key in ``Authorization`` is consumed by the gateway and not forwarded; any other ``Authorization``
 passes through. Hop-by-hop headers are dropped both ways, and the framing of each hop is the
-gateway's own.
+gateway's own. A header whose name is one of those with ``_`` for ``-`` is dropped too (WSGI and CGI
+runners could not tell it from the real one).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from falemu.gateway.keys import parse_authorization
+from falemu.gateway.keys import looks_like_key
 from falemu.gateway.upstream import Headers
 
 # x-fal-* headers a caller may send that fal passes on to the runner (the fal SDK reads them there).
@@ -96,11 +97,26 @@ def split_headers(raw: Headers) -> Incoming:
             continue
         if name == b"authorization":
             text = value.decode("latin-1")
-            incoming.authorization = text
-            if parse_authorization(text) is not None:
-                continue  # a fal key: the platform's, not the app's
+            if looks_like_key(text):  # a fal key, good or bad: the platform's, never forwarded
+                previous = incoming.authorization
+                if previous is not None and looks_like_key(previous) and previous != text:
+                    text = "Key"  # two different keys: neither is taken (401)
+                incoming.authorization = text
+                continue
+            if incoming.authorization is None:
+                incoming.authorization = text
+        elif b"_" in name and _disguised(name):
+            continue
         forward.append((name, value))
     return incoming
+
+
+def _disguised(name: bytes) -> bool:
+    """A header name that differs from one the platform keeps only by ``_`` for ``-`` (``x_fal_caller_user_id``).
+    WSGI and CGI servers give both spellings the same variable (``HTTP_X_FAL_CALLER_USER_ID``), so such a
+    header could stand in for the real one: it is dropped, as nginx drops headers with underscores."""
+    normal = name.replace(b"_", b"-")
+    return normal.startswith(b"x-fal-") or normal in HOP_BY_HOP_REQUEST
 
 
 def identity_headers(request_id: str, endpoint: str, caller: str | None) -> Headers:

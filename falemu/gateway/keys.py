@@ -72,17 +72,35 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _scheme(value: str) -> tuple[str, str]:
+    """An Authorization value's scheme (lower case) and credentials; any whitespace separates them."""
+    parts = value.split(None, 1)
+    if not parts:
+        return "", ""
+    return parts[0].lower(), parts[1].strip() if len(parts) > 1 else ""
+
+
 def parse_authorization(value: str | None) -> tuple[str, str] | None:
-    """``Key <id>:<secret>`` or ``Bearer <id>:<secret>`` -> (id, secret); None for anything else."""
+    """``Key <id>:<secret>`` or ``Bearer <id>:<secret>`` -> (id, secret); None for anything else.
+
+    The scheme is case-insensitive and separated from the credentials by any whitespace (a tab too).
+    """
     if not value:
         return None
-    scheme, _, credential = value.strip().partition(" ")
-    if scheme.lower() not in ("key", "bearer"):
+    scheme, credential = _scheme(value)
+    if scheme not in ("key", "bearer"):
         return None
-    key_id, sep, secret = credential.strip().partition(":")
+    key_id, sep, secret = credential.partition(":")
     if not sep or not key_id or not secret:
         return None
     return key_id, secret
+
+
+def looks_like_key(value: str) -> bool:
+    """Whether an Authorization value is meant as a fal key, well-formed or not: the ``Key`` scheme, or
+    ``Bearer <id>:<secret>``. Such a value is the platform's: never an app's own credentials."""
+    scheme, _ = _scheme(value)
+    return scheme == "key" or parse_authorization(value) is not None
 
 
 class KeyStore:

@@ -15,8 +15,9 @@ segment. Large writes (``>= _DIRECT_WRITE`` bytes) go out at once, after anythin
 them, so big bodies are neither delayed nor copied. A websocket upgrade hands the connection over
 uncorked.
 
-Third, the keep-alive limit and a fast request's ``request_timeout`` share one timer per connection,
-which checks the clock when it fires instead of being armed and cancelled around every request.
+Third, the keep-alive limit, a fast request's ``body_timeout`` (while its body arrives) and its
+``request_timeout`` share one timer per connection, which checks the clock when it fires instead of
+being armed and cancelled around every request.
 
 :func:`gateway_server_options` is the uvicorn configuration every place that serves the gateway uses
 (``falemu up``, the test harness, the benchmark), and :func:`new_event_loop` gives uvloop's loop when
@@ -172,6 +173,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 exchange.timed_out()
                 return
             self._timer_at(min(self._exchange_due, now + self.timeout_keep_alive))
+        elif exchange is not None and exchange.awaiting_body:
+            due = self._last_active + exchange.gateway.body_timeout  # since the body's last bytes
+            if now >= due:
+                exchange.body_timed_out()
+                return
+            self._timer_at(due)
         elif self.cycle is not None and not self.cycle.response_complete:
             self._timer_at(now + self.timeout_keep_alive)  # an ASGI request in progress: not idle
         elif now < self._last_active + self.timeout_keep_alive:
@@ -234,6 +241,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
             if self._head_bytes - len(self.url) > limits.MAX_HEADER_BYTES:
                 self._refuse(*limits.headers_too_large())
+            return
+        exchange = self._exchange
+        if exchange is not None and exchange.awaiting_body:  # a body still to come: keep its time limit
+            self._timer_at(self._last_active + exchange.gateway.body_timeout)
 
     def on_url(self, url: bytes) -> None:
         self.url += url

@@ -101,7 +101,9 @@ def test_unusual_requests_fall_back_to_the_asgi_path_and_still_work(fast: Gatewa
     assert fast_count(fast) == 0
 
 
-def test_a_request_that_must_wait_for_a_runner_takes_the_asgi_path(fast: GatewayHarness, client: httpx.Client) -> None:
+def test_a_request_that_must_wait_for_a_runner_waits_on_the_fast_path(
+    fast: GatewayHarness, client: httpx.Client
+) -> None:
     url = fast.serve([app_config("busy", max_multiplexing=1)])
     pool = fast.pools["busy"]
     holder = threading.Thread(target=lambda: client.post(f"{url}/local/busy/slow?s=1"))
@@ -111,7 +113,8 @@ def test_a_request_that_must_wait_for_a_runner_takes_the_asgi_path(fast: Gateway
         second = other.get(f"{url}/local/busy/after")
     holder.join()
     assert second.status_code == 200
-    assert fast_count(fast) == 1  # the first request only: the second waited on the ASGI path
+    assert fast_count(fast) == 2  # the runner is leased once the body is in; then the exchange waits for one
+    assert [runner for _, runner in pool.acquired] == ["busy-0", "busy-0"]
 
 
 # -- connection behaviour ------------------------------------------------------------------------------------

@@ -269,8 +269,10 @@ class Renderer:
         if type(event) is RequestCompleted:
             summaries: list[str] = []
             with self._lock:
-                n = max(0, self._in_flight.get(app, 0) - 1)
-                self._in_flight[app] = n
+                n = self._in_flight.get(app, 0)
+                if event.runner:  # one that no runner took (a start timeout, a caller gone) was never in flight
+                    n = max(0, n - 1)
+                    self._in_flight[app] = n
                 unseen = self._starts.pop(event.request_id, None) is not None
                 if not self.verbose:
                     now = time.monotonic()
@@ -279,7 +281,7 @@ class Renderer:
                     if not self._request_line_allowed(app, event.status_code):
                         return "\n".join(summaries) if summaries else None
             status = self._style(str(event.status_code), fg="green" if event.status_code < 400 else "red")
-            where = f" -> {event.runner}" if unseen else ""
+            where = f" -> {event.runner}" if unseen else "" if event.runner else " (no runner)"
             line = f"{app}: request {event.request_id}{where} {status} in {_fmt_seconds(event.seconds)} ({n} in flight)"
             return "\n".join([*summaries, line])
         if type(event) is RunnerStateChanged:

@@ -66,6 +66,9 @@ def test_requests_in_flight_are_counted() -> None:
     assert lines[0].endswith("(1 in flight)")
     assert lines[1].endswith("(2 in flight)")
     assert lines[2] == "greeter: request a 200 in 12 ms (1 in flight)"
+    # A request no runner took (its caller hung up while it waited) was never in flight.
+    r(RequestCompleted("greeter", request_id="c", runner="", status_code=499, seconds=0.0))
+    assert out.getvalue().splitlines()[3] == "greeter: request c (no runner) 499 in 0 ms (1 in flight)"
 
 
 def test_failures_show_their_logs_and_notices_their_level() -> None:

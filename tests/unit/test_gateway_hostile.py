@@ -84,6 +84,8 @@ def test_a_caller_that_hangs_up_while_waiting_for_a_runner_is_never_forwarded(
     assert _forwarded(harness, "echo-0") == ["/stream", "/after"]  # never /gone, with or without its body
     assert [runner for _, runner in pool.acquired] == ["echo-0", "echo-0"]
     assert pool.replaced == []
+    gone = [e for e in harness.events_of(RequestCompleted) if e.endpoint == "/gone"]
+    assert [(e.runner, e.status_code, e.error_type) for e in gone] == [("", 499, "client_disconnected")]
 
 
 @pytest.mark.parametrize(
@@ -110,8 +112,9 @@ def test_an_upload_the_caller_abandons_reaches_no_runner_and_costs_none(
     pool = harness.pools["echo"]
     assert pool.replaced == []
     assert len(pool.acquired) == 1
-    wait_for(lambda: harness.events_of(RequestCompleted))
-    assert [e.status_code for e in harness.events_of(RequestCompleted)] == [200]
+    wait_for(lambda: len(harness.events_of(RequestCompleted)) == 2)
+    done = {(e.runner, e.status_code, e.error_type) for e in harness.events_of(RequestCompleted)}
+    assert done == {("", 499, "client_disconnected"), ("echo-0", 200, None)}  # no runner took the abandoned one
 
 
 def test_a_caller_that_hangs_up_while_the_runner_works_frees_it_at_once(harness: GatewayHarness) -> None:

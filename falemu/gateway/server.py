@@ -121,6 +121,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     _timer_due = 0.0  # when the connection's timer (timeout_keep_alive_task) fires
     _exchange_due: float | None = None  # when the fast exchange in progress times out
     _head_due: float | None = None  # while a request head is awaited or arriving: when it times out
+    url = b""  # the request target so far (uvicorn sets it only once a request begins: blank lines come first)
     _head_bytes = 0  # bytes received since the request head in progress began
     _fields_bytes = 0  # bytes of the header fields of the head in progress, as parsed
     _refusal: tuple[int, str] | None = None  # the answer to a head that broke a limit

@@ -44,7 +44,7 @@ def test_hostile_http_neither_crashes_the_gateway_nor_starves_other_callers(
     with fuzz.local_gateway(isolated_home) as target:
         cases = fuzz.static_cases(target) + fuzz.random_cases(target, 80, seed=7)
         report = fuzz.run(
-            target, cases, workers=16, case_timeout=3.0, idle=16, half_open=4, budget=120.0, errors=errors
+            target, cases, workers=16, case_timeout=3.0, idle=16, half_open=4, budget=120.0, errors=errors, long=False
         )
     assert len(report.results) == len(cases)
     assert report.crashes == []
@@ -54,9 +54,14 @@ def test_hostile_http_neither_crashes_the_gateway_nor_starves_other_callers(
     assert report.bystander_ok > 0
     assert report.alive_at_end
     assert report.unexpected == []  # every case not left to the protocol layer got a strict gateway's answer
-    protocol = {case.name for case in cases if case.protocol}
-    assert {line.split(":")[0] for line in report.protocol_unmet} <= protocol | {"idle connections"}
+    # Left unchecked in this short run: heads that never complete (answered after the 30 s head-read
+    # timeout), and a valid request answered before the garbage pipelined after it (uvicorn answers 400 at
+    # once); bench/http_fuzz.py without --short checks the first.
+    unchecked = {"http09", "half-head", "pipelined-then-garbage", "idle connections"}
+    assert {line.split(":")[0] for line in report.protocol_unmet} <= unchecked
     status = {r.name: r.statuses[:1] for r in report.results}
+    assert status["long-url"] == [414]  # the gateway's own limits, not a runner's
+    assert status["huge-header"] == status["many-headers"] == [431]
     assert status["timeout-nan"] == status["timeout-inf"] == status["timeout-huge"] == [400]
     assert status["cl-over-max-body"] == [413]
     assert status["body-stops"] == status["chunked-body-stops"] == [408]

@@ -127,8 +127,8 @@ class CdnService:
                 return
             self._notice(
                 "runners in containers cannot reach file URLs on this machine's 127.0.0.1 (the engine's bridge "
-                "is not on this machine, as with Docker Desktop); set files_url (FALEMU_FILES_URL), for example "
-                f"http://host.docker.internal:{gateway.port}, with the gateway listening where that reaches"
+                "is not on this machine, as with Docker Desktop); set files_url (FALEMU_FILES_URL) to an address "
+                f"both reach, for example http://<this machine's LAN address>:{gateway.port} with --host 0.0.0.0"
             )
         self.storage.files_base = self.gateway_base
         self.files_address = _resolve(gateway.hostname or "127.0.0.1")

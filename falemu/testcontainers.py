@@ -126,7 +126,7 @@ class FalAppContainer(DockerContainer):
         image_cfg = self.app.image
         if image_cfg is not None and image_cfg.cmd:
             self.with_command(list(image_cfg.cmd))
-        extra: dict[str, Any] = {"labels": labels.runner_labels(self.app.alias, self.runner_id)}
+        extra: dict[str, Any] = {"labels": labels.runner_labels(self.app.alias, self.runner_id, self.app.project_root)}
         if image_cfg is not None and image_cfg.entrypoint:
             extra["entrypoint"] = list(image_cfg.entrypoint)
         self.with_kwargs(**{**extra, **self._kwargs})

@@ -1,4 +1,4 @@
-"""``falemu down``: remove every container falemu made (and nothing else)."""
+"""``falemu down``: remove the containers falemu made that it was asked to (and nothing else)."""
 
 from __future__ import annotations
 
@@ -13,47 +13,64 @@ from falemu.cli.options import examples, project_option
     "down",
     epilog=examples(
         ("falemu down", "every falemu runner container of this engine"),
-        ("falemu down --app greeter", "only greeter's"),
+        ("falemu down --app greeter", "greeter's runners of the project found from the current folder"),
         ("falemu down --orphans", "only those left by a falemu process that is gone"),
         ("falemu down --project examples/direct-server", "only the runners of that project's apps"),
     ),
 )
-@click.option("--app", "app", default=None, help="Only the runners of this app (its deployed name).")
-@click.option("--orphans", is_flag=True, help="Only runners whose falemu process is gone.")
+@click.option("--app", "app", default=None, help="Only the runners of this app (its deployed name) of the project.")
+@click.option("--orphans", is_flag=True, help="Only runners whose falemu process is gone (of any project).")
 @project_option
 def down(app: str | None, orphans: bool, project: Path | None) -> None:
-    """Remove every runner container labelled by falemu, running or not.
+    """Remove falemu's runner containers, running or not.
 
-    That includes the runners of a `falemu up` still running (it starts new ones on demand); --orphans
-    removes only those whose falemu process is gone. Containers without falemu's labels are never touched.
+    Alone, it removes every runner container labelled by falemu, including those of a `falemu up` still
+    running (it starts new ones on demand). --project and --app keep to one project's runners (--app
+    alone: the project found from the current folder, as fal finds it); runners of another project with
+    the same app name are left alone and listed with the reason. --orphans removes only runners whose
+    falemu process is gone. Containers without falemu's labels are never touched.
     """
     from falemu import state
     from falemu.errors import EngineUnavailable
-    from falemu.runtime.cleanup import reap_orphans, remove_containers
+    from falemu.runtime import labels
+    from falemu.runtime.cleanup import falemu_containers, plan_down, reap_orphans, remove_containers, remove_planned
     from falemu.runtime.engine import connect
 
+    scope: Path | None = None
+    aliases: set[str] | None = None
+    if project is not None:
+        scope, project_apps = _project(project)
+        aliases = {app} if app is not None else project_apps
+    elif app is not None:
+        scope = _discovered()
+        aliases = {app}
+    live = {instance.pid: labels.project_label(instance.project) for instance in state.instances()}
     try:
         client = connect()
     except EngineUnavailable as exc:  # its hint names --runtime, which down does not have
         raise EngineUnavailable(
             exc.message, hint="start Docker (or set DOCKER_HOST); process runners end with their falemu up"
         ) from None
-    only = {app} if app is not None else (_project_aliases(project) if project is not None else None)
+    skipped = []
     try:
         if orphans:
             removed = reap_orphans(client)  # orphans belong to no live falemu: all of them go
-        elif only is None:
+        elif aliases is None:
             removed = remove_containers(client)
         else:
-            removed = [r for alias in sorted(only) for r in remove_containers(client, alias)]
+            plan = plan_down(falemu_containers(client), apps=aliases, project=scope, live_projects=live)
+            removed = remove_planned(plan)
+            skipped = plan.skipped
     finally:
         client.close()
     for item in removed:
         click.echo(f"removed {item.name} ({item.app} runner {item.runner})")
-    click.echo(f"{len(removed)} container(s) removed")
+    for skip in skipped:
+        click.echo(f"skipped {skip.name} ({skip.app} runner {skip.runner}): {skip.reason}")
+    click.echo(f"{len(removed)} container(s) removed" + (f", {len(skipped)} skipped" if skipped else ""))
 
     gone = {item.app for item in removed}
-    for instance in state.instances():
+    for instance in state.instances(scope):
         if not gone & set(instance.apps):
             continue
         click.echo(
@@ -63,8 +80,8 @@ def down(app: str | None, orphans: bool, project: Path | None) -> None:
         )
 
 
-def _project_aliases(project: Path) -> set[str]:
-    """The deployed names of a project's apps (the table key for an app that does not parse)."""
+def _project(project: Path) -> tuple[Path, set[str]]:
+    """A project's root and the deployed names of its apps (the table key for an app that does not parse)."""
     from falemu.config import load_project
     from falemu.errors import ConfigError
 
@@ -75,4 +92,15 @@ def _project_aliases(project: Path) -> set[str]:
             aliases.add(loaded.app(name).alias)
         except ConfigError:
             aliases.add(name)
-    return aliases
+    return loaded.root, aliases
+
+
+def _discovered() -> Path | None:
+    """The project fal would find from the current folder, if there is one with a pyproject.toml."""
+    from falemu.config import load_project
+    from falemu.errors import ConfigError
+
+    try:
+        return load_project().root
+    except ConfigError:
+        return None

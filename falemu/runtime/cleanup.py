@@ -4,7 +4,9 @@
   ``atexit`` and turns SIGTERM/SIGHUP into ``SystemExit`` so ``finally`` blocks and ``atexit`` run.
 * SIGKILL cannot be caught: the next falemu start calls :func:`reap_orphans`, which removes runner
   containers whose owner process (``falemu.owner`` = ``pid@host``) ran on this host and is gone.
-* ``falemu down``: :func:`remove_containers` removes every container with a ``falemu.app`` label.
+* ``falemu down``: :func:`remove_containers` removes every container with a ``falemu.app`` label;
+  with ``--app`` or ``--project``, :func:`plan_down` keeps to one project's runners (``falemu.project``)
+  and says which runners of the same app name it leaves alone, and why.
 
 Only containers with falemu's labels are ever looked at; nothing else on the engine is touched.
 """
@@ -14,8 +16,9 @@ from __future__ import annotations
 import atexit
 import signal
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -34,7 +37,8 @@ class Removed:
 def falemu_containers(client: Any, app: str | None = None) -> list[Any]:
     """Every container (running or not) labelled by falemu, optionally of one app only."""
     wanted = f"{labels.APP}={app}" if app else labels.APP
-    return list(client.containers.list(all=True, filters={"label": wanted}))
+    # Containers of other falemu processes come and go meanwhile: one gone between list and inspect is skipped.
+    return list(client.containers.list(all=True, filters={"label": wanted}, ignore_removed=True))
 
 
 def _remove(container: Any) -> Removed | None:
@@ -58,10 +62,71 @@ def remove_containers(client: Any, app: str | None = None) -> list[Removed]:
     return [r for r in removed if r is not None]
 
 
+@dataclass(frozen=True)
+class Skipped:
+    name: str
+    app: str
+    runner: str
+    reason: str
+
+
+@dataclass
+class DownPlan:
+    remove: list[Any] = field(default_factory=list)  # containers
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def plan_down(
+    containers: Iterable[Any],
+    *,
+    apps: set[str] | None,
+    project: Path | None,
+    live_projects: Mapping[int, str],
+) -> DownPlan:
+    """What ``falemu down --app/--project`` removes: runners of ``apps`` (all apps when None) of
+    ``project`` only, and what it leaves alone with the reason.
+
+    A runner's project is its ``falemu.project`` label, or, for one made by an older falemu, the project
+    of the running ``falemu up`` that owns it (``live_projects``: pid to project folder). With no
+    ``project`` (``--app`` outside any project), a runner of a live falemu process is left alone; one
+    whose process is gone is removed. A runner whose project is unknown goes only when its process is gone.
+    """
+    wanted = labels.project_label(project) if project is not None else None
+    plan = DownPlan()
+    for container in containers:
+        meta: Mapping[str, str] = container.labels or {}
+        app = meta.get(labels.APP, "")
+        if apps is not None and app not in apps:
+            continue
+        owner = labels.parse_owner(meta)
+        live = owner is not None and not labels.owner_gone(meta)
+        theirs = meta.get(labels.PROJECT) or (live_projects.get(owner.pid) if live and owner is not None else None)
+        by = f", served by the falemu process of pid {owner.pid}" if live and owner is not None else ""
+        reason = ""
+        if theirs is not None and wanted is not None:
+            if theirs != wanted:
+                reason = f"it belongs to project {theirs}{by}"
+        elif theirs is not None:
+            if live:
+                reason = f"it belongs to project {theirs}{by}: add --project {theirs} to remove it"
+        elif live:
+            reason = f"its project is unknown (made by an older falemu){by}: `falemu down` alone removes it"
+        if reason:
+            plan.skipped.append(Skipped(container.name, app, meta.get(labels.RUNNER, ""), reason))
+        else:
+            plan.remove.append(container)
+    return plan
+
+
+def remove_planned(plan: DownPlan) -> list[Removed]:
+    removed = [_remove(c) for c in plan.remove]
+    return [r for r in removed if r is not None]
+
+
 def reap_orphans(client: Any, events: EventSink = null_sink) -> list[Removed]:
     """Remove falemu containers whose owner process on this host no longer exists."""
     removed: list[Removed] = []
-    for container in client.containers.list(all=True, filters={"label": labels.OWNER}):
+    for container in client.containers.list(all=True, filters={"label": labels.OWNER}, ignore_removed=True):
         if labels.APP in (container.labels or {}) and labels.owner_gone(container.labels or {}):
             done = _remove(container)
             if done is not None:

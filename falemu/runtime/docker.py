@@ -241,7 +241,7 @@ class DockerRuntime:
                 command=command,
                 entrypoint=entrypoint,
                 environment=env,
-                labels=labels.runner_labels(app.alias, spec.runner_id),
+                labels=labels.runner_labels(app.alias, spec.runner_id, app.project_root),
                 ports=[port],
                 host_config=host_config,
             )

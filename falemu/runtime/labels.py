@@ -1,8 +1,9 @@
 """Labels on everything falemu creates, and who owns it.
 
-Every runner container carries ``falemu.app``, ``falemu.runner``, ``falemu.owner`` (``<pid>@<host>`` of
-the falemu process that made it, plus that process's start time so a reused pid is not mistaken for
-the owner) and ``falemu.version``. Cleanup only ever looks at containers with these labels.
+Every runner container carries ``falemu.app``, ``falemu.runner``, ``falemu.project`` (the project
+folder the app comes from), ``falemu.owner`` (``<pid>@<host>`` of the falemu process that made it, plus
+that process's start time so a reused pid is not mistaken for the owner) and ``falemu.version``.
+Cleanup only ever looks at containers with these labels.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from falemu import __version__
 
 APP = "falemu.app"
 RUNNER = "falemu.runner"
 OWNER = "falemu.owner"
+PROJECT = "falemu.project"
 OWNER_STARTED = "falemu.owner-started"
 VERSION = "falemu.version"
 IMAGE_HASH = "falemu.image-hash"
@@ -42,14 +45,22 @@ def owner_label() -> str:
     return f"{os.getpid()}@{hostname()}"
 
 
-def runner_labels(app: str, runner: str) -> dict[str, str]:
-    return {
+def project_label(project: Path | str) -> str:
+    """How a project folder is written in :data:`PROJECT`: its absolute, resolved path."""
+    return str(Path(project).resolve())
+
+
+def runner_labels(app: str, runner: str, project: Path | str | None = None) -> dict[str, str]:
+    labels = {
         APP: app,
         RUNNER: runner,
         OWNER: owner_label(),
         OWNER_STARTED: process_start_time(os.getpid()),
         VERSION: __version__,
     }
+    if project is not None:
+        labels[PROJECT] = project_label(project)
+    return labels
 
 
 @dataclass(frozen=True)

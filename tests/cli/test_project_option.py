@@ -45,10 +45,15 @@ def test_down_with_project_removes_only_that_projects_runners(docker_client: obj
     import docker
 
     client = docker.from_env()
-    labels_mine = {"falemu.app": "greeter", "falemu.runner": "greeter-test-down", "falemu.owner": "1@elsewhere"}
-    labels_other = {"falemu.app": "not-in-project", "falemu.runner": "other-test-down", "falemu.owner": "1@elsewhere"}
+    owner = {"falemu.owner": "1@elsewhere"}
+    labels_mine = {"falemu.app": "greeter", "falemu.runner": "greeter-test-down", **owner}
+    labels_mine["falemu.project"] = str(EXAMPLE.resolve())
+    labels_other = {"falemu.app": "not-in-project", "falemu.runner": "other-test-down", **owner}
+    # The same app name in another project: not this project's runner.
+    labels_twin = {"falemu.app": "greeter", "falemu.runner": "twin-test-down", "falemu.project": "/elsewhere", **owner}
     mine = client.containers.create(base_image, ["sleep", "60"], labels=labels_mine)
     other = client.containers.create(base_image, ["sleep", "60"], labels=labels_other)
+    twin = client.containers.create(base_image, ["sleep", "60"], labels=labels_twin)
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "falemu", "down", "--project", str(EXAMPLE)],
@@ -60,8 +65,11 @@ def test_down_with_project_removes_only_that_projects_runners(docker_client: obj
         remaining = {c.id for c in client.containers.list(all=True, filters={"label": "falemu.app"})}
         assert mine.id not in remaining
         assert other.id in remaining
+        assert twin.id in remaining
+        assert "skipped" in proc.stdout
+        assert "it belongs to project /elsewhere" in proc.stdout
     finally:
-        for container in (mine, other):
+        for container in (mine, other, twin):
             try:
                 container.remove(force=True)
             except docker.errors.NotFound:

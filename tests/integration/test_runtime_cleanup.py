@@ -51,6 +51,7 @@ def test_signal_to_falemu_removes_its_runners(
     assert container.id == container_id
     assert container.labels[labels.OWNER] == f"{proc.pid}@{labels.hostname()}"
     assert container.labels[labels.RUNNER] == "r1"
+    assert container.labels[labels.PROJECT] == labels.project_label(tmp_path)  # the app's project folder
     assert container.labels[labels.VERSION]
     proc.send_signal(sig)
     proc.wait(timeout=60)
@@ -141,6 +142,54 @@ def test_foreign_containers_are_never_touched(rt_apps: Any, docker_runtime: Any,
         client.containers.get(elsewhere.id)
     finally:
         for c in (foreign, elsewhere, orphan, mine):
+            try:
+                c.remove(force=True)
+            except Exception:
+                pass
+
+
+def test_down_with_app_or_project_leaves_another_projects_runners_of_the_same_app_alone(
+    rt_apps: Any, docker_runtime: Any, base_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from falemu.cli.down import down
+
+    client = docker_runtime.client
+    alias = rt_apps.unique("rt-twin")
+    projects = {}
+    for name in ("one", "two"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / ".git").mkdir()  # a project root, as fal finds it
+        (folder / "pyproject.toml").write_text(f'[tool.fal.apps.{alias}]\nimage = "{base_image}"\n')
+        projects[name] = folder
+    me = f"{os.getpid()}@{labels.hostname()}"  # a live owner, as a running falemu up of each project
+
+    def runner(project: str, name: str) -> Any:
+        meta = {
+            labels.APP: alias,
+            labels.RUNNER: name,
+            labels.OWNER: me,
+            labels.PROJECT: labels.project_label(projects[project]),
+        }
+        return client.containers.create(base_image, ["sleep", "60"], labels=meta)
+
+    made = [runner("one", "a1"), runner("one", "a2"), runner("two", "b1")]
+    try:
+        result = CliRunner().invoke(down, ["--project", str(projects["one"])])
+        assert result.exit_code == 0, result.output
+        assert "2 container(s) removed, 1 skipped" in result.output
+        assert f"it belongs to project {projects['two'].resolve()}" in result.output
+        assert [c.labels[labels.RUNNER] for c in rt_apps.containers(client, alias)] == ["b1"]
+        monkeypatch.chdir(projects["one"])  # --app alone: the project found from here, not the other one's
+        result = CliRunner().invoke(down, ["--app", alias])
+        assert result.exit_code == 0, result.output
+        assert "0 container(s) removed, 1 skipped" in result.output
+        monkeypatch.chdir(projects["two"])
+        result = CliRunner().invoke(down, ["--app", alias])
+        assert "1 container(s) removed" in result.output
+        assert rt_apps.containers(client, alias) == []
+    finally:
+        for c in made:
             try:
                 c.remove(force=True)
             except Exception:

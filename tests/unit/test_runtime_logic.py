@@ -161,6 +161,56 @@ def test_owner_gone_only_for_dead_owners_on_this_host():
     assert labels.owner_gone(reused)  # this pid lives, but it is not the process that made the container
 
 
+class _Container:
+    def __init__(self, name: str, **labelled: str) -> None:
+        self.name = name
+        self.labels = labelled
+
+
+def test_down_keeps_to_the_asked_project_and_says_what_it_leaves(tmp_path: Path):
+    from falemu.runtime.cleanup import plan_down
+
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    me = f"{os.getpid()}@{labels.hostname()}"  # a live owner: this process
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    dead = f"{proc.pid}@{labels.hostname()}"
+
+    def runner(name: str, project: Path | None, owner: str, app: str = "greeter") -> _Container:
+        meta = {labels.APP: app, labels.RUNNER: name, labels.OWNER: owner}
+        if project is not None:
+            meta[labels.PROJECT] = labels.project_label(project)
+        return _Container(name, **meta)
+
+    containers = [
+        runner("mine-live", mine, me),
+        runner("theirs-live", theirs, me),
+        runner("theirs-dead", theirs, dead),
+        runner("old-dead", None, dead),  # made by a falemu before the project label
+        runner("old-live-theirs", None, me),  # ... whose live falemu up serves the other project
+        runner("other-app", mine, me, app="painter"),
+    ]
+    live = {os.getpid(): labels.project_label(theirs)}
+    plan = plan_down(containers, apps={"greeter"}, project=mine, live_projects=live)
+    assert [c.name for c in plan.remove] == ["mine-live", "old-dead"]
+    reasons = {s.name: s.reason for s in plan.skipped}
+    assert set(reasons) == {"theirs-live", "theirs-dead", "old-live-theirs"}
+    assert (
+        reasons["theirs-live"]
+        == f"it belongs to project {theirs.resolve()}, served by the falemu process of pid {os.getpid()}"
+    )
+    assert reasons["theirs-dead"] == f"it belongs to project {theirs.resolve()}"
+    # --app outside any project: runners of a live falemu are left alone, those of a gone one go.
+    nowhere = plan_down(containers, apps={"greeter"}, project=None, live_projects={})
+    assert [c.name for c in nowhere.remove] == ["theirs-dead", "old-dead"]
+    assert "add --project" in {s.name: s.reason for s in nowhere.skipped}["mine-live"]
+    assert "project is unknown" in {s.name: s.reason for s in nowhere.skipped}["old-live-theirs"]
+    # --project alone: every app of the project.
+    whole = plan_down(containers, apps=None, project=mine, live_projects=live)
+    assert [c.name for c in whole.remove] == ["mine-live", "old-dead", "other-app"]
+    assert labels.runner_labels("a", "r1", mine)[labels.PROJECT] == str(mine.resolve())
+
+
 def test_secrets_from_environment_then_dotenv(tmp_path: Path):
     (tmp_path / ".env").write_text("# comment\nexport A='from file'\nB=file-b # trailing\nC=\"c\"\n")
     assert read_dotenv(tmp_path / ".env") == {"A": "from file", "B": "file-b", "C": "c"}

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 @click.command(
     "check",
     epilog=examples(
-        ("falemu check", "every app of the project; exit 0 pass, 1 violations, 2 config error"),
+        ("falemu check", "every app of the project; exit 0 pass, 1 violations, 2 config, Dockerfile or ref error"),
         ("falemu check greeter --seed 1", "one app, reproducible generated cases"),
         ("falemu check --baseline openapi.json", "also fail on breaking API changes"),
         ("falemu check --junit-xml report.xml", "a report for CI"),

@@ -13,8 +13,9 @@ what fal will do, and falemu uses the default instead.
 
 from __future__ import annotations
 
+import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from falemu.config.model import (
     ScalingConfig,
     Source,
 )
+from falemu.errors import ConfigError
 
 FAL_APP_KEEP_ALIVE = 60
 FAL_APP_MACHINE_TYPE = "S"
@@ -145,6 +147,12 @@ class _Resolver:
         base = ScalingConfig()
         keep_alive_default = FAL_APP_KEEP_ALIVE if shape is AppShape.FAL_APP else DEFAULT_KEEP_ALIVE
         keep_alive = self.v.get("keep_alive")  # fal checked it is an int
+        if keep_alive is not None and keep_alive > _INT32_MAX:
+            self.warn(
+                f"keep_alive = {keep_alive} does not fit the int32 fal sends it as: `fal deploy` fails; "
+                f"falemu uses {keep_alive_default}"
+            )
+            keep_alive = None
         if keep_alive is not None and keep_alive < 0:
             self.warn(f"keep_alive = {keep_alive} is negative: fal does not check it before deploy; falemu uses 0")
             keep_alive = 0
@@ -162,7 +170,13 @@ class _Resolver:
                 f"min_concurrency ({low}) is above max_concurrency ({high}): fal does not check this; "
                 f"falemu keeps at most {high} runners"
             )
-        grace = self.v.get("termination_grace_period_seconds")
+        grace = self.v.get("termination_grace_period_seconds")  # fal checked it is an int
+        if grace is not None and grace > _INT32_MAX:
+            self.warn(
+                f"termination_grace_period_seconds = {grace} does not fit the int32 fal sends it as: "
+                "`fal deploy` fails; falemu uses 5"
+            )
+            grace = None
         return ScalingConfig(
             keep_alive=keep_alive if keep_alive is not None else keep_alive_default,
             min_concurrency=ints["min_concurrency"] or 0,
@@ -234,14 +248,14 @@ class _Resolver:
     def alias(self) -> str:
         value = self.v.get("name")
         if value is None:
-            return self.p.name
+            return _served_name(self.p.name, self.warn)
         if not isinstance(value, str):
             self.warn(f"name = {value!r} is not a string: `fal deploy` fails when it registers the app")
-            return str(value)
+            return _served_name(str(value), self.warn)
         if not value:
             self.warn(f"name is empty: falemu serves the app as {self.p.name!r}")
-            return self.p.name
-        return value
+            return _served_name(self.p.name, self.warn)
+        return _served_name(value, self.warn)
 
     def image(self) -> ImageConfig | None:
         image = self.p.image
@@ -302,6 +316,11 @@ class _Resolver:
         return replace(check, method=method.upper())
 
     def check_shape(self, shape: AppShape, exposed_port: int | None) -> None:
+        if shape is AppShape.DIRECT_SERVER and exposed_port == 0:
+            self.warn(
+                "exposed_port = 0: fal accepts it, but no server listens on port 0, so fal has nowhere to forward "
+                "traffic; falemu uses 8080 (set exposed_port to the port your server listens on)"
+            )
         if shape is AppShape.DIRECT_SERVER and exposed_port is None:
             self.warn(
                 "no exposed_port: fal accepts a direct-server app without one, but then has no port to forward "
@@ -343,6 +362,37 @@ class _Resolver:
             for key in HEALTH_CHECK_KEYS:
                 sources[f"health_check.{key}"] = "pyproject" if key in check else "default"
         return sources
+
+
+_NOT_IN_A_SEGMENT = re.compile(r"[/?#%\\\s\x00-\x1f\x7f]")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_LONG_NAME = 63  # longer names are shortened in container and image names
+
+
+def _served_name(name: str, warn: Callable[[str], None]) -> str:
+    """The app's name as falemu serves it (``/{owner}/{name}``): one URL path segment, else a config error.
+
+    fal checks nothing of the name before deploy; its server then answers "The app name may be invalid -
+    try using --app-name with a simple kebab-case name". falemu refuses what it cannot serve at all and
+    warns about the rest.
+    """
+    if not name or name in (".", "..") or _NOT_IN_A_SEGMENT.search(name):
+        raise ConfigError(
+            f"app name {name!r} cannot be served at /{{owner}}/{{app}}: it is not one URL path segment",
+            hint='use a simple kebab-case name, for example name = "my-app" (what fal asks for, too)',
+        )
+    if not _PLAIN_NAME.fullmatch(name):
+        warn(
+            f"app name {name!r} is not only ASCII letters, digits, '-', '_' and '.': fal may refuse it "
+            '("The app name may be invalid"); falemu serves it percent-encoded and uses an ASCII form in '
+            "container and image names"
+        )
+    elif len(name) > _LONG_NAME:
+        warn(
+            f"app name {name[:20]}... is {len(name)} characters long: falemu shortens it in container and image "
+            "names; a simple kebab-case name is what fal asks for"
+        )
+    return name
 
 
 def _tuple(value: Any) -> tuple[Any, ...]:

@@ -140,6 +140,7 @@ def check_app(
     try:
         emu.start()
     except ImageError as exc:
+        report.project_error = exc.exit_code == 2  # the Dockerfile, not the engine or the network
         build.fail(exc.message, detail=f"hint: {exc.hint}" if exc.hint else "")
         build.seconds = time.monotonic() - started
         for check in (start, bind):
@@ -151,7 +152,8 @@ def check_app(
         start.seconds = time.monotonic() - started - build.seconds
         _start_failed(app, exc, start, bind, report, options, run)
         return run
-    except FalemuError as exc:  # no engine, no GPU under --gpu require, a port in use...
+    except FalemuError as exc:  # no engine, no GPU under --gpu require, a port in use, a missing ref file...
+        report.project_error = exc.exit_code == 2
         emu.stop()
         _record_build(emu, app, build)
         start.fail(exc.message, detail=f"hint: {exc.hint}" if exc.hint else "")

@@ -73,6 +73,7 @@ class AppReport:
     app: str
     url: str | None = None
     checks: list[CheckResult] = field(default_factory=list)
+    project_error: bool = False  # the app could not be built or started for a mistake in the project (exit 2)
 
     def add(self, check: CheckResult) -> CheckResult:
         self.checks.append(check)
@@ -122,6 +123,9 @@ class Report:
 
     @property
     def exit_code(self) -> int:
+        """0 passed, 1 contract violations, 2 a mistake in the project (config, Dockerfile, ref)."""
+        if any(a.project_error for a in self.apps):
+            return 2
         return 0 if self.passed else 1
 
     def counts(self) -> dict[Status, int]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from falemu.config.model import AppConfig
-from falemu.errors import ImageError, RunnerError
+from falemu.errors import ConfigError, ImageError, RunnerError
 from falemu.events import EventSink, Notice, RunnerFailed, RunnerLog, RunnerReady, null_sink
 from falemu.runtime import labels
 from falemu.runtime.base import PreparedApp, Runner, RunnerSpec
@@ -52,12 +53,31 @@ DIRECT_PROBE_SECONDS = 0.25  # a container address that does not accept within t
 DEFAULT_PORT = 8080  # fal.App and entry-point apps serve on 8080
 
 
+def missing_ref(app: AppConfig) -> None:
+    """A ``ref`` whose file does not exist: said as such (exit 2), not as an app without an image."""
+    assert app.ref is not None
+    file = Path(app.ref.split("::", 1)[0])
+    if not (app.project_root / file).is_file():
+        raise ConfigError(
+            f"ref file {file} does not exist",
+            hint="a ref is path/to/app.py::ClassName, relative to the project folder (pyproject)",
+        )
+
+
 def container_name(alias: str, runner_id: str) -> str:
-    """``falemu-<app>-<runner>-<random>``: readable in `docker ps`, unique on the engine."""
+    """``falemu-<app>-<runner>-<random>``: readable in `docker ps`, unique on the engine.
+
+    Docker takes ASCII letters, digits, ``_.-`` in names: anything else becomes ``-``, and a long app
+    name is cut (the random part keeps names unique).
+    """
     import secrets
 
-    safe = "".join(c if c.isalnum() or c in "_.-" else "-" for c in f"{alias}-{runner_id}".strip("-"))
-    return f"falemu-{safe}-{secrets.token_hex(3)}"
+    def ascii_safe(text: str, limit: int) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-._")[:limit].rstrip("-._")
+
+    runner = runner_id.removeprefix(alias).lstrip("-") or runner_id  # runner ids start with the app's name
+    parts = [ascii_safe(alias, 40) or "app", ascii_safe(runner, 24), secrets.token_hex(3)]
+    return "falemu-" + "-".join(part for part in parts if part)
 
 
 @dataclass
@@ -115,6 +135,8 @@ class DockerRuntime:
     # -- images -------------------------------------------------------------------------------
 
     def prepare(self, app: AppConfig, events: EventSink = null_sink, verbose: bool = False) -> PreparedApp:
+        if app.ref is not None and app.image is None:
+            missing_ref(app)
         if app.image is None:
             raise ImageError(
                 f"{app.alias} has no image table: the docker runtime runs apps from a Dockerfile or an image",
@@ -356,14 +378,28 @@ class DockerRuntime:
             poll_interval=self._poll,
         )
         seen: list[list[tuple[str, int]]] = []
-        try:
-            timeline.update(
-                probe.wait(
-                    remaining,
-                    exited=lambda: self._exited(handle.id, spec),
-                    diagnose=lambda: self._diagnose(handle.id, port, seen),
+        wrong_port: list[str] = []  # what the last diagnoses saw listening, when it was not exposed_port
+
+        def diagnose() -> str | None:
+            found = self._diagnose(handle.id, port, seen)
+            hint = wrong_port_message(seen[0], port) if seen else None
+            if hint is None:
+                wrong_port.clear()
+                return found
+            wrong_port.append(hint)
+            if len(wrong_port) == 2:  # seen twice a second apart: not a server still opening its ports
+                events(
+                    Notice(
+                        app.alias,
+                        level="warning",
+                        message=f"runner {runner.id}: {hint}; falemu keeps waiting for port {port} until "
+                        f"startup_timeout ({limit:g} s), as fal does",
+                    )
                 )
-            )
+            return found
+
+        try:
+            timeline.update(probe.wait(remaining, exited=lambda: self._exited(handle.id, spec), diagnose=diagnose))
         except NotReady as exc:
             logs = self._tail(handle.id)
             error = startup_error(

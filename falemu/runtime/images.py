@@ -10,6 +10,7 @@ missing. Prebuilt images are used when present on the engine and pulled otherwis
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -42,7 +43,11 @@ _ENGINE_NOISE = re.compile(r"^(---> |Removing intermediate container |Successful
 
 
 class BuildFailed(ImageError):
-    """A Dockerfile step failed; ``step``/``steps``/``instruction`` name it, ``output`` holds its last lines."""
+    """The project's Dockerfile did not build: a step failed (``step``/``steps``/``instruction`` name it,
+    ``output`` holds its last lines) or the Dockerfile itself was refused (``step`` 0). A mistake in the
+    project, like a config error: exit code 2."""
+
+    exit_code = 2
 
     def __init__(self, message: str, *, hint: str | None, step: int, steps: int, instruction: str, output: list[str]):
         super().__init__(message, hint=hint)
@@ -53,7 +58,12 @@ class BuildFailed(ImageError):
 
 
 def image_repository(app: AppConfig) -> str:
-    name = re.sub(r"[^a-z0-9._-]+", "-", app.alias.lower()).strip("-._") or "app"
+    """``falemu/<app>``, in the characters a repository name may have; a long name is cut and given a
+    short hash of the whole (Docker refuses repository names over 255 characters)."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", app.alias.lower())
+    name = re.sub(r"[._-]{2,}", "-", name).strip("-._") or "app"  # one separator between letters and digits
+    if len(name) > 64:
+        name = f"{name[:55].rstrip('-._')}-{hashlib.sha256(app.alias.encode()).hexdigest()[:8]}"
     return f"falemu/{name}"
 
 
@@ -66,8 +76,13 @@ def app_context(app: AppConfig, environ: Mapping[str, str] | None = None) -> Bui
     try:
         text = dockerfile.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ImageError(
-            f"cannot read the Dockerfile {dockerfile}: {exc.strerror}", hint="check image.dockerfile"
+        raise BuildFailed(
+            f"cannot read the Dockerfile {dockerfile}: {exc.strerror}",
+            hint="check image.dockerfile (a path relative to the pyproject's folder)",
+            step=0,
+            steps=0,
+            instruction="",
+            output=[],
         ) from None
     args = effective_build_args(app.image.build_args, text, environ)
     return load_context(app.project_root, dockerfile, args)
@@ -151,17 +166,19 @@ def _build_with_api(client: Any, app: AppConfig, ctx: BuildContext, tag: str, st
 
 
 def _raise_build_failed(app: AppConfig, step: int, steps: int, instruction: str, error: str, tail: list[str]) -> None:
-    where = f"step {step}/{steps} ({instruction})" if step else "before its first step"
+    where = f"at step {step}/{steps} ({instruction})" if step else "before its first step"
     lines = "\n  ".join(tail[-10:]) if tail else "(no output)"
     if "pull access denied" in error or ("not found" in error and "manifest" in error) or "lookup" in error:
         hint = (
             "the base image cannot be pulled here; use a local one, e.g. FALEMU_BUILD_ARG_<NAME>=<image> "
             f"for a FROM ${{NAME}} build arg. Last output:\n  {lines}"
         )
+    elif not step:
+        hint = "fix the Dockerfile: the engine refused it before running any of its steps"
     else:
         hint = f"fix that Dockerfile step. Its last output lines:\n  {lines}"
     raise BuildFailed(
-        f"image build of {app.alias} failed at {where}: {first_line(error)}",
+        f"image build of {app.alias} failed {where}: {first_line(error)}",
         hint=hint,
         step=step,
         steps=steps,

@@ -62,8 +62,12 @@ def test_validate_from_the_current_folder(monkeypatch: pytest.MonkeyPatch) -> No
             '[tool.fal.apps.a]\nexposed_port = 8000\nimage = { image = "repo/x:1", build_args = { A = "1" } }\n',
             "error: Image key(s) 'build_args' are only supported with image.dockerfile in pyproject.toml\n",
         ),
+        (  # falemu's own: fal accepts the name, then cannot serve it either
+            '[tool.fal.apps.a]\nname = "a/b"\nexposed_port = 8000\nimage = { image = "repo/x:1" }\n',
+            "error: app name 'a/b' cannot be served at /{owner}/{app}: it is not one URL path segment\n",
+        ),
     ],
-    ids=["unknown-key", "bad-region", "dockerfile-and-image", "build-args-with-image"],
+    ids=["unknown-key", "bad-region", "dockerfile-and-image", "build-args-with-image", "name-with-a-slash"],
 )
 def test_config_errors_exit_2_with_fal_message(tmp_path: Path, body: str, message: str) -> None:
     project(tmp_path, body, Dockerfile="FROM scratch\n")

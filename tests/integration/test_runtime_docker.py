@@ -15,7 +15,7 @@ from docker_support import remove_images
 
 from falemu.config.model import ImageConfig, ScalingConfig
 from falemu.errors import ImageError, RunnerError, StartupTimeout
-from falemu.events import BuildFinished, BuildStarted, BuildStep, Event, EventBus, RunnerFailed, RunnerReady
+from falemu.events import BuildFinished, BuildStarted, BuildStep, Event, EventBus, Notice, RunnerFailed, RunnerReady
 from falemu.runtime.base import RunnerSpec
 from falemu.runtime.docker import ContainerHandle
 from falemu.runtime.images import BuildFailed
@@ -216,6 +216,29 @@ def test_server_bound_to_loopback_gets_its_message(rt_apps: Any, docker_runtime:
         docker_runtime.start(_spec(prepared, "l1", tmp_path, startup_timeout=60))
     assert info.value.message == "the server listens on 127.0.0.1:8000 inside the container; fal needs 0.0.0.0"
     assert "0.0.0.0" in (info.value.hint or "")
+    assert rt_apps.containers(docker_runtime.client, app.alias) == []
+
+
+def test_a_server_on_another_port_is_said_within_seconds_and_the_start_waits_for_its_timeout(
+    rt_apps: Any, docker_runtime: Any, prepared_example: Any, tmp_path: Path
+):
+    app = dataclasses.replace(prepared_example.app, alias=rt_apps.unique("rt-port"), exposed_port=9000)
+    prepared = dataclasses.replace(prepared_example, app=app)  # the example listens on 8000
+    events = EventBus()
+    seen: list[tuple[float, Event]] = []
+    events.subscribe(lambda e: seen.append((time.monotonic(), e)))
+    started = time.monotonic()
+    with pytest.raises(StartupTimeout) as info:
+        docker_runtime.start(_spec(prepared, "p1", tmp_path, startup_timeout=20), events)
+    ended = time.monotonic()
+    warned = [(at, e) for at, e in seen if isinstance(e, Notice) and e.level == "warning"]
+    assert [e.message for _, e in warned] == [
+        "runner p1: the server listens on port 8000 inside the container, but exposed_port is 9000; "
+        "falemu keeps waiting for port 9000 until startup_timeout (20 s), as fal does"
+    ]
+    assert ended - started >= 20  # the start still waited for its timeout
+    assert ended - warned[0][0] >= 10  # and the warning came long before it, not with it
+    assert "exposed_port is 9000" in (info.value.hint or "")
     assert rt_apps.containers(docker_runtime.client, app.alias) == []
 
 

@@ -133,6 +133,10 @@ def test_list_cmd_is_kept_as_written(tmp_path: Path) -> None:
         ('app_scale_settings = "yes"', "app_scale_settings = 'yes' is not a boolean"),
         ("exposed_port = 9000", "the fal.App server in the runner binds 8080"),
         ("team = 5", "team = 5 is not a string"),
+        ("keep_alive = 1000000000000000000", "keep_alive = 1000000000000000000 does not fit the int32"),
+        ("termination_grace_period_seconds = 4294967296", "does not fit the int32 fal sends it as"),
+        ('name = "ünï"', "app name 'ünï' is not only ASCII letters"),
+        (f'name = "{"n" * 300}"', "is 300 characters long: falemu shortens it"),
     ],
 )
 def test_warnings(tmp_path: Path, extra: str, fragment: str) -> None:
@@ -156,6 +160,28 @@ def test_direct_server_without_port_warns(tmp_path: Path) -> None:
     app = app_of(tmp_path, '[tool.fal.apps.a]\nimage = { image = "x:1" }\n')
     assert app.exposed_port is None
     assert any("no exposed_port" in w for w in app.warnings)
+
+
+def test_out_of_range_keep_alive_falls_back_to_the_default(tmp_path: Path) -> None:
+    app = app_of(tmp_path, '[tool.fal.apps.a]\nref = "app.py::A"\nkeep_alive = 1000000000000000000\n', **{"app.py": ""})
+    assert app.scaling.keep_alive == 60  # the fal.App default, as for other out-of-range integers
+
+
+def test_exposed_port_zero_on_a_direct_server_warns(tmp_path: Path) -> None:
+    app = app_of(tmp_path, '[tool.fal.apps.a]\nexposed_port = 0\nimage = { image = "x:1" }\n')
+    assert any("exposed_port = 0" in w and "falemu uses 8080" in w for w in app.warnings), app.warnings
+
+
+@pytest.mark.parametrize("name", ["a/b", "a b", "a?b", "a#b", "a%2Fb", "..", "tab\there"])
+def test_an_app_name_that_is_not_one_url_segment_is_a_config_error(tmp_path: Path, name: str) -> None:
+    for body in (f'[tool.fal.apps.a]\nname = "{name}"\n', f'[tool.fal.apps."{name}"]\nexposed_port = 8000\n'):
+        app = "a" if body.startswith("[tool.fal.apps.a]") else name
+        error = error_of(tmp_path, body + 'image = { image = "x:1" }\n', name=app)
+        assert (
+            error.message == f"app name {name!r} cannot be served at /{{owner}}/{{app}}: it is not one URL path segment"
+        )
+        assert "kebab-case" in (error.hint or "")
+        assert error.exit_code == 2
 
 
 def test_missing_ref_file_warns(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -309,3 +310,22 @@ def test_container_names_are_unique_and_readable():
     assert first != second
     assert first.startswith("falemu-my-app-r1-")
     assert container_name("a", "").startswith("falemu-a-")
+    # Docker takes ASCII names: other letters become '-', and a long app name is cut.
+    assert re.fullmatch(r"falemu-n-r1-[0-9a-f]{6}", container_name("ünï", "ünï-r1"))
+    long = container_name("a" * 300, "a" * 300 + "-r2")
+    assert re.fullmatch(r"falemu-a{40}-r2-[0-9a-f]{6}", long)
+
+
+def test_image_repository_names_are_valid_for_any_app_name(tmp_path: Path):
+    from falemu.runtime.images import image_repository
+
+    valid = re.compile(r"falemu/[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*")  # Docker's repository path rule
+    import dataclasses
+
+    def repo(alias: str) -> str:
+        return image_repository(dataclasses.replace(_app(tmp_path), alias=alias))
+
+    names = {name: repo(name) for name in ("ünï", "a" * 300, "My_.App", "x")}
+    assert all(valid.fullmatch(repo) and len(repo) <= 255 for repo in names.values()), names
+    assert names["x"] == "falemu/x"
+    assert repo("a" * 299 + "b") != names["a" * 300]  # cut names stay apart

@@ -242,6 +242,24 @@ def test_a_server_on_another_port_is_said_within_seconds_and_the_start_waits_for
     assert rt_apps.containers(docker_runtime.client, app.alias) == []
 
 
+def test_an_app_name_docker_would_refuse_still_runs(
+    rt_apps: Any, docker_runtime: Any, prepared_example: Any, tmp_path: Path
+):
+    alias = rt_apps.unique("ünï") + "-" + "x" * 300  # not ASCII, and longer than Docker takes in names
+    prepared = dataclasses.replace(prepared_example, app=dataclasses.replace(prepared_example.app, alias=alias))
+    runner = docker_runtime.start(_spec(prepared, f"{alias}-r1", tmp_path))
+    try:
+        assert httpx.post(f"{runner.url}/greet", json={"name": "fal"}, timeout=10).status_code == 200
+        handle = runner.handle
+        assert isinstance(handle, ContainerHandle)
+        name = docker_runtime.client.containers.get(handle.id).name
+        assert name.isascii()
+        assert len(name) < 100
+        assert name.startswith("falemu-n-")
+    finally:
+        docker_runtime.stop(runner)
+
+
 def test_startup_timeout_fires(rt_apps: Any, docker_runtime: Any, tmp_path: Path):
     app = rt_apps.special(
         "sleeps-forever", scaling=ScalingConfig(startup_timeout=2, termination_grace_period_seconds=1)

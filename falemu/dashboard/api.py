@@ -530,6 +530,8 @@ async def _call(
         resp = await caller.client.request(
             method, f"{caller.base_url}/{owner}/{alias}{endpoint}", content=body, headers=headers
         )
+    except httpx.InvalidURL as exc:
+        raise HTTPException(400, f"not a URL path: {exc}") from None
     except httpx.HTTPError as exc:
         raise HTTPException(502, f"the gateway could not be reached: {type(exc).__name__}") from None
     output = Body(resp.content, len(resp.content), resp.headers.get("content-type", ""))

@@ -306,7 +306,8 @@ class Report(BaseModel):
 
 class PlaygroundRun(BaseModel):
     app: str = Field(min_length=1, max_length=200)
-    endpoint: str = Field(default="/", max_length=2000)
+    # A URL path: printable ASCII without spaces (anything else must come percent-encoded).
+    endpoint: str = Field(default="/", max_length=2000, pattern=r"^[!-~]*$")
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
     input: Any = None
     mode: Literal["queue", "sync"] = "queue"

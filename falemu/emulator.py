@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     import uvicorn
 
     from falemu.cdn.service import CdnService
+    from falemu.chaos.injector import Chaos
     from falemu.dashboard import Dashboard
     from falemu.gateway.app import Gateway
 
@@ -107,6 +108,7 @@ class Emulator:
         self._runner_env: dict[str, str] = {}  # what every runner gets besides fal's environment (the CDN's)
         self._runner_mounts: dict[str, str] = {}
         self.reloader = Reloader(self)  # falemu.devloop: the revisions of each app
+        self._chaos: Chaos | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -326,6 +328,22 @@ class Emulator:
             raise UsageError("the emulator is not running", hint="call start() first")
         return self.reloader.reload(self._config(app).name, changes, since=since)
 
+    @property
+    def chaos(self) -> Chaos:
+        """Fault injection (falemu.chaos); use its methods on the emulator's loop (:meth:`call`)."""
+        if self._chaos is None:
+            from falemu.chaos.injector import Chaos
+
+            self._chaos = Chaos(self)
+        return self._chaos
+
+    def fault_rows(self, app: str) -> list[dict[str, Any]]:
+        """The app's faults in effect (``falemu ps``); none before the first one."""
+        if self._chaos is None:
+            return []
+        alias = self._config(app).alias
+        return [row for row in self._chaos.rows(include_ended=False) if row["app"] == alias]
+
     def runner_spec(self, app: str, prepared: PreparedApp) -> RunnerSpec:
         """The template every runner of ``app`` starts from, for the image in ``prepared``."""
         return RunnerSpec(
@@ -519,6 +537,12 @@ class Emulator:
         for route in ADMIN_ROUTES:
             gateway.mount(route, admin, exact=True)
             gateway.mount(route + "/", admin, exact=True)
+        from falemu.chaos.admin import ROUTE as CHAOS_ROUTE
+        from falemu.chaos.admin import chaos_app
+
+        chaos = chaos_app(self)
+        gateway.mount(CHAOS_ROUTE, chaos, exact=True)
+        gateway.mount(CHAOS_ROUTE + "/", chaos)
         if self.cdn is not None:
             self.cdn.mount_on(gateway)
         self._mount_js_proxy(gateway)

@@ -193,6 +193,34 @@ class RolloutFailed(Event):
     logs: str = ""
 
 
+@dataclass(slots=True)
+class FaultStarted(Event):
+    """A fault was injected (``falemu chaos``, ``falemu_app.faults``)."""
+
+    fault: str  # its id: f1, f2, ...
+    fault_kind: str  # kill | starts | error | latency | cut | data
+    description: str
+    spec: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class FaultApplied(Event):
+    """A fault hit a request, a runner start or a runner."""
+
+    fault: str
+    fault_kind: str
+    target: str  # a request id or a runner id
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class FaultEnded(Event):
+    fault: str
+    fault_kind: str
+    reason: str  # count | window | cleared | shutdown
+    applied: int  # what it hit in all
+
+
 class EventSink(Protocol):
     def __call__(self, event: Event) -> None: ...
 

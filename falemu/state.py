@@ -198,6 +198,7 @@ def ps_snapshot(emulator: Emulator) -> dict[str, Any]:
                 "backoff": controller.backoff(),
                 "revision": controller.revision,
                 "revisions": emulator.reloader.rows(name),
+                "faults": emulator.fault_rows(config.alias),
                 "runners": [
                     {**dataclasses.asdict(r), "age": max(0.0, now - r.started_at)} for r in controller.runners()
                 ],

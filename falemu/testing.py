@@ -30,6 +30,7 @@ from falemu.errors import FalemuError, UsageError
 from falemu.events import Event, EventBus, RunnerLog
 
 if TYPE_CHECKING:
+    from falemu.chaos.client import Faults
     from falemu.emulator import Emulator
     from falemu.scaling.pool import RunnerInfo
 
@@ -130,6 +131,7 @@ class AppHandle:
         headers = {"Authorization": f"Key {emulator.api_key}"} if emulator.api_key else {}
         verify: str | bool = _ca_bundle() if self.url.startswith("https:") else True
         self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(120.0, connect=10.0), verify=verify)
+        self._faults: Faults | None = None
 
     def close(self) -> None:
         self.client.close()
@@ -182,6 +184,21 @@ class AppHandle:
     def expire_idle(self) -> None:
         """Let keep_alive run out now: idle runners above min_concurrency stop (the next request is cold)."""
         self.emulator.expire_idle(self.name)
+
+    @property
+    def faults(self) -> Faults:
+        """Fault injection for this app (:mod:`falemu.chaos.client`): ``.kill()``, ``.fail_starts()``,
+        ``.error(503)``, ``.latency()``, ``.cut()``, ``.data()``, ``.clear()``."""
+        if self._faults is None:
+            from falemu.chaos.client import Faults
+
+            self._faults = Faults(self.emulator, self.name)
+        return self._faults
+
+    def end_faults(self) -> None:
+        """Clear the faults added through :attr:`faults` (the pytest plugin calls it after each test)."""
+        if self._faults is not None and self._faults.added:
+            self._faults.clear()
 
     def wait_for_runners(self, count: int, timeout: float = 60.0) -> None:
         wait_until(lambda: len(self.live_runners) == count, timeout=timeout, what=f"{count} live runner(s)")

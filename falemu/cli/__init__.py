@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "env": "falemu.cli.env:env",
     "check": "falemu.cli.check:check",
     "report": "falemu.cli.report:report",
+    "chaos": "falemu.cli.chaos:chaos",
 }
 
 SHORT_HELP: dict[str, str] = {
@@ -40,6 +41,7 @@ SHORT_HELP: dict[str, str] = {
     "keys": "List, create and revoke local API keys.",
     "env": "Print the exports that point fal_client at falemu.",
     "check": "Pre-deploy contract gate: build, start, and check the app's OpenAPI.",
+    "chaos": "Inject faults into a running falemu up (kill runners, fail starts, 503s, latency).",
     "report": "Analytics, errors, cost and the keep_alive advisor of a running falemu up.",
 }
 

@@ -24,6 +24,9 @@ from falemu.events import (
     BuildStarted,
     BuildStep,
     Event,
+    FaultApplied,
+    FaultEnded,
+    FaultStarted,
     Notice,
     ReloadStarted,
     RequestCompleted,
@@ -335,12 +338,28 @@ class Renderer:
             return f"{app}: request {event.request_id} queued (position {event.queue_position})"
         if isinstance(event, ReloadStarted | RolloutStarted | RolloutFinished | RolloutFailed):
             return self._rollout_line(event)
+        if isinstance(event, FaultStarted | FaultApplied | FaultEnded):
+            return self._fault_line(event)
         if isinstance(event, Notice):
             prefix = "warning: " if event.level == "warning" else ""
             if app and app != "falemu" and app not in event.message:
                 prefix += f"{app}: "  # which app a warning is about, unless the message names it
             return self._style(f"{prefix}{event.message}", fg="yellow" if event.level == "warning" else None)
         return None
+
+    def _fault_line(self, event: Event) -> str | None:
+        app = event.app
+        if isinstance(event, FaultStarted):
+            return self._style(f"{app}: fault {event.fault} in effect: {event.description}", fg="yellow")
+        if isinstance(event, FaultApplied):
+            if event.fault_kind in ("error", "latency", "cut") and not self.verbose:
+                return None  # the request's own line shows what it got
+            return self._style(f"[{event.target}] fault {event.fault}: {event.detail}", fg="yellow")
+        assert isinstance(event, FaultEnded)
+        why = {"count": "its count ran out", "window": "its time is up", "cleared": "cleared"}.get(
+            event.reason, event.reason
+        )
+        return self._style(f"{app}: fault {event.fault} ended ({why}; it hit {event.applied})", fg="yellow")
 
     def _rollout_line(self, event: Event) -> str:
         app = event.app
@@ -471,6 +490,14 @@ class Renderer:
                 revision = app.get("revision")
                 if revision is not None and int(revision) > 1:
                     self._echo(f"  {app['name']}: serving revision r{revision}")
+                for fault in app.get("faults", []):
+                    left = []
+                    if fault.get("remaining") is not None:
+                        left.append(f"{fault['remaining']} left")
+                    if fault.get("seconds_left") is not None:
+                        left.append(f"{fault['seconds_left']} s left")
+                    extra = f" ({', '.join(left)})" if left else ""
+                    self._echo(f"  {app['name']}: fault {fault['id']}: {fault['description']}{extra}")
                 for failed in app.get("revisions", [])[-1:]:
                     if failed.get("status") == "failed":
                         self._echo(

@@ -56,7 +56,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from falemu.clock import Clock, MonotonicClock
 from falemu.config.settings import Settings
@@ -80,9 +80,12 @@ from falemu.gateway.errors import PlatformError, request_timeout_error
 from falemu.gateway.headers import Incoming, identity_headers, response_headers, runner_hints, split_headers
 from falemu.gateway.keys import Caller, KeyStore, looks_like_key
 from falemu.gateway.queue import QueueManager
-from falemu.gateway.upstream import Headers, UpstreamError, UpstreamPool
+from falemu.gateway.upstream import Headers, UpstreamError, UpstreamPool, UpstreamResponse
 from falemu.runtime.base import Runner
 from falemu.scaling.pool import Lease, Outcome
+
+if TYPE_CHECKING:
+    from falemu.chaos.faults import RequestFaults, RequestPlan
 
 QUEUE_PREFIX = "/queue"
 NO_KEY = "No user found for Key ID and Secret"
@@ -119,6 +122,7 @@ class Gateway:
         self.fast_requests = 0  # sync requests served by the fast path (falemu.gateway.fastpath)
         self.recorder: BodyRecorder | None = None  # gets request and response bodies (the dashboard's history)
         self.closed = False
+        self.faults: RequestFaults | None = None  # falemu.chaos, while a request fault is in effect
         self._upstream: UpstreamPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -345,6 +349,12 @@ class Gateway:
             self._unserved(gapp, request_id, path, method, 499, "client_disconnected", 0.0)
             raise
         received = time.monotonic()
+        plan = self.faults.on_request(gapp.config.alias, request_id) if self.faults is not None else None
+        if plan is not None and plan.answer is not None:  # falemu.chaos: the gateway answers, no runner
+            body.close()
+            status, error_type, detail = plan.answer
+            self._unserved(gapp, request_id, path, method, status, error_type, received)
+            raise PlatformError(detail, error_type, status=status)
         # Once the body is in, receive() returns only when the caller hangs up (or the answer is complete):
         # a request whose caller left is not sent to a runner, and one in progress is abandoned (499).
         gone = asyncio.ensure_future(receive())
@@ -360,7 +370,7 @@ class Gateway:
                     self._unserved(gapp, request_id, path, method, 499, "client_disconnected", received)
                     raise
             await self._forward(
-                scope, send, gapp, lease, target, endpoint, incoming, user, request_id, body, gone, path, received
+                scope, send, gapp, lease, target, endpoint, incoming, user, request_id, body, gone, path, received, plan
             )
         finally:
             body.close()
@@ -407,6 +417,7 @@ class Gateway:
         gone: asyncio.Future[Message],
         path: str,
         received: float,
+        plan: RequestPlan | None = None,
     ) -> None:
         """Send the request to the leased runner and its answer to the caller; give the runner back."""
         alias = gapp.config.alias
@@ -431,7 +442,7 @@ class Gateway:
         if recorder is not None and whole is not None:  # a body spooled to a file is not kept in the history
             recorder.request_body(request_id, incoming.forward, whole, incoming.store_io)
         forwarding = asyncio.ensure_future(
-            self._exchange(scope, send, gapp, runner, target, headers, whole, body, request_id, exchange)
+            self._exchange(scope, send, gapp, runner, target, headers, whole, body, request_id, exchange, plan)
         )
         try:
             try:
@@ -477,12 +488,16 @@ class Gateway:
         body: RequestBody,
         request_id: str,
         exchange: _Exchange,
+        plan: RequestPlan | None = None,
     ) -> None:
         timeout = float(gapp.config.scaling.request_timeout) if gapp.config.scaling.request_timeout else None
         recorder = self.recorder
         response_started = False
+        cut = plan.cut_after if plan is not None else None
         try:
             async with asyncio.timeout(timeout) if timeout is not None else _NO_TIMEOUT:
+                if plan is not None and plan.delay:
+                    await asyncio.sleep(plan.delay)  # falemu.chaos: latency
                 method = scope["method"]
                 if whole is not None:
                     resp = await self.upstream.request(runner.host, runner.port, method, target, headers, whole)
@@ -509,6 +524,9 @@ class Gateway:
                     if recorder is not None:
                         recorder.response_body(request_id, resp.headers, b"")
                     while (chunk := await resp.next_chunk()) is not None:
+                        if cut is not None:
+                            chunk = await _cut(resp, send, chunk, cut)
+                            cut -= len(chunk)
                         if recorder is not None:
                             recorder.response_body(request_id, _NO_HEADERS, chunk)
                         if resp.at_end():  # the last part: send it as the end of the body
@@ -547,6 +565,16 @@ class Gateway:
             await send_json(send, 200, body, request_id)
             return
         raise PlatformError("Not found", status=404)
+
+
+async def _cut(resp: UpstreamResponse, send: Send, chunk: bytes, left: int) -> bytes:
+    """falemu.chaos: the runner connection is cut once ``left`` more body bytes went to the caller."""
+    if len(chunk) <= left:
+        return chunk
+    if left:
+        await send({"type": "http.response.body", "body": chunk[:left], "more_body": True})
+    resp.abort()
+    raise UpstreamError("the runner connection was cut part-way (falemu chaos)", "runner_incomplete_response")
 
 
 def _encoded_slash(raw_path: bytes) -> bool:

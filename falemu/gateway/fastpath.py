@@ -88,6 +88,8 @@ def begin(
     gapp = gateway.apps.get(alias) if owner == gateway.owner else None
     if gapp is None or not alias:
         return None
+    if gateway.faults is not None and gateway.faults.intercepts(alias):
+        return None  # falemu.chaos: the ASGI path applies request faults
     incoming = split_headers(raw_headers)
     if incoming.chunked or (incoming.content_length or 0) > MAX_BODY:
         return None

@@ -309,26 +309,40 @@ class QueueManager:
             body = b""
             resp_headers: Headers = []
             timeout = float(config.scaling.request_timeout) if config.scaling.request_timeout else None
+            plan = gw.faults.on_request(rec.alias, rec.id) if gw.faults is not None else None
             try:
                 headers = identity_headers(rec.id, rec.endpoint, rec.caller) + rec.headers
                 try:
                     async with asyncio.timeout(timeout):
+                        if plan is not None and plan.delay:
+                            await asyncio.sleep(plan.delay)
+                        if plan is not None and plan.answer is not None:
+                            raise _Injected(*plan.answer)
                         resp = await gw.upstream.request(
                             lease.runner.host, lease.runner.port, rec.method, rec.target, headers, rec.body
                         )
                         try:
                             body = await resp.read()
+                            if plan is not None and plan.cut_after is not None and len(body) > plan.cut_after:
+                                resp.abort()
+                                raise UpstreamError(
+                                    "the runner connection was cut part-way (falemu chaos)",
+                                    "runner_incomplete_response",
+                                )
                         finally:
                             resp.release()
                     status, resp_headers = resp.status, resp.headers
                     hints = runner_hints(resp_headers)
                     if hints is not None:
                         gapp.pool.set_hints(lease.runner.id, hints)
+                except _Injected as answer:  # falemu.chaos: the platform answers instead of the runner
+                    retry_as = INJECTED_RETRY[answer.status]
+                    failure = PlatformError(answer.detail, answer.error_type, status=answer.status)
                 except TimeoutError:
                     outcome, retry_as = "replace", "timeout"
                     failure = request_timeout_error(timeout or 0)
                 except UpstreamError as exc:
-                    outcome = "replace"
+                    outcome = "error" if exc.error_type == "runner_incomplete_response" else "replace"
                     retry_as = "connection_error"
                     failure = PlatformError(str(exc), exc.error_type)
                 else:
@@ -576,6 +590,19 @@ class QueueManager:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# The retry condition of a platform error a fault answers (falemu.chaos): 503 and 504 as fal's queue
+# retries them, 429 re-queued ("the request waits and retries automatically").
+INJECTED_RETRY = {503: "server_error", 504: "timeout", 429: "rate_limited"}
+
+
+class _Injected(Exception):
+    def __init__(self, status: int, error_type: str | None, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error_type = error_type
+        self.detail = detail
 
 
 def _retry_budget(retry_config: Any) -> dict[str, int]:

@@ -46,6 +46,9 @@ class RunnerSpec:
     # runtime emits no RunnerLog events of its own: the caller says what a line means)
     startup_timeout: float | None = None  # overrides the app's scaling.startup_timeout
     keep_failed: bool = False  # leave a runner that failed to start in place for inspection
+    # /data as fal gives it ("rw"), or broken on purpose by a fault (falemu.chaos): "read-only", or
+    # "full" (an empty file system with no room left; the shared folder is not visible then).
+    data_mode: str = "rw"
 
 
 @dataclass

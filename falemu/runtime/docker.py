@@ -242,10 +242,18 @@ class DockerRuntime:
                 )
             )
         env = runner_environment(app, owner=spec.owner, runner_id=spec.runner_id, secrets=found, extra=spec.env)
-        binds = {host: {"bind": target, "mode": "rw"} for host, target in data_binds(app, spec.data_dir).items()}
+        data = data_binds(app, spec.data_dir)
+        tmpfs: dict[str, str] = {}
+        if spec.data_mode == "full":  # a fault: no room and no inode left, so every write fails with ENOSPC
+            tmpfs = {target: "size=4k,nr_inodes=1" for target in data.values()}
+            data = {}
+        mode = "ro" if spec.data_mode == "read-only" else "rw"
+        binds = {host: {"bind": target, "mode": mode} for host, target in data.items()}
         for host, target in spec.mounts.items():
             binds[str(Path(host).resolve())] = {"bind": target, "mode": "rw"}
         limits = self._limits(spec, events) if spec.machine_limits else {}
+        if tmpfs:
+            limits["tmpfs"] = tmpfs
         host_config = self._client.api.create_host_config(
             port_bindings={port: (self._publish_ip,)},
             binds=binds,

@@ -30,10 +30,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from falemu.clock import Clock, MonotonicClock
 from falemu.config.model import AppConfig
-from falemu.errors import FalemuError, RunnerError
+from falemu.errors import FalemuError, RunnerError, StartupTimeout
 from falemu.events import (
     Event,
     EventSink,
@@ -68,6 +69,23 @@ S = RunnerState
 # most this often. What a release can change (a keep_alive deadline, a scale-in) is due seconds
 # later, so the decision is at most this late; waiters get the freed capacity at once regardless.
 RELEASE_EVALUATION_INTERVAL = 0.05
+
+
+@dataclass(frozen=True)
+class StartFault:
+    """What an injected fault does to one runner start (decided by falemu.chaos)."""
+
+    error: RunnerError | None = None  # the start fails with this, as a setup() that raises
+    delay: float = 0.0  # seconds more in SETUP (past startup_timeout: fal's startup_timeout failure)
+    data_mode: str | None = None  # /data read-only or full for this runner
+
+
+class FaultHooks(Protocol):
+    """The controller's side of falemu.chaos: asked only while a fault of the app is in effect."""
+
+    def on_start(self, app: str, runner_id: str) -> StartFault | None: ...
+
+    def on_lease(self, controller: AppController, runner_id: str, request_id: str) -> None: ...
 
 
 @dataclass
@@ -157,6 +175,7 @@ class AppController:
         self._hold_starts = False  # no policy starts (a recreate rollout waits for the old runners to go)
         self._changed: asyncio.Event | None = None  # set on the next runner state change (wait_for)
         self._start_errors: dict[str, RunnerError] = {}  # failed starts of non-serving revisions, by runner
+        self.faults: FaultHooks | None = None  # set by falemu.chaos while a fault of this app is in effect
 
     # -- RunnerPool ---------------------------------------------------------------------------------
 
@@ -306,6 +325,13 @@ class AppController:
             "error_type": self._last_error.error_type,
             "message": self._last_error.message,
         }
+
+    def reset_backoff(self) -> None:
+        """Forget the failed starts so far (a fault that caused them was cleared)."""
+        self._failures = 0
+        self._last_failure_at = None
+        self._last_error = None
+        self._reconcile()
 
     async def tick(self) -> None:
         """Apply the policy now (the periodic tick does this on its own)."""
@@ -483,6 +509,8 @@ class AppController:
         slot.in_flight += 1
         if slot.state is not S.RUNNING:
             self._set_state(slot, S.RUNNING)
+        if self.faults is not None:
+            self.faults.on_lease(self, slot.id, request_id)
         return Lease(runner=slot.runner, request_id=request_id, started=self.clock.now())
 
     def _give_back(self, lease: Lease, *, served: bool) -> bool:
@@ -629,6 +657,17 @@ class AppController:
 
         spec = replace(template, runner_id=slot.id, on_log=on_log)
         self._set_state(slot, S.SETUP)
+        if self.faults is not None:
+            try:
+                fault = self.faults.on_start(self.name, slot.id)
+            except Exception as exc:  # a broken fault must not leave the runner in SETUP for good
+                self.events(Notice(self.name, level="warning", message=f"a fault's start hook failed: {exc!r}"))
+                fault = None
+            if fault is not None:
+                spec, error = await self._faulty_start(spec, fault)
+                if error is not None:
+                    self._start_failed(slot, error)
+                    return
         try:
             runner = await asyncio.to_thread(self.runtime.start, spec, self._runtime_events)
         except Exception as exc:
@@ -659,6 +698,44 @@ class AppController:
             self._dispatch()
             self._reconcile()
 
+    async def _faulty_start(self, spec: RunnerSpec, fault: StartFault) -> tuple[RunnerSpec, RunnerError | None]:
+        """Apply an injected start fault: the spec to start from, or the error the start fails with."""
+        if fault.data_mode is not None:
+            spec = replace(spec, data_mode=fault.data_mode)
+        if fault.delay > 0:
+            limit = float(spec.startup_timeout or self.app.scaling.startup_timeout)
+            if fault.delay >= limit:
+                await asyncio.sleep(limit)
+                return spec, StartupTimeout(
+                    f"runner {spec.runner_id} of {self.name} was not ready within startup_timeout ({limit:g} s)",
+                    hint="its start was slowed down by an injected fault (falemu chaos)",
+                )
+            await asyncio.sleep(fault.delay)
+            spec = replace(spec, startup_timeout=limit - fault.delay)
+        return spec, fault.error
+
+    def kill(self, runner_id: str, reason: str = "killed") -> bool:
+        """Kill a runner now (SIGKILL, no grace), as a crash would: its requests in flight break, and it
+        takes no new one. False when there is no such live runner."""
+        slot = self._slots.get(runner_id)
+        if slot is None or slot.runner is None or slot.state in (S.TERMINATING, S.TERMINATED):
+            return False
+        self.events(RunnerFailed(self.name, runner=slot.id, error_type="runner_disconnected", message=reason))
+        if slot.in_flight > 0:
+            # Dead now; the controller lets it go once its broken requests are given back.
+            slot.stop_reason = "killed"
+            self._set_state(slot, S.DRAINING)
+            self._spawn(self._kill_now(slot.runner), f"kill-{slot.id}")
+        else:
+            self._stop(slot, "killed", grace=0.0)
+        return True
+
+    async def _kill_now(self, runner: Runner) -> None:
+        try:
+            await asyncio.to_thread(self.runtime.stop, runner, 0.0)
+        except Exception as exc:
+            self.events(Notice(self.name, level="warning", message=f"killing {runner.id} failed: {exc}"))
+
     def _start_failed(self, slot: _Slot, error: RunnerError) -> None:
         slot.error = error
         self.stats.failed_starts += 1
@@ -688,7 +765,9 @@ class AppController:
             if not waiter.future.done():
                 waiter.future.set_exception(error)
 
-    def _stop(self, slot: _Slot, reason: str, *, target: int | None = None, force: bool = False) -> None:
+    def _stop(
+        self, slot: _Slot, reason: str, *, target: int | None = None, force: bool = False, grace: float | None = None
+    ) -> None:
         if slot.state in (S.TERMINATING, S.TERMINATED) and not force:
             return
         if slot.state in (S.PENDING, S.SETUP) and not force:
@@ -707,13 +786,14 @@ class AppController:
                     reason=reason,
                 )
             )
-        task = self._spawn(self._run_stop(slot, reason), f"stop-{slot.id}")
+        task = self._spawn(self._run_stop(slot, reason, grace), f"stop-{slot.id}")
         self._stop_tasks.add(task)
         task.add_done_callback(self._stop_tasks.discard)
 
-    async def _run_stop(self, slot: _Slot, reason: str) -> None:
+    async def _run_stop(self, slot: _Slot, reason: str, grace: float | None = None) -> None:
         if slot.runner is not None:
-            grace = float(self.app.scaling.termination_grace_period_seconds)
+            if grace is None:
+                grace = float(self.app.scaling.termination_grace_period_seconds)
             try:
                 await asyncio.to_thread(self.runtime.stop, slot.runner, grace)
             except Exception as exc:

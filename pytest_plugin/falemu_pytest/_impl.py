@@ -131,6 +131,7 @@ def app_handle(request: pytest.FixtureRequest) -> AppHandle:
     if problem is not None:
         pytest.fail(problem, pytrace=False)
     request.node.stash[HANDLE] = handle
+    request.addfinalizer(handle.end_faults)  # faults a test injects end with it
     return handle
 
 

@@ -83,7 +83,8 @@ def falemu(request: pytest.FixtureRequest) -> Any:
 @pytest.fixture
 def falemu_app(request: pytest.FixtureRequest) -> Any:
     """The app the ``falemu`` marker (or ini ``falemu_app``) names, deployed: ``.url``, ``.client``,
-    ``.run()``, ``.submit()``, ``.runners``, ``.logs()``, ``.events``, ``.openapi``, ``.expire_idle()``."""
+    ``.run()``, ``.submit()``, ``.runners``, ``.logs()``, ``.events``, ``.openapi``, ``.expire_idle()``,
+    ``.faults`` (fault injection; what a test adds is cleared when it ends)."""
     from falemu_pytest import _impl
 
     return _impl.app_handle(request)

@@ -30,9 +30,16 @@ from typing import Any
 
 from falemu.events import (
     Event,
+    FaultApplied,
+    FaultEnded,
+    FaultStarted,
+    ReloadStarted,
     RequestCompleted,
     RequestQueued,
     RequestStarted,
+    RolloutFailed,
+    RolloutFinished,
+    RolloutStarted,
     RunnerFailed,
     RunnerLog,
     RunnerReady,
@@ -47,6 +54,7 @@ BODY_CAP = 64 * 1024
 BODY_BUDGET = 64 * 1024 * 1024
 RUNNER_CAPACITY = 500
 LOG_LINES = 5_000
+ACTIVITY = 1_000  # fault and rollout events kept (falemu chaos, falemu up --watch)
 LOG_GRACE = 1.0  # a runner's lines this long after a request ended still belong to it (log readers lag)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -120,6 +128,7 @@ class RunnerRecord:
     stop_reason: str = ""
     error_type: str | None = None
     error: str = ""
+    revision: int = 1  # the app revision it runs (falemu up --watch)
     logs: collections.deque[tuple[float, str, str]] = field(
         default_factory=lambda: collections.deque(maxlen=LOG_LINES)
     )  # (ts, stream, line)
@@ -205,7 +214,16 @@ class History:
             RunnerReady: self._ready,
             RunnerFailed: self._failed,
             RunnerStopped: self._stopped,
+            FaultStarted: self._fault,
+            FaultApplied: self._fault,
+            FaultEnded: self._fault,
+            ReloadStarted: self._activity_event,
+            RolloutStarted: self._activity_event,
+            RolloutFinished: self._activity_event,
+            RolloutFailed: self._activity_event,
         }
+        self._activity: collections.deque[dict[str, Any]] = collections.deque(maxlen=ACTIVITY)
+        self._faults: collections.OrderedDict[tuple[str, str], dict[str, Any]] = collections.OrderedDict()
 
     # -- feeding -------------------------------------------------------------------------------------
     def __call__(self, event: Event) -> None:
@@ -355,6 +373,7 @@ class History:
         runner.timeline = dict(event.timeline)
         runner.cold_start = event.cold_start
         runner.ready_at = event.ts
+        runner.revision = event.revision
         self._changed("runner", runner)
 
     def _failed(self, event: RunnerFailed) -> None:
@@ -380,6 +399,39 @@ class History:
         runner.logs.append((event.ts, event.stream, event.line))
         if self._listeners:
             self._changed("log", (event.runner, event.ts, event.stream, event.line))
+
+    def _fault(self, event: FaultStarted | FaultApplied | FaultEnded) -> None:
+        key = (event.app, event.fault)
+        with self._lock:
+            row = self._faults.get(key)
+            if isinstance(event, FaultStarted):
+                row = self._faults[key] = {
+                    "id": event.fault,
+                    "app": event.app,
+                    "kind": event.fault_kind,
+                    "description": event.description,
+                    "started": event.ts,
+                    "ended": None,
+                    "reason": None,
+                    "applied": 0,
+                    "targets": [],
+                }
+                while len(self._faults) > ACTIVITY:
+                    self._faults.popitem(last=False)
+            elif row is not None and isinstance(event, FaultApplied):
+                row["applied"] += 1
+                if event.fault_kind in ("kill", "starts", "data") and len(row["targets"]) < 100:
+                    row["targets"].append(event.target)
+            elif row is not None and isinstance(event, FaultEnded):
+                row["ended"], row["reason"], row["applied"] = event.ts, event.reason, event.applied
+        if not isinstance(event, FaultApplied) or event.fault_kind in ("kill", "starts", "data"):
+            self._activity_event(event)
+        else:
+            self._changed("fault", key)
+
+    def _activity_event(self, event: Event) -> None:
+        self._activity.append({"ts": event.ts, "app": event.app, "event": event.kind, "text": activity_text(event)})
+        self._changed("activity", event)
 
     # -- listeners (live updates) ---------------------------------------------------------------------
     def listen(self, fn: Callable[[str, Any], None]) -> Callable[[], None]:
@@ -415,6 +467,17 @@ class History:
     def runner(self, runner_id: str) -> RunnerRecord | None:
         return self._runners.get(runner_id)
 
+    def faults(self, app: str | None = None) -> list[dict[str, Any]]:
+        """Faults injected so far (falemu chaos), oldest first, each a copy."""
+        with self._lock:
+            rows = [dict(row, targets=list(row["targets"])) for row in self._faults.values()]
+        return [r for r in rows if app is None or r["app"] == app]
+
+    def activity(self, app: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest fault and rollout events (newest last)."""
+        found = [a for a in list(self._activity) if app is None or a["app"] == app]
+        return found[-limit:] if limit > 0 else []
+
     def runners(self, app: str | None = None) -> list[RunnerRecord]:
         with self._lock:
             found = list(self._runners.values())
@@ -443,3 +506,24 @@ def load(history: History, events: Iterable[Event]) -> History:
     for event in events:
         history(event)
     return history
+
+
+def activity_text(event: Event) -> str:
+    """One line about a fault or rollout event, as the dashboard shows it."""
+    if isinstance(event, FaultStarted):
+        return f"fault {event.fault} in effect: {event.description}"
+    if isinstance(event, FaultApplied):
+        return f"fault {event.fault}: {event.target}: {event.detail}"
+    if isinstance(event, FaultEnded):
+        return f"fault {event.fault} ended ({event.reason}); it hit {event.applied}"
+    if isinstance(event, ReloadStarted):
+        changed = ", ".join(event.changes[:3]) + (" ..." if len(event.changes) > 3 else "")
+        return f"making revision r{event.revision}" + (f" ({changed} changed)" if changed else "")
+    if isinstance(event, RolloutStarted):
+        return f"rolling out r{event.revision} ({event.strategy}, {event.runners} runner(s)); r{event.previous} serves"
+    if isinstance(event, RolloutFinished):
+        gap = f", {event.unavailable:.1f} s without a runner" if event.unavailable else ""
+        return f"r{event.revision} serves ({event.strategy}, {event.seconds:.1f} s after the change{gap})"
+    if isinstance(event, RolloutFailed):
+        return f"r{event.revision} failed ({event.stage}): {event.message}; r{event.serving} keeps serving"
+    return event.kind

@@ -34,6 +34,29 @@ class Summary(BaseModel):
     end_to_end: Percentiles
 
 
+class Fault(BaseModel):
+    """A fault injected with ``falemu chaos`` or ``falemu_app.faults``."""
+
+    id: str
+    app: str
+    kind: str
+    description: str
+    started: float
+    ended: float | None
+    reason: str | None
+    applied: int
+    targets: list[str]
+
+
+class Activity(BaseModel):
+    """A fault or rollout event (``falemu chaos``, ``falemu up --watch``)."""
+
+    ts: float
+    app: str
+    event: str
+    text: str
+
+
 class AppSummary(Model):
     name: str
     alias: str
@@ -49,6 +72,8 @@ class AppSummary(Model):
     queue_depth: int
     requests_last_hour: int
     success_rate_last_hour: float | None
+    revision: int = 1
+    faults: list[Fault] = []
 
 
 class Overview(BaseModel):
@@ -95,6 +120,7 @@ class Runner(Model):
     error: str
     stop_reason: str
     log_lines: int
+    revision: int = 1
 
 
 class AppDetail(AppSummary):
@@ -102,6 +128,8 @@ class AppDetail(AppSummary):
     scaling: dict[str, Any]
     warnings: list[str]
     runners_detail: list[Runner]
+    fault_history: list[Fault] = []
+    activity: list[Activity] = []
 
 
 class OpenAPIView(BaseModel):

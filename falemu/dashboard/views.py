@@ -92,6 +92,8 @@ def app_summary(board: Board, config: AppConfig, now: float) -> dict[str, Any]:
         "queue_depth": pool.waiting if pool is not None else 0,
         "requests_last_hour": s["total"],
         "success_rate_last_hour": s["success_rate"],
+        "revision": int(getattr(pool, "revision", 1)),
+        "faults": [f for f in board.history.faults(config.alias) if f["ended"] is None],
     }
 
 
@@ -122,6 +124,8 @@ def app_detail(board: Board, config: AppConfig) -> dict[str, Any]:
         "scaling": jsonable(config.scaling),
         "warnings": list(config.warnings),
         "runners_detail": runner_rows(board, config.alias, now),
+        "fault_history": board.history.faults(config.alias)[-50:],
+        "activity": board.history.activity(config.alias),
     }
 
 
@@ -157,6 +161,7 @@ def runner_rows(board: Board, app: str | None, now: float | None = None) -> list
                     "error": "",
                     "stop_reason": "",
                     "log_lines": 0,
+                    "revision": int(getattr(info, "revision", 1)),
                 }
             )
     rows.sort(key=lambda r: (r["state"] == "TERMINATED", -(r["created_at"] or 0)))
@@ -191,6 +196,7 @@ def runner_row(rec: RunnerRecord, info: Any, now: float) -> dict[str, Any]:
         "error": rec.error,
         "stop_reason": rec.stop_reason,
         "log_lines": len(rec.logs),
+        "revision": info.revision if info is not None else rec.revision,
     }
 
 

@@ -22,10 +22,12 @@ export function Overview({ overview, version }) {
       <h4><a href=${`#/apps/${a.alias}`}>${a.id}</a><span class="badge">${a.machine_type}</span></h4>
       <div class="kv">
         <span>auth</span><span>${a.auth}</span>
+        <span>revision</span><span>r${a.revision}</span>
         <span>runners</span><span>${Object.entries(a.runners).length ? Object.entries(a.runners).map(([s, n]) => html`${stateBadge(s)} ×${n} `) : html`<span class="muted">none</span>`}</span>
         <span>in flight</span><span>${a.in_flight}</span>
         <span>queue depth</span><span>${a.queue_depth}</span>
         <span>last hour</span><span>${a.requests_last_hour} requests, ${fmt.pct(a.success_rate_last_hour)} success</span>
+        ${a.faults.length ? html`<span>faults</span><span>${a.faults.map((f) => html`<span class="badge err" data-fault=${f.id} title=${f.description}>${f.id} ${f.kind}</span> `)}</span>` : null}
       </div>
       <div class="toolbar" style="margin:10px 0 0"><a href=${`#/playground/${a.alias}`}><button class="primary">Playground</button></a>
         <a href=${`#/requests?app=${a.alias}`}><button>Requests</button></a><a href=${`#/analytics?app=${a.alias}`}><button>Analytics</button></a></div>
@@ -38,10 +40,10 @@ export function Overview({ overview, version }) {
 
 export function RunnerTable({ runners, onLogs }) {
   if (!runners.length) return html`<div class="empty-state">No runners yet.</div>`;
-  return html`<table class="runners"><thead><tr><th>runner</th><th>app</th><th>state</th><th>machine</th>
+  return html`<table class="runners"><thead><tr><th>runner</th><th>app</th><th>rev</th><th>state</th><th>machine</th>
     <th class="num">in flight</th><th class="num">served</th><th>cold start stages</th><th class="num">cold start</th><th>time by state</th><th></th></tr></thead>
     <tbody>${runners.map((r) => html`<tr data-runner=${r.id}>
-      <td class="mono">${r.id}</td><td>${r.app}</td>
+      <td class="mono">${r.id}</td><td>${r.app}</td><td>r${r.revision}</td>
       <td>${stateBadge(r.state)}${r.error_type ? html` <span class="badge err">${r.error_type}</span>` : null}${r.stop_reason ? html` <span class="muted">(${r.stop_reason})</span>` : null}</td>
       <td>${r.machine_type}</td><td class="num">${r.in_flight}</td><td class="num">${r.served ?? "–"}</td>
       <td><div class="stages">${r.stages.map((s) => html`<span class="stage" title=${s.stage}>${s.label} ${fmt.s(s.seconds)}</span>`)}</div></td>
@@ -80,8 +82,10 @@ export function AppPage({ app, version }) {
     <div class="toolbar"><a href=${`#/playground/${detail.alias}`}><button class="primary">Open the Playground</button></a>
       <span class="badge">${detail.in_flight} in flight</span><span class="badge">${detail.queue_depth} waiting</span></div>
     ${detail.warnings.length ? html`<div class="message">${detail.warnings.map((w) => html`<div>${w}</div>`)}</div>` : null}
-    <h2>Runners</h2>
+    <h2>Runners <span class="muted">(serving revision r${detail.revision})</span></h2>
     <${RunnerTable} runners=${detail.runners_detail} onLogs=${setLogsOf} />
+    <${Faults} faults=${detail.fault_history} />
+    <${Activity} items=${detail.activity} />
     <h2>Configuration</h2>
     <table class="config"><thead><tr><th>key</th><th>value</th><th>from</th></tr></thead><tbody>
       ${detail.config.map((e) => html`<tr><td class="mono">${e.key}</td><td class="mono">${typeof e.value === "object" ? JSON.stringify(e.value) : String(e.value)}</td>
@@ -89,4 +93,21 @@ export function AppPage({ app, version }) {
     </tbody></table>
     ${logsOf ? html`<${RunnerLogs} runner=${logsOf} onClose=${() => setLogsOf(null)} />` : null}
   </div>`;
+}
+
+// Faults injected with `falemu chaos` or `falemu_app.faults`, in effect first.
+export function Faults({ faults }) {
+  if (!faults.length) return null;
+  const rows = [...faults].sort((a, b) => (a.ended === null ? 0 : 1) - (b.ended === null ? 0 : 1) || b.started - a.started);
+  return html`<h2>Faults</h2><table class="faults"><thead><tr><th>fault</th><th>kind</th><th>what</th><th>state</th><th class="num">hit</th><th>runners</th></tr></thead>
+    <tbody>${rows.map((f) => html`<tr data-fault=${f.id}><td class="mono">${f.id}</td><td>${f.kind}</td><td>${f.description}</td>
+      <td>${f.ended === null ? html`<span class="badge err">in effect</span>` : html`<span class="badge muted">ended (${f.reason})</span>`}</td>
+      <td class="num">${f.applied}</td><td class="mono">${f.targets.join(", ")}</td></tr>`)}</tbody></table>`;
+}
+
+// Rollouts (`falemu up --watch`) and faults as they happened, newest first.
+export function Activity({ items }) {
+  if (!items.length) return null;
+  return html`<h2>Revisions & faults</h2><table class="activity"><tbody>${[...items].reverse().map((a) => html`<tr data-event=${a.event}>
+    <td class="mono">${new Date(a.ts * 1000).toLocaleTimeString()}</td><td>${a.text}</td></tr>`)}</tbody></table>`;
 }

@@ -238,3 +238,29 @@ def test_falemu_chaos_from_another_terminal(emu: Emulator, app: AppHandle) -> No
     nobody = CliRunner().invoke(cli, ["chaos", "list"])
     assert nobody.exit_code == 2
     assert "no falemu up is running" in nobody.output
+
+
+def test_slow_starts_and_fals_startup_timeout(tmp_path: Path, isolated_home: Path) -> None:
+    project = make_project(tmp_path)
+    overrides = {"greeter": {"startup_timeout": 1}}
+    with Emulator(
+        project, Settings(port=0, data_dir=isolated_home / "data"), runtime=FakeRuntime(), overrides=overrides
+    ) as emu:
+        app = AppHandle(emu, "greeter")
+        try:
+            app.faults.slow_starts(0.3)
+            began = time.monotonic()
+            assert app.request("POST", "/echo", json={}).status_code == 200  # a cold start, 0.3 s slower
+            assert time.monotonic() - began >= 0.3
+            app.expire_idle()
+            app.faults.slow_starts(5)  # past startup_timeout (1 s): fal's startup_timeout failure
+            began = time.monotonic()
+            response = app.request("POST", "/echo", json={})
+            assert response.status_code == 504
+            assert response.json()["error_type"] == "startup_timeout"
+            assert 0.9 <= time.monotonic() - began < 4
+            failed = kinds(emu, RunnerFailed)[-1]
+            assert failed.error_type == "startup_timeout"
+        finally:
+            app.end_faults()
+            app.close()

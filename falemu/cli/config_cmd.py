@@ -32,6 +32,7 @@ def _format(value: Any) -> str:
     epilog=examples(
         ("falemu config validate", "what `fal deploy` would say about every app"),
         ("falemu config show greeter", "every value of greeter, with where it comes from"),
+        ("falemu config show app.py::MyApp", "a fal.App class: class, pyproject or default for each value"),
         ("falemu config show-settings", "falemu's own settings ([tool.falemu], FALEMU_*)"),
     ),
 )
@@ -94,16 +95,25 @@ def _report_ok(app: Any) -> None:
 @click.argument("app")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show(project: Path | None, app: str, as_json: bool) -> None:
-    """Show APP's resolved config: every value with its source (pyproject, default or derived)."""
-    from falemu.config import get_app
+    """Show APP's resolved config: every value with its source.
+
+    Sources: pyproject, class (read off a fal.App class by fal's loader), default or derived. APP is an
+    app name of the pyproject or a fal.App ref, path/to/app.py::ClassName (loaded as `fal run` loads it:
+    the class alone). fal.Apps need the fal SDK installed (pip install 'falemu[fal]').
+    """
+    from falemu.cli.options import load_for
+    from falemu.config.falapp import resolve
     from falemu.config.report import app_entries, app_report
 
-    loaded = _load(project)
-    resolved = get_app(loaded, app)
+    loaded = load_for(project, [app])
+    resolved = resolve(loaded, app)
     if as_json:
         click.echo(json.dumps(app_report(resolved), indent=2))
         return
-    click.echo(f"[tool.fal.apps.{resolved.name}] in {resolved.pyproject}")
+    if resolved.fal_app is not None and resolved.name == app and resolved.raw == {}:
+        click.echo(f"fal.App {resolved.fal_app.file}::{resolved.fal_app.class_name} (as `fal run {app}` loads it)")
+    else:
+        click.echo(f"[tool.fal.apps.{resolved.name}] in {resolved.pyproject}")
     entries = app_entries(resolved)
     width = max(len(e.key) for e in entries)
     for entry in entries:

@@ -64,3 +64,20 @@ def project_root(project: Path | None) -> Path | None:
     from falemu.config import load_project
 
     return load_project(project).root
+
+
+def load_for(project: Path | None, names: tuple[str, ...] | list[str]) -> Any:
+    """The project of ``--project`` (or found as fal finds it). Refs (``app.py::Class``) need no pyproject:
+    without one, the project is the folder fal would treat as the root, with no apps of its own."""
+    from falemu.config import find_project_root, load_project
+    from falemu.config.falapp import is_ref
+    from falemu.config.model import Project
+    from falemu.errors import ConfigError
+
+    try:
+        return load_project(project)
+    except ConfigError as exc:
+        if exc.message != "No pyproject.toml file found." or not names or not all(is_ref(n) for n in names):
+            raise
+    root = find_project_root(project)
+    return Project(root=root, pyproject=root / "pyproject.toml", apps={})

@@ -6,11 +6,14 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from falemu.errors import ConfigError
 
-Source = Literal["pyproject", "default"]
+if TYPE_CHECKING:
+    from falemu.config.falapp import FalApp
+
+Source = Literal["pyproject", "default", "class", "derived"]  # "class": read off a fal.App class
 
 
 class AppShape(enum.Enum):
@@ -108,6 +111,7 @@ class AppConfig:
     app_files: tuple[str, ...] = ()
     app_files_ignore: tuple[str, ...] | None = None
     app_files_context_dir: Path | None = None
+    fal_app: FalApp | None = None  # a fal.App as fal's loader read it (falemu.config.falapp), once loaded
 
     @property
     def effective_auth(self) -> str:

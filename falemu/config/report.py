@@ -22,7 +22,9 @@ MASK = "***"
 class Entry:
     key: str
     value: Any
-    source: str  # "pyproject", "default", "derived" (for apps); "default", "pyproject", "env", "cli" (settings)
+    # apps: "pyproject", "class" (a fal.App class), "default" or "derived"; settings: "default", "pyproject",
+    # "env" or "cli"
+    source: str
 
 
 def jsonable(value: Any) -> Any:
@@ -83,6 +85,8 @@ def app_entries(app: AppConfig) -> list[Entry]:
         ("_scheduler_options", app.raw.get("_scheduler_options")),
     ):
         entries.append(Entry(key, value, of(key)))
+    if app.fal_app is not None:
+        entries.extend(_fal_app_entries(app))
     if app.image is not None:
         image = app.image
         registries = {
@@ -108,6 +112,44 @@ def app_entries(app: AppConfig) -> list[Entry]:
             if f.name == "method" and source == "default" and app.health_check.method is not None:
                 source = "derived"
             entries.append(Entry(key, getattr(app.health_check, f.name), source))
+    return entries
+
+
+def _fal_app_entries(app: AppConfig) -> list[Entry]:
+    """What fal's loader read from a fal.App besides the scale settings: class, image, requirements."""
+    fal_app = app.fal_app
+    assert fal_app is not None
+    src = app.sources
+    entries = [
+        Entry("fal_app.class", f"{fal_app.file}::{fal_app.class_name}", src.get("ref", "derived")),
+        Entry("fal_app.endpoints", list(fal_app.routes), "class"),
+        Entry("fal_app.serve_requirements", list(fal_app.serve_requirements), "derived"),
+        Entry("fal_app.python", fal_app.python, "derived"),
+        Entry("fal_app.fal_version", fal_app.fal_version, "derived"),
+    ]
+    image = fal_app.image
+    source = src.get("image", "default")
+    if image is None:
+        entries.append(Entry("fal_app.image", None, source))
+        return entries
+    dockerfile = None
+    if image.dockerfile is not None:
+        lines = image.dockerfile.strip().splitlines()
+        dockerfile = lines[0] + (f" ... ({len(lines)} lines)" if len(lines) > 1 else "")
+    registries = {
+        url: {"username": auth.username, "password": auth.password if auth.password.startswith("$") else MASK}
+        for url, auth in image.registries.items()
+    }
+    for key, value in (
+        ("dockerfile", dockerfile),
+        ("image", image.image),
+        ("context_dir", image.context_dir),
+        ("build_args", image.build_args),
+        ("secrets", {k: MASK for k in image.secrets}),
+        ("registries", registries),
+        ("context_files", list(image.sources)),
+    ):
+        entries.append(Entry(f"fal_app.image.{key}", value, source))
     return entries
 
 

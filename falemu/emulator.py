@@ -32,6 +32,7 @@ import secrets
 import socket
 import threading
 from collections.abc import Awaitable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +75,7 @@ class Emulator:
         warm: bool = False,
         command: Sequence[str] | None = None,
         tick: float = 0.2,
+        preloaded: Sequence[AppConfig] | None = None,
     ) -> None:
         self.project = project
         self.settings = settings
@@ -92,6 +94,8 @@ class Emulator:
         self._command = tuple(command) if command else None
         self._tick = tick
         self.configs: dict[str, AppConfig] = {}
+        self._preloaded = {config.name: config for config in preloaded or ()}  # already resolved (falemu check)
+        self._cwd = Path.cwd()  # command-line refs are relative to where the emulator was made
         self.prepared: dict[str, PreparedApp] = {}
         self._controllers: dict[str, AppController] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -275,7 +279,7 @@ class Emulator:
         return future.result(timeout)
 
     def _parse(self) -> None:
-        from falemu.config import get_app
+        from falemu.config.falapp import resolve
 
         if not self._names:
             raise UsageError(
@@ -283,7 +287,9 @@ class Emulator:
                 hint="add one, see `falemu config --help`",
             )
         for name in self._names:
-            self.configs[name] = self._with_overrides(name, get_app(self.project, name))
+            # Names of the pyproject, or refs (app.py::Class); fal.Apps are loaded by fal's loader.
+            config = self._preloaded.get(name) or resolve(self.project, name, cwd=self._cwd)
+            self.configs[name] = self._with_overrides(name, config)
         known = set(self.configs) | {c.alias for c in self.configs.values()}
         unknown = set(self._overrides) - known
         if unknown:
@@ -306,10 +312,12 @@ class Emulator:
 
     def reparse(self, app: str) -> AppConfig:
         """The app's config as the pyproject says now (with this emulator's overrides and runtime limits)."""
-        from falemu.config import get_app, load_project
+        from falemu.config import load_project
+        from falemu.config.falapp import resolve
 
         name = self._config(app).name
-        config = self._with_overrides(name, get_app(load_project(self.project.pyproject), name))
+        project = load_project(self.project.pyproject) if self.project.pyproject.is_file() else self.project
+        config = self._with_overrides(name, resolve(project, name, cwd=self._cwd))
         if self.runtime.name == "process" and config.scaling.max_concurrency > 1:
             scaling = config.scaling
             config = dataclasses.replace(
@@ -355,7 +363,7 @@ class Emulator:
             machine_limits=self.settings.machine_limits,
             command=self._command,
             keep_failed=self.settings.keep_failed,
-            env=self._runner_env,
+            env={**self._runner_env, **self._key_env()},
             mounts=self._runner_mounts,
         )
 
@@ -381,6 +389,11 @@ class Emulator:
                     f"not {scaling.max_concurrency}); use Docker to scale out",
                 )
             )
+
+    def _key_env(self) -> dict[str, str]:
+        """A key of the local user for every runner (fal's runners get the owner's ``FAL_KEY``), so fal's
+        SDK and fal_client inside the app authenticate."""
+        return {"FAL_KEY": self.api_key} if self.api_key else {}
 
     def _default_key(self) -> str | None:
         try:

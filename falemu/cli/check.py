@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from falemu.cli.options import NO_APPS_HINT, examples, gpu_option, project_option, runtime_option
+from falemu.cli.options import NO_APPS_HINT, examples, gpu_option, load_for, project_option, runtime_option
 
 if TYPE_CHECKING:
     from falemu.contract.results import Report
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     epilog=examples(
         ("falemu check", "every app of the project; exit 0 pass, 1 violations, 2 config, Dockerfile or ref error"),
         ("falemu check greeter --seed 1", "one app, reproducible generated cases"),
+        ("falemu check app.py::MyApp", "a fal.App class, loaded as `fal run` loads it"),
         ("falemu check --baseline openapi.json", "also fail on breaking API changes"),
         ("falemu check --junit-xml report.xml", "a report for CI"),
         ("falemu check --strict", "warnings fail too"),
@@ -82,10 +83,11 @@ def check(
     Checks the pyproject, the build, that the server listens on 0.0.0.0, /openapi.json (present, valid
     OpenAPI 3.0/3.1, request and response schemas on every operation), a schemathesis run through the
     gateway, start-up time against startup_timeout, cold start against keep_alive and, with --baseline,
-    breaking changes. Without APP, every app of the project. Warnings (a streaming endpoint documented as
-    JSON, keep_alive shorter than a cold start...) are listed apart and pass, unless --strict.
+    breaking changes. Without APP, every app of the project; APP is an app name of the pyproject or a
+    fal.App ref, path/to/app.py::ClassName. Warnings (a streaming endpoint documented as JSON, keep_alive
+    shorter than a cold start...) are listed apart and pass, unless --strict.
     """
-    from falemu.config import load_project, project_settings
+    from falemu.config import project_settings
     from falemu.contract.diff import write_baseline
     from falemu.contract.gate import GateOptions
     from falemu.contract.lifecycle import check_app, config_report
@@ -95,7 +97,7 @@ def check(
     _require_contract_extra()
     if update_baseline and baseline is None:
         raise UsageError("--update-baseline needs --baseline FILE", hint="for example --baseline openapi-baseline.json")
-    loaded = load_project(project)
+    loaded = load_for(project, apps)
     names = list(apps) or list(loaded.app_names)
     if not names:
         raise ConfigError(f"{loaded.pyproject} declares no [tool.fal.apps.<name>] table", hint=NO_APPS_HINT)

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from falemu.cli.options import NO_APPS_HINT, examples, gpu_option, project_option, runtime_option
+from falemu.cli.options import NO_APPS_HINT, examples, gpu_option, load_for, project_option, runtime_option
 
 if TYPE_CHECKING:
     from falemu.emulator import Emulator
@@ -85,6 +85,7 @@ EXAMPLES = examples(
     ("falemu up greeter --port 0", "one app, on a free port"),
     ('eval "$(falemu env)"', "then, in another shell: fal_client reaches the running falemu up"),
     ("falemu up --watch", "rebuild and roll out a new revision on every saved change"),
+    ("falemu up app.py::MyApp", "a fal.App class, as `fal run app.py::MyApp` loads it"),
     ("falemu up --json | jq .", "events as JSON lines, for scripts"),
 )
 
@@ -147,18 +148,20 @@ def up(
 ) -> None:
     """Serve the apps of the pyproject (all of them when none is named) at fal-shaped URLs.
 
+    APP is an app name of the pyproject or, as for `fal run`, a fal.App ref: path/to/app.py::ClassName.
+
     Parses [tool.fal.apps.<name>] as `fal deploy` does, builds each image, starts min_concurrency runners
     (one when it is 0, to prove the app starts), and serves the sync and queue APIs. Runners then scale
     with traffic and stop keep_alive seconds after their last request. Ctrl-C stops everything.
     """
     from falemu import state
     from falemu.cli.output import Renderer
-    from falemu.config import load_project, project_settings
+    from falemu.config import project_settings
     from falemu.emulator import Emulator
     from falemu.errors import ConfigError
     from falemu.events import EventBus
 
-    loaded = load_project(project)
+    loaded = load_for(project, apps)
     if not apps and not loaded.app_names:
         raise ConfigError(f"{loaded.pyproject} declares no [tool.fal.apps.<name>] table", hint=NO_APPS_HINT)
     cli: dict[str, Any] = {
@@ -206,7 +209,7 @@ def up(
             paths = sorted(document["paths"]) if document is not None else None
             config = emulator.configs[name]
             renderer.serving(
-                app=name,
+                app=name if config.fal_app is None or name != config.name or config.raw else f"{config.alias} ({name})",
                 url=emulator.app_url(name),
                 queue_url=emulator.queue_url(name),
                 auth=config.effective_auth,

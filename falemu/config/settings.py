@@ -53,6 +53,7 @@ class Settings:
     prices: Path | None = None  # a JSON price table merged over falemu's (the dashboard's cost figures)
     max_body_mb: int = 100  # the largest sync request body the gateway takes (413 beyond it)
     body_timeout: float = 60.0  # seconds a request body may pause between two of its parts (then 408)
+    python_image: str = ""  # base of fal.Apps with only requirements; "" means python:<this Python's X.Y>-slim
     sources: Mapping[str, SettingSource] = field(default_factory=dict, compare=False)
 
     def with_overrides(self, values: Mapping[str, Any], source: SettingSource) -> Settings:
@@ -185,6 +186,7 @@ ENV_KEYS = (
     "prices",
     "max_body_mb",
     "body_timeout",
+    "python_image",
 )
 
 

@@ -93,8 +93,9 @@ def _quiet(message: str) -> None:
 
 
 def config_report(project: Project, names: Sequence[str]) -> tuple[list[AppReport], list[AppConfig]]:
-    """Parse each app as fal would: a ``config`` check per app, and the apps that parsed."""
-    from falemu.config import get_app
+    """Parse each app as fal would (fal.Apps through fal's loader): a ``config`` check per app, and the
+    apps that parsed. ``names`` may hold refs (``app.py::Class``) as well as app names."""
+    from falemu.config.falapp import resolve
 
     reports: list[AppReport] = []
     apps: list[AppConfig] = []
@@ -102,12 +103,14 @@ def config_report(project: Project, names: Sequence[str]) -> tuple[list[AppRepor
         report = AppReport(app=name)
         check = report.add(CheckResult("config", "[tool.fal.apps] table as `fal deploy` reads it"))
         try:
-            app = get_app(project, name)
+            app = resolve(project, name)
         except ConfigError as exc:
             check.fail(exc.message, detail=f"hint: {exc.hint}" if exc.hint else "")
         else:
             apps.append(app)
             check.summary = f"{app.shape.value}, port {app.exposed_port or 8080}, auth {app.effective_auth}"
+            if app.fal_app is not None:
+                check.summary += f", {app.fal_app.file.name}::{app.fal_app.class_name}"
             check.advice.extend(app.warnings)
         reports.append(report)
     return reports, apps
@@ -131,7 +134,8 @@ def check_app(
         from falemu.emulator import Emulator
 
         emulator_factory = Emulator
-    emu = emulator_factory(project, settings, apps=[app.name], events=bus, warm=True)
+    kwargs: dict[str, Any] = {"preloaded": [app]} if app.fal_app is not None else {}
+    emu = emulator_factory(project, settings, apps=[app.name], events=bus, warm=True, **kwargs)
     build = report.add(CheckResult("build", "the image builds"))
     start = report.add(CheckResult("start", "a runner starts and becomes ready"))
     bind = report.add(CheckResult("bind", BIND_TITLE))

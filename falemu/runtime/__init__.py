@@ -30,7 +30,7 @@ def select_runtime(settings: Settings, events: EventSink | None = None, *, exit_
         try:
             from falemu.runtime.docker import DockerRuntime
 
-            return DockerRuntime(events=sink, exit_cleanup=exit_cleanup)
+            return DockerRuntime(events=sink, exit_cleanup=exit_cleanup, python_image=settings.python_image or None)
         except (EngineUnavailable, ImportError) as exc:
             if settings.runtime == "docker":
                 raise

@@ -134,7 +134,47 @@ class BuildContext:
 
 def load_context(root: Path, dockerfile: Path, build_args: Mapping[str, str]) -> BuildContext:
     text = dockerfile.read_text(encoding="utf-8")
-    files = context_files(root, ignore_patterns(root))
+    return make_context(root, text, context_files(root, ignore_patterns(root)), build_args)
+
+
+def selected_files(root: Path, sources: Iterable[str], patterns: Iterable[str]) -> list[str]:
+    """The context files the Dockerfile's COPY/ADD ``sources`` name (what fal sends for a ContainerImage).
+
+    A source is a file, a folder (everything under it), a glob, or ``.`` (the whole context); files the
+    ignore ``patterns`` exclude are left out, as fal's file sync leaves them out.
+    """
+    import fnmatch
+
+    wanted = [s.strip().removeprefix("./").rstrip("/") for s in sources]
+    if not wanted:
+        return []
+    everything = any(s in ("", ".") for s in wanted)
+    if not everything and not any(any(c in s for c in "*?[") for s in wanted):
+        # Plain paths only: walk just those, not the whole folder (it may be a large repository).
+        found: set[str] = set()
+        matcher = IgnoreMatcher(patterns)
+        for source in wanted:
+            path = root / source
+            if path.is_file() and not matcher.ignored(source):
+                found.add(source)
+            elif path.is_dir():
+                found.update(f"{source}/{rel}" for rel in context_files(path, patterns))
+        return sorted(f for f in found if not matcher.ignored(f))
+    files = context_files(root, patterns)
+    if everything:
+        return files
+    chosen = []
+    for rel in files:
+        parts = rel.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        if any(prefix == s or fnmatch.fnmatchcase(prefix, s) for s in wanted for prefix in prefixes):
+            chosen.append(rel)
+    return chosen
+
+
+def make_context(root: Path, text: str, files: Iterable[str], build_args: Mapping[str, str]) -> BuildContext:
+    """A context of ``files`` (relative to ``root``) and the Dockerfile ``text``, with its content hash."""
+    files = sorted(files)
     digest = hashlib.sha256()
     digest.update(b"dockerfile\0" + text.encode() + b"\0")
     for key in sorted(build_args):

@@ -28,14 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from falemu.config.model import AppConfig
-from falemu.errors import ConfigError, ImageError, RunnerError
+from falemu.config.model import AppConfig, AppShape
+from falemu.errors import ImageError, RunnerError
 from falemu.events import EventSink, Notice, RunnerFailed, RunnerLog, RunnerReady, null_sink
 from falemu.runtime import labels
 from falemu.runtime.base import PreparedApp, Runner, RunnerSpec
 from falemu.runtime.cleanup import install_exit_cleanup, reap_orphans
 from falemu.runtime.engine import arch_mismatch, connect, engine_address, engine_is_local, first_line, normalize_arch
 from falemu.runtime.environment import data_binds, machine_for, resolve_secrets, runner_environment
+from falemu.runtime.falapp import FalAppImages, explain_startup_failure, readiness
 from falemu.runtime.gpu import GpuAllocator, GpuGrant, GpuPolicy, detect_gpu_count, is_no_gpu_error
 from falemu.runtime.images import build_image, ensure_image
 from falemu.runtime.readiness import (
@@ -50,18 +51,8 @@ from falemu.runtime.readiness import (
 
 LOG_TAIL = 50
 DIRECT_PROBE_SECONDS = 0.25  # a container address that does not accept within this is not reachable from here
+FAL_APP_LOG_TAIL = 300  # a failed setup() is followed by fal's serve loop's own tracebacks
 DEFAULT_PORT = 8080  # fal.App and entry-point apps serve on 8080
-
-
-def missing_ref(app: AppConfig) -> None:
-    """A ``ref`` whose file does not exist: said as such (exit 2), not as an app without an image."""
-    assert app.ref is not None
-    file = Path(app.ref.split("::", 1)[0])
-    if not (app.project_root / file).is_file():
-        raise ConfigError(
-            f"ref file {file} does not exist",
-            hint="a ref is path/to/app.py::ClassName, relative to the project folder (pyproject)",
-        )
 
 
 def container_name(alias: str, runner_id: str) -> str:
@@ -103,8 +94,11 @@ class DockerRuntime:
         reap: bool = True,
         poll_interval: float = 0.02,
         exit_cleanup: bool = False,
+        python_image: str | None = None,
     ) -> None:
         self._client = connect(base_url)
+        self._python_image = python_image  # base of fal.Apps without an image (default: python:X.Y-slim)
+        self._falapps: FalAppImages | None = None
         self.address = engine_address(base_url)
         self._publish_ip = "127.0.0.1" if engine_is_local(base_url) else "0.0.0.0"
         total = gpu_count if gpu_count is not None else detect_gpu_count(engine_is_local(base_url))
@@ -135,8 +129,8 @@ class DockerRuntime:
     # -- images -------------------------------------------------------------------------------
 
     def prepare(self, app: AppConfig, events: EventSink = null_sink, verbose: bool = False) -> PreparedApp:
-        if app.ref is not None and app.image is None:
-            missing_ref(app)
+        if app.shape is AppShape.FAL_APP:
+            return self._prepare_fal_app(app, events, verbose)
         if app.image is None:
             raise ImageError(
                 f"{app.alias} has no image table: the docker runtime runs apps from a Dockerfile or an image",
@@ -152,6 +146,21 @@ class DockerRuntime:
                 image, built, seconds = ensure_image(self._client, app, events), False, 0.0
         arch = self._check_arch(app, image, events)
         return PreparedApp(app=app, image=image, built=built, build_seconds=seconds, arch=arch)
+
+    def _prepare_fal_app(self, app: AppConfig, events: EventSink, verbose: bool) -> PreparedApp:
+        """A fal.App: loaded by fal's loader (when the caller has not), then its image (runtime.falapp)."""
+        if app.fal_app is None:
+            from falemu.config.falapp import load_fal_app
+
+            app = load_fal_app(app)
+        with self._lock:
+            build_lock = self._build_locks.setdefault(app.alias, threading.Lock())
+            if self._falapps is None:
+                self._falapps = FalAppImages(self._client, python_image=self._python_image)
+        with build_lock:
+            image, built, seconds, _python = self._falapps.prepare(app, events, verbose)
+        arch = self._check_arch(app, image, events)
+        return PreparedApp(app=app, image=image, built=built, build_seconds=seconds if built else 0.0, arch=arch)
 
     def _check_arch(self, app: AppConfig, image: str, events: EventSink) -> str | None:
         try:
@@ -264,6 +273,8 @@ class DockerRuntime:
         image_cfg = app.image
         command = list(spec.command) if spec.command else (list(image_cfg.cmd) if image_cfg and image_cfg.cmd else None)
         entrypoint = list(image_cfg.entrypoint) if image_cfg and image_cfg.entrypoint else None
+        if app.fal_app is not None:
+            command, entrypoint = None, None  # the image's entrypoint serves the App (runtime.falapp)
         try:
             created = self._client.api.create_container(
                 spec.prepared.image,
@@ -379,11 +390,9 @@ class DockerRuntime:
         assert isinstance(handle, ContainerHandle)
         limit = float(spec.startup_timeout if spec.startup_timeout is not None else app.scaling.startup_timeout)
         remaining = max(0.0, limit - (time.monotonic() - started))
+        health_path, health_method = readiness(app)
         probe = ReadinessProbe(
-            runner.host,
-            runner.port,
-            app.health_check.path if app.health_check else None,
-            poll_interval=self._poll,
+            runner.host, runner.port, health_path, poll_interval=self._poll, health_method=health_method
         )
         seen: list[list[tuple[str, int]]] = []
         wrong_port: list[str] = []  # what the last diagnoses saw listening, when it was not exposed_port
@@ -409,7 +418,7 @@ class DockerRuntime:
         try:
             timeline.update(probe.wait(remaining, exited=lambda: self._exited(handle.id, spec), diagnose=diagnose))
         except NotReady as exc:
-            logs = self._tail(handle.id)
+            logs = self._tail(handle.id, FAL_APP_LOG_TAIL if app.fal_app is not None else LOG_TAIL)
             error = startup_error(
                 exc,
                 runner=runner.id,
@@ -417,9 +426,13 @@ class DockerRuntime:
                 logs=logs,
                 limit=limit,
                 port=port,
-                health_path=app.health_check.path if app.health_check else None,
+                health_path=health_path,
                 timeout_hint=wrong_port_message(seen[0], port) if seen else None,
+                health_method=health_method,
             )
+            if app.fal_app is not None:
+                error = explain_startup_failure(error, logs)
+                logs = error.logs
             events(
                 RunnerFailed(app.alias, runner=runner.id, error_type=error.error_type, message=error.message, logs=logs)
             )

@@ -100,21 +100,40 @@ def find_image(client: Any, ref: str) -> Any | None:
 def build_image(client: Any, app: AppConfig, events: EventSink, verbose: bool = False) -> tuple[str, bool, float]:
     """Build the app's Dockerfile unless an image of the same content exists: ``(tag, built, seconds)``."""
     ctx = app_context(app)
-    tag = f"{image_repository(app)}:{ctx.digest[:16]}"
+    assert app.image is not None
+    return build_context(client, app, ctx, f"{image_repository(app)}:{ctx.digest[:16]}", events, app.image.secrets)
+
+
+def build_context(
+    client: Any,
+    app: AppConfig,
+    ctx: BuildContext,
+    tag: str,
+    events: EventSink,
+    secrets: Mapping[str, str],
+    *,
+    announce: bool = True,
+) -> tuple[str, bool, float]:
+    """Build ``ctx`` as ``tag`` unless that tag exists: ``(tag, built, seconds)``.
+
+    ``announce=False`` leaves BuildStarted/BuildFinished to the caller (the build is one part of a larger one).
+    """
     if find_image(client, tag) is not None:
-        events(BuildFinished(app.alias, image=tag, cached=True, seconds=0.0))
+        if announce:
+            events(BuildFinished(app.alias, image=tag, cached=True, seconds=0.0))
         return tag, False, 0.0
     started = time.monotonic()
     # The Engine API build adds one LABEL step per image label.
     steps = len(dockerfile_instructions(ctx.dockerfile_text)) + len(_image_labels(app, ctx))
-    events(BuildStarted(app.alias, image=tag, steps=steps))
-    assert app.image is not None
-    if app.image.secrets:
-        _build_with_buildkit(app, ctx, tag, events)
+    if announce:
+        events(BuildStarted(app.alias, image=tag, steps=steps))
+    if secrets:
+        _build_with_buildkit(app, ctx, tag, events, secrets)
     else:
         _build_with_api(client, app, ctx, tag, steps, events)
     seconds = time.monotonic() - started
-    events(BuildFinished(app.alias, image=tag, cached=False, seconds=seconds))
+    if announce:
+        events(BuildFinished(app.alias, image=tag, cached=False, seconds=seconds))
     return tag, True, seconds
 
 
@@ -204,8 +223,9 @@ def _secret_value(value: str, environ: Mapping[str, str]) -> str | None:
     return value
 
 
-def _build_with_buildkit(app: AppConfig, ctx: BuildContext, tag: str, events: EventSink) -> None:
-    assert app.image is not None
+def _build_with_buildkit(
+    app: AppConfig, ctx: BuildContext, tag: str, events: EventSink, secrets: Mapping[str, str]
+) -> None:
     if not buildkit_available():
         raise ImageError(
             f"{app.alias} has build secrets (image.secrets), which need BuildKit, "
@@ -222,7 +242,7 @@ def _build_with_buildkit(app: AppConfig, ctx: BuildContext, tag: str, events: Ev
             cmd += ["--build-arg", f"{key}={value}"]
         for key, value in _image_labels(app, ctx).items():
             cmd += ["--label", f"{key}={value}"]
-        for index, (name, raw) in enumerate(app.image.secrets.items()):
+        for index, (name, raw) in enumerate(secrets.items()):
             secret = _secret_value(raw, os.environ)
             if secret is None:
                 raise ImageError(

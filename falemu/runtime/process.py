@@ -39,11 +39,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
-from falemu.config.model import AppConfig
+from falemu.config.model import AppConfig, AppShape
 from falemu.errors import GpuUnavailable, RunnerError
 from falemu.events import EventSink, Notice, RunnerFailed, RunnerLog, RunnerReady, null_sink
 from falemu.runtime.base import PreparedApp, Runner, RunnerSpec
 from falemu.runtime.environment import resolve_secrets, runner_environment
+from falemu.runtime.falapp import readiness
 from falemu.runtime.gpu import GpuAllocator, GpuPolicy, detect_gpu_count
 from falemu.runtime.readiness import Exited, NotReady, ReadinessProbe, startup_error
 
@@ -94,6 +95,14 @@ def app_command(app: AppConfig, override: tuple[str, ...] | None = None) -> list
     """The command a process runner runs (see the module docstring for the order)."""
     if override:
         command = list(override)
+    elif app.fal_app is not None:
+        # fal's own local serving (`fal run --local`): the App in the host's Python, on 8080 and 9090.
+        from falemu.runtime.falapp import RUNNER_FILES
+
+        fal_app = app.fal_app
+        serve = str(RUNNER_FILES / "falemu_serve.py")
+        port, metrics = str(app.exposed_port or 8080), str(app.metrics_port or 9090)
+        return [sys.executable, serve, str(fal_app.file), fal_app.class_name, port, metrics]
     elif app.image is not None and (app.image.entrypoint or app.image.cmd):
         command = list(app.image.entrypoint or ()) + list(app.image.cmd or ())
     else:
@@ -129,6 +138,10 @@ class ProcessRuntime:
         self._starts = 0
 
     def prepare(self, app: AppConfig, events: EventSink = null_sink, verbose: bool = False) -> PreparedApp:
+        if app.shape is AppShape.FAL_APP and app.fal_app is None:
+            from falemu.config.falapp import load_fal_app
+
+            app = load_fal_app(app)
         return PreparedApp(app=app, image=None, built=False)
 
     def start(self, spec: RunnerSpec, events: EventSink = null_sink) -> Runner:
@@ -193,9 +206,8 @@ class ProcessRuntime:
         with self._lock:
             self._runners[process.pid] = runner
         limit = float(spec.startup_timeout if spec.startup_timeout is not None else app.scaling.startup_timeout)
-        probe = ReadinessProbe(
-            "127.0.0.1", port, app.health_check.path if app.health_check else None, poll_interval=self._poll
-        )
+        health_path, health_method = readiness(app)
+        probe = ReadinessProbe("127.0.0.1", port, health_path, poll_interval=self._poll, health_method=health_method)
         try:
             timeline.update(
                 probe.wait(max(0.0, limit - (time.monotonic() - started)), exited=lambda: self._exited(handle))
@@ -211,8 +223,9 @@ class ProcessRuntime:
                 logs=logs,
                 limit=limit,
                 port=port,
-                health_path=app.health_check.path if app.health_check else None,
+                health_path=health_path,
                 timeout_hint=f"it must serve HTTP on 127.0.0.1:{port} (PORT is set to {port})",
+                health_method=health_method,
             )
             events(
                 RunnerFailed(app.alias, runner=runner.id, error_type=error.error_type, message=error.message, logs=logs)

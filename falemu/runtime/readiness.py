@@ -1,7 +1,8 @@
 """Waiting for a runner to become ready, as a timeline.
 
 A runner is ready when its exposed port answers HTTP: ``health_check.path`` with a 2xx status when the
-app has one, otherwise any HTTP answer. The wait polls tightly (every 20 ms by default) and checks
+app has one (a fal.App's ``GET /health``, which answers once ``setup()`` has returned, unless it declares
+a health check endpoint), otherwise any HTTP answer. The wait polls tightly (every 20 ms by default) and checks
 the runner's own state between attempts, so a runner that dies during start-up fails at once with
 its exit code instead of waiting out ``startup_timeout``. A ``diagnose`` callback can explain why the
 port stays silent (the server bound to 127.0.0.1 inside the container) and end the wait early.
@@ -35,14 +36,16 @@ class NotReady(Exception):
         self.exited = exited
 
 
-def http_status(host: str, port: int, path: str, timeout: float) -> int | None:
-    """The status code of ``GET path``, or None when nothing answered HTTP."""
+def http_status(host: str, port: int, path: str, timeout: float, method: str = "GET") -> int | None:
+    """The status code of ``<method> path`` (no body), or None when nothing answered HTTP."""
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.settimeout(timeout)
             hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            body = "Content-Length: 0\r\n" if method not in ("GET", "HEAD") else ""
             request = (
-                f"GET {path} HTTP/1.1\r\nHost: {hostport}\r\nUser-Agent: falemu-readiness\r\nConnection: close\r\n\r\n"
+                f"{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nUser-Agent: falemu-readiness\r\n"
+                f"{body}Connection: close\r\n\r\n"
             )
             sock.sendall(request.encode())
             data = b""
@@ -65,6 +68,7 @@ class ReadinessProbe:
     port: int
     health_path: str | None = None
     poll_interval: float = 0.02
+    health_method: str = "GET"
     state_interval: float = 0.1  # how often ``exited`` is asked
     diagnose_after: float = 0.5  # start diagnosing once the port stayed silent this long
     diagnose_interval: float = 1.0
@@ -94,7 +98,8 @@ class ReadinessProbe:
                 if gone is not None:
                     raise NotReady("exited", "the runner exited during start-up", gone)
                 next_state = now + self.state_interval
-            status = http_status(self.host, self.port, path, max(0.05, min(self.attempt_timeout, deadline - now)))
+            attempt = max(0.05, min(self.attempt_timeout, deadline - now))
+            status = http_status(self.host, self.port, path, attempt, self.health_method)
             now = time.monotonic()
             if status is not None:
                 if port_open is None:
@@ -174,6 +179,7 @@ def startup_error(
     port: int,
     health_path: str | None,
     timeout_hint: str | None = None,
+    health_method: str = "GET",
 ) -> RunnerError:
     """The error a runner start raises for ``failure``, with the runner's last ``logs``."""
     last = logs.strip().splitlines()[-1] if logs.strip() else "(no output)"
@@ -196,7 +202,7 @@ def startup_error(
             error_type="startup_timeout",
             logs=logs,
         )
-    wanted = f"GET {health_path or '/'} on port {port} never answered" + (" 2xx" if health_path else "")
+    wanted = f"{health_method} {health_path or '/'} on port {port} never answered" + (" 2xx" if health_path else "")
     return StartupTimeout(
         f"runner {runner} of {app} was not ready within startup_timeout ({limit:g} s): {wanted}",
         hint=timeout_hint

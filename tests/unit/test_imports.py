@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-HEAVY = ("pytest", "docker", "schemathesis", "httpx", "uvicorn", "fastapi", "starlette")
+HEAVY = ("pytest", "docker", "schemathesis", "httpx", "uvicorn", "fastapi", "starlette", "fal", "fal_client")
 
 
 def _loaded_after(statement: str) -> set[str]:
@@ -23,6 +23,7 @@ def _loaded_after(statement: str) -> set[str]:
         "import falemu",
         "import falemu.errors, falemu.events, falemu.clock",
         "import falemu.config",
+        "import falemu.config.falapp, falemu.runtime.falapp, falemu.runtime.process, falemu.emulator",
         "from falemu.cli import cli",
     ],
 )

@@ -15,6 +15,7 @@ runner is polled directly, with back-off, until ``/openapi.json`` answers anythi
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ BIND_TITLE = "the server listens on 0.0.0.0 (fal cannot reach 127.0.0.1 inside t
 LOADING_PATH = "/openapi.json"  # polled on the runner itself until it answers anything but 503
 START_PHASES = ("create", "start", "port_open", "http_ready")
 WARN_FRACTION = 0.8  # start-up above this share of startup_timeout is a warning
+FAL_APP_ROUTES = frozenset({"GET /health"})  # what fal.App adds to every app
 
 
 @dataclass
@@ -185,6 +187,8 @@ def check_app(
         private = app.effective_auth != "public"
         headers = {"Authorization": f"Key {emu.api_key}"} if emu.api_key and private else {}
         progress(f"{app.name}: checking the contract at {url}")
+        if app.fal_app is not None:  # fal's own GET /health ({"version": ...}) is not the author's to type
+            options = dataclasses.replace(options, platform_operations=options.platform_operations | FAL_APP_ROUTES)
         run.document = check_app_url(report, url, headers=headers, options=options)
         report.add(_startup_check(app, run.startup_seconds, still_loading=run.still_loading))
         report.add(_cold_start_check(emu, app, run))

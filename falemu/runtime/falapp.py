@@ -56,6 +56,7 @@ RUNNER_FILES = Path(__file__).with_name("runner_files")
 SHIM_FILES = ("falemu_public_addresses.py", "falemu_public_addresses.pth")
 PYTHON_LABEL = "falemu.python"
 FAL_LAYER_REPOSITORY = "falemu/fal-sdk-layer"
+BASE_REPOSITORY = "falemu/fal-app-base"
 TAIL = 30
 
 _PROBE = r"""
@@ -287,8 +288,12 @@ class FalAppImages:
             root = image.context_dir
             files = selected_files(root, image.sources, image.ignore) if root.is_dir() else []
             ctx = make_context(root, image.dockerfile, files, args)
-            tag = f"{image_repository(app)}:base-{ctx.digest[:16]}"
-            built_tag, built, _ = build_context(self._client, app, ctx, tag, events, image.secrets, announce=False)
+            # Content-addressed and named after no app: Apps with the same image share it and its fal layer.
+            tag = f"{BASE_REPOSITORY}:{ctx.digest[:16]}"
+            shared = {labels.IMAGE_HASH: ctx.digest, labels.VERSION: __version__}
+            built_tag, built, _ = build_context(
+                self._client, app, ctx, tag, events, image.secrets, announce=False, image_labels=shared
+            )
             return built_tag, built
         if image is not None and image.image is not None:
             prebuilt = replace(app, image=ImageConfig(image=image.image, registries=image.registries))

@@ -113,24 +113,27 @@ def build_context(
     secrets: Mapping[str, str],
     *,
     announce: bool = True,
+    image_labels: Mapping[str, str] | None = None,
 ) -> tuple[str, bool, float]:
     """Build ``ctx`` as ``tag`` unless that tag exists: ``(tag, built, seconds)``.
 
     ``announce=False`` leaves BuildStarted/BuildFinished to the caller (the build is one part of a larger one).
+    ``image_labels`` replaces falemu's labels naming the app (for an image several apps share).
     """
+    labels_ = dict(image_labels) if image_labels is not None else _image_labels(app, ctx)
     if find_image(client, tag) is not None:
         if announce:
             events(BuildFinished(app.alias, image=tag, cached=True, seconds=0.0))
         return tag, False, 0.0
     started = time.monotonic()
     # The Engine API build adds one LABEL step per image label.
-    steps = len(dockerfile_instructions(ctx.dockerfile_text)) + len(_image_labels(app, ctx))
+    steps = len(dockerfile_instructions(ctx.dockerfile_text)) + len(labels_)
     if announce:
         events(BuildStarted(app.alias, image=tag, steps=steps))
     if secrets:
-        _build_with_buildkit(app, ctx, tag, events, secrets)
+        _build_with_buildkit(app, ctx, tag, events, secrets, labels_)
     else:
-        _build_with_api(client, app, ctx, tag, steps, events)
+        _build_with_api(client, app, ctx, tag, steps, events, labels_)
     seconds = time.monotonic() - started
     if announce:
         events(BuildFinished(app.alias, image=tag, cached=False, seconds=seconds))
@@ -141,7 +144,15 @@ def _image_labels(app: AppConfig, ctx: BuildContext) -> dict[str, str]:
     return {labels.APP: app.alias, labels.IMAGE_HASH: ctx.digest, labels.VERSION: __version__}
 
 
-def _build_with_api(client: Any, app: AppConfig, ctx: BuildContext, tag: str, steps: int, events: EventSink) -> None:
+def _build_with_api(
+    client: Any,
+    app: AppConfig,
+    ctx: BuildContext,
+    tag: str,
+    steps: int,
+    events: EventSink,
+    image_labels: Mapping[str, str],
+) -> None:
     from docker.errors import APIError
 
     step, instruction = 0, ""
@@ -154,7 +165,7 @@ def _build_with_api(client: Any, app: AppConfig, ctx: BuildContext, tag: str, st
             dockerfile=DOCKERFILE_NAME,
             tag=tag,
             buildargs=dict(ctx.build_args),
-            labels=_image_labels(app, ctx),
+            labels=dict(image_labels),
             rm=True,
             forcerm=True,
             pull=False,
@@ -224,7 +235,12 @@ def _secret_value(value: str, environ: Mapping[str, str]) -> str | None:
 
 
 def _build_with_buildkit(
-    app: AppConfig, ctx: BuildContext, tag: str, events: EventSink, secrets: Mapping[str, str]
+    app: AppConfig,
+    ctx: BuildContext,
+    tag: str,
+    events: EventSink,
+    secrets: Mapping[str, str],
+    image_labels: Mapping[str, str],
 ) -> None:
     if not buildkit_available():
         raise ImageError(
@@ -240,7 +256,7 @@ def _build_with_buildkit(
         cmd = [docker_cli, "buildx", "build", "--load", "--progress=plain", "-t", tag, "-f", DOCKERFILE_NAME]
         for key, value in ctx.build_args.items():
             cmd += ["--build-arg", f"{key}={value}"]
-        for key, value in _image_labels(app, ctx).items():
+        for key, value in image_labels.items():
             cmd += ["--label", f"{key}={value}"]
         for index, (name, raw) in enumerate(secrets.items()):
             secret = _secret_value(raw, os.environ)

@@ -119,7 +119,7 @@ class BrokenSetup(fal.App):
         return {}
 
 
-class SlowSetup(fal.App, startup_timeout=3):
+class SlowSetup(fal.App, startup_timeout=10):
     requirements = REQUIREMENTS
 
     def setup(self) -> None:

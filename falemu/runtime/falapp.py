@@ -221,6 +221,23 @@ class FalAppImages:
 
     def prepare(self, app: AppConfig, events: EventSink, verbose: bool = False) -> tuple[str, bool, float, str]:
         """The App's image, built unless unchanged: ``(tag, built, seconds, python executable)``."""
+        from docker.errors import APIError, NotFound
+
+        try:
+            return self._prepare(app, events)
+        except NotFound as exc:
+            raise ImageError(
+                f"building the image of {app.alias}: the engine lost what falemu was working with "
+                f"({first_line(str(exc.explanation or exc))})",
+                hint="a container or image was removed meanwhile (`falemu down`, `docker rm`); run again",
+            ) from None
+        except APIError as exc:
+            raise ImageError(
+                f"building the image of {app.alias} failed: {first_line(str(exc.explanation or exc))}",
+                hint="check the engine (falemu doctor) and run again",
+            ) from None
+
+    def _prepare(self, app: AppConfig, events: EventSink) -> tuple[str, bool, float, str]:
         fal_app = app.fal_app
         assert fal_app is not None
         started = time.monotonic()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import http.server
+import itertools
 import json
 import os
 import secrets
@@ -79,6 +80,7 @@ class Live:
     events: Any
     verify: Any
     env: dict[str, str]  # `falemu env` for fal_client
+    naps: str  # the alias of the Naps App (request_timeout=3)
 
     @property
     def url(self) -> str:
@@ -96,6 +98,7 @@ def live(falapp_env: Path, docker_client: Any) -> Iterator[Live]:
     from click.testing import CliRunner
 
     from falemu.cli import cli
+    from falemu.config.falapp import resolve
     from falemu.config.settings import Settings
     from falemu.emulator import Emulator
     from falemu.events import EventBus
@@ -103,9 +106,10 @@ def live(falapp_env: Path, docker_client: Any) -> Iterator[Live]:
 
     alias = f"lifecycle-{secrets.token_hex(4)}"
     project, app = _resolve("lifecycle", alias)
+    naps = dataclasses.replace(resolve(project, str(APPS / "apps.py::Naps")), alias=f"naps-{secrets.token_hex(4)}")
     bus = EventBus(history=100_000)
     settings = Settings(port=0, data_dir=falapp_env / "data", runtime="docker", tls=True)
-    emulator = Emulator(project, settings, apps=["lifecycle"], events=bus, warm=True, preloaded=[app])
+    emulator = Emulator(project, settings, apps=["lifecycle", naps.name], events=bus, warm=True, preloaded=[app, naps])
     try:
         emulator.start()
         result = CliRunner().invoke(cli, ["env", "--port", str(emulator.port)])
@@ -114,10 +118,11 @@ def live(falapp_env: Path, docker_client: Any) -> Iterator[Live]:
         for line in result.stdout.splitlines():
             name, _, value = line.removeprefix("export ").partition("=")
             env[name] = value.strip("'")
-        yield Live(emulator=emulator, alias=alias, events=bus, verify=client_bundle(), env=env)
+        yield Live(emulator=emulator, alias=alias, events=bus, verify=client_bundle(), env=env, naps=naps.alias)
     finally:
         emulator.stop()
         _remove_images(docker_client, alias)
+        _remove_images(docker_client, naps.alias)
 
 
 def test_setup_runs_before_the_port_opens_and_before_the_first_request(live: Live) -> None:
@@ -213,12 +218,29 @@ def test_scale_out_stops_at_the_class_max_concurrency_and_idle_runners_stop_afte
     assert [a.status_code for a in answers] == [200] * 5
     assert len({a.json()["runner"] for a in answers}) == 2  # max_concurrency=2 (a class kwarg)
     assert peak == 2
+    # max_multiplexing=1 (a class variable): a runner never ran two of these 2-second requests at once.
+    for runner in {a.json()["runner"] for a in answers}:
+        ends = sorted(a.json()["answered_at"] for a in answers if a.json()["runner"] == runner)
+        assert all(later - earlier >= 1.9 for earlier, later in itertools.pairwise(ends)), ends
     last = time.monotonic()
     # keep_alive=2 (class kwarg): both runners stop about two seconds after their last request.
     wait_until(lambda: not controller.runners(), timeout=30, what="idle runners stopped")
     stopped = [e for e in live.events.history if e.kind == "RunnerStopped" and e.reason == "keep_alive"]
     assert len(stopped) >= 2
     assert time.monotonic() - last >= 1.5
+
+
+def test_request_timeout_of_the_class_is_enforced_by_falemu(live: Live) -> None:
+    with live.client() as client:
+        client.headers["Authorization"] = f"Key {live.emulator.api_key}"  # a private App (fal deploy's default)
+        url = live.emulator.app_url(live.naps)
+        quick = client.post(f"{url}/nap", json={"text": "quick"})
+        assert quick.status_code == 200, quick.text
+        started = time.monotonic()
+        slow = client.post(f"{url}/nap", json={"text": "slow", "sleep": 20})
+    assert slow.status_code == 504
+    assert slow.json()["error_type"] == "request_timeout"
+    assert time.monotonic() - started < 15  # request_timeout=3 (a class kwarg), not the 20 s nap
 
 
 def test_teardown_runs_when_the_emulator_stops(live: Live) -> None:

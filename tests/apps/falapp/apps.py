@@ -154,3 +154,14 @@ class BadOutput(fal.App):
         from fastapi.responses import JSONResponse
 
         return JSONResponse({"text": payload.text})  # type: ignore[return-value]  # no "length"
+
+
+class Naps(fal.App, request_timeout=3):
+    """A request that outlives request_timeout: falemu answers 504 (nothing inside the App enforces it)."""
+
+    requirements = REQUIREMENTS
+
+    @fal.endpoint("/nap")
+    def nap(self, payload: EchoInput) -> EchoInput:
+        time.sleep(payload.sleep)
+        return payload

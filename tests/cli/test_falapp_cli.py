@@ -124,7 +124,10 @@ def test_bad_refs_are_one_line_errors(
         (tmp_path / name).write_text(text)
     (tmp_path / ".git").mkdir()  # the project root: no pyproject needed for a ref
     monkeypatch.chdir(tmp_path)
-    for command in (("config", "show", ref), ("up", ref, "--port", "0"), ("check", ref)):
+    commands: list[tuple[str, ...]] = [("config", "show", ref)]
+    if "::Nope" in ref or "KeyError" in message:  # up and check load refs the same way: two cases suffice
+        commands += [("up", ref, "--port", "0"), ("check", ref)]
+    for command in commands:
         result = run(*command)
         assert result.exit_code == 2, (command, result.output)
         lines = result.stderr.splitlines()

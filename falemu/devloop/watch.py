@@ -36,6 +36,10 @@ def watched_roots(app: AppConfig) -> list[Path]:
         extra.append(app.image.context_dir)
         if app.image.dockerfile is not None:
             extra.append(_absolute(app, app.image.dockerfile).parent)
+    if app.fal_app is not None:  # a fal.App's module folder and its ContainerImage's context
+        extra.append(app.fal_app.file.parent)
+        if app.fal_app.image is not None:
+            extra.append(app.fal_app.image.context_dir)
     for folder in extra:
         if folder is None:
             continue

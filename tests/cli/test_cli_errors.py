@@ -59,8 +59,10 @@ def test_a_mistyped_command_suggests_the_close_one() -> None:
 
 
 def test_an_unknown_command_lists_the_commands() -> None:
+    from falemu.cli import COMMANDS
+
     result = run("deploy")
-    assert_one_error(result, message="No such command 'deploy'", hint="commands: check, config, doctor")
+    assert_one_error(result, message="No such command 'deploy'", hint="commands: " + ", ".join(sorted(COMMANDS)))
 
 
 @pytest.fixture

@@ -224,12 +224,13 @@ def data(ctx: click.Context, app: str, mode: str | None, runners: int, seconds: 
 
 
 @chaos.command("list")
+@_json_flag
 @click.pass_context
-def list_faults(ctx: click.Context) -> None:
+def list_faults(ctx: click.Context, json_out: bool) -> None:
     """The faults of the running falemu up (in effect, and recently ended)."""
     obj = ctx.obj or {}
     faults = _call(obj.get("project"), None, "")["faults"]
-    if obj.get("json"):
+    if json_out or obj.get("json"):
         click.echo(json.dumps(faults))
         return
     if not faults:

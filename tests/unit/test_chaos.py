@@ -215,7 +215,7 @@ def test_falemu_chaos_from_another_terminal(emu: Emulator, app: AppHandle) -> No
         result = runner.invoke(cli, ["chaos", "error", "greeter", "--status", "504", "--count", "1"])
         assert result.exit_code == 0, result.output
         assert result.output.startswith("f1: the gateway answers 504 (request_timeout) (1 request)")
-        listed = runner.invoke(cli, ["chaos", "--json", "list"])
+        listed = runner.invoke(cli, ["chaos", "list", "--json"])
         (row,) = json.loads(listed.output)
         assert (row["id"], row["remaining"], row["ended"]) == ("f1", 1, None)
         ps = runner.invoke(cli, ["ps"])

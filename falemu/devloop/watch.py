@@ -3,8 +3,9 @@
 What counts as a change of an app is what would change its image or config: a file of its build
 context (the pyproject folder, minus what its ``.dockerignore`` or fal's default ignore list leaves
 out, the same rules the build uses), plus the Dockerfile, the ``.dockerignore`` and the pyproject
-itself. Editor noise (swap and backup files, ``.git``, ``__pycache__``) is dropped by watchfiles' own
-default filter.
+itself; for a fal.App also its module and the Python files of the module's folder, and its
+``ContainerImage``'s build context. Editor noise (swap and backup files, ``.git``, ``__pycache__``)
+is dropped by watchfiles' own default filter.
 
 watchfiles groups changes: a batch is handed over once no new change came for ``step_ms`` (or after
 ``debounce_ms`` at most), so an editor's save (a temporary file, then a rename) or a ``git checkout``
@@ -53,6 +54,31 @@ def _absolute(app: AppConfig, path: Path) -> Path:
     return (path if path.is_absolute() else app.project_root / path).resolve()
 
 
+class _Folder:
+    """One folder whose files go into the app's image, with the rules that pick them."""
+
+    def __init__(self, root: Path, *, python_only: bool = False) -> None:
+        self.root = root
+        self.python_only = python_only  # a fal.App's module folder: its Python files go into the image
+        self._matcher: IgnoreMatcher | None = None
+
+    def forget_rules(self) -> None:
+        self._matcher = None
+
+    def keeps(self, full: Path) -> str | None:
+        if not full.is_relative_to(self.root):
+            return None
+        rel = full.relative_to(self.root).as_posix()
+        if rel == "." or (self.python_only and not rel.endswith(".py")):
+            return None
+        if self._matcher is None:
+            patterns = ignore_patterns(self.root)
+            if self.python_only:  # fal's default list, without what only concerns a Dockerfile build
+                patterns = [p for p in patterns if p not in ("Dockerfile", "Dockerfile.*", "*.md")]
+            self._matcher = IgnoreMatcher(patterns)
+        return None if self._matcher.ignored(rel) else rel
+
+
 class ContextFilter:
     """Which changed paths are changes of one app (see the module docstring)."""
 
@@ -63,13 +89,16 @@ class ContextFilter:
             always.append(app.pyproject.resolve())
         if app.image is not None and app.image.dockerfile is not None:
             always.append(_absolute(app, app.image.dockerfile))
+        self._folders = [_Folder(self.root)]
+        if app.fal_app is not None:  # a fal.App: its module folder, and its ContainerImage's context
+            module = app.fal_app.file.parent.resolve()
+            always.extend([app.fal_app.file.resolve(), module / ".dockerignore"])
+            self._folders.append(_Folder(module, python_only=True))
+            if app.fal_app.image is not None:
+                context = app.fal_app.image.context_dir.resolve()
+                always.append(context / ".dockerignore")
+                self._folders.append(_Folder(context))
         self._always = frozenset(always)
-        self._matcher: IgnoreMatcher | None = None
-
-    def _ignores(self, rel: str) -> bool:
-        if self._matcher is None:
-            self._matcher = IgnoreMatcher(ignore_patterns(self.root))
-        return self._matcher.ignored(rel)
 
     def relevant(self, path: str | Path) -> str | None:
         """The path as shown to the user (relative to the project folder) when it is a change of the
@@ -77,14 +106,13 @@ class ContextFilter:
         full = Path(path).resolve() if not isinstance(path, Path) else path.resolve()
         if full in self._always:
             if full.name == ".dockerignore":
-                self._matcher = None  # the rules changed: read them again
+                for folder in self._folders:
+                    folder.forget_rules()  # the rules changed: read them again
             return self._show(full)
-        if not full.is_relative_to(self.root):
-            return None
-        rel = full.relative_to(self.root).as_posix()
-        if rel == "." or self._ignores(rel):
-            return None
-        return rel
+        for folder in self._folders:
+            if folder.keeps(full) is not None:
+                return self._show(full)
+        return None
 
     def _show(self, full: Path) -> str:
         return full.relative_to(self.root).as_posix() if full.is_relative_to(self.root) else str(full)

@@ -28,7 +28,7 @@ from falemu.config import load_project
 from falemu.config.settings import Settings
 from falemu.devloop.loop import DevLoop
 from falemu.emulator import Emulator
-from falemu.events import Event, RolloutFailed, RolloutFinished, RunnerReady, RunnerStopped
+from falemu.events import Event, ReloadStarted, RolloutFailed, RolloutFinished, RunnerReady, RunnerStopped
 
 pytestmark = pytest.mark.docker
 
@@ -220,3 +220,36 @@ def test_recreate_stops_the_old_runner_first_and_requests_wait_in_the_gap(
     for call in waited:
         assert gap_start - 1.0 <= call.sent <= gap_end, (call, gap_start, gap_end)
     assert {c.version for c in load.calls if c.sent > gap_end + 0.05} == {2}
+
+
+FALAPP = Path(__file__).resolve().parents[1] / "apps" / "falapp"
+
+
+def test_a_fal_app_module_change_reloads_it(docker_runtime: Any, rt_apps: Any, tmp_path: Path, base_image: str) -> None:
+    alias = rt_apps.unique("reload-falapp")
+    root = tmp_path / "falapp"
+    shutil.copytree(FALAPP, root)
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace("[tool.fal.apps.lifecycle]\n", f'[tool.fal.apps.lifecycle]\nname = "{alias}"\n')
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        mp.setenv("FALEMU_PYTHON_IMAGE", base_image)
+        settings = Settings(port=0, data_dir=tmp_path / "data")
+        with Emulator(load_project(root), settings, apps=["lifecycle"], runtime=docker_runtime, warm=True) as emu:
+            loop = DevLoop(emu, step_ms=50).start()
+            try:
+                url = emu.app_url("lifecycle") + "/echo"
+                assert httpx.post(url, json={"text": "quiet"}, timeout=120).json()["text"] == "quiet"
+                (root / "notes.md").write_text("not part of a fal.App's image\n")
+                module = root / "apps.py"
+                module.write_text(module.read_text().replace("text=payload.text,", "text=payload.text.upper(),"))
+                finished = wait_outcome(emu, 2, timeout=240)
+                assert isinstance(finished, RolloutFinished)
+                assert httpx.post(url, json={"text": "loud"}, timeout=120).json()["text"] == "LOUD"
+                started = [e for e in emu.events.history if isinstance(e, ReloadStarted)]
+                assert started[0].changes == ["apps.py"]
+            finally:
+                loop.stop()

@@ -236,3 +236,35 @@ def test_devloop_reloads_on_saved_changes(watched: tuple[Emulator, ContextRuntim
         assert revision_of(emu, served_by(emu)) == emu.controller("greeter").revision
     finally:
         loop.stop()
+
+
+def test_a_fal_apps_module_folder_and_image_context_count_too(tmp_path: Path) -> None:
+    import dataclasses
+
+    from falemu.config.falapp import FalApp, FalAppImage
+
+    root = write_project(tmp_path / "proj")
+    module_dir = tmp_path / "lib"
+    context = tmp_path / "ctx"
+    for folder in (module_dir, context):
+        folder.mkdir()
+    image = FalAppImage(dockerfile="FROM scratch\n", image=None, context_dir=context)
+    fal_app = FalApp(
+        file=module_dir / "app.py",
+        class_name="App",
+        requirements=(),
+        serve_requirements=(),
+        image=image,
+        kind="container",
+        python="3.11.7",
+        fal_version="1.83.0",
+    )
+    app = dataclasses.replace(load_project(root).app("greeter"), fal_app=fal_app)
+    context_filter = ContextFilter(app)
+    assert context_filter.relevant(module_dir / "app.py") == str((module_dir / "app.py").resolve())
+    assert context_filter.relevant(module_dir / "helpers" / "util.py") is not None  # the module folder's Python
+    assert context_filter.relevant(module_dir / "notes.txt") is None  # not part of a fal.App's image
+    assert context_filter.relevant(module_dir / "__pycache__" / "app.cpython-311.py") is None
+    assert context_filter.relevant(context / "weights.txt") is not None  # the ContainerImage's context
+    assert context_filter.relevant(tmp_path / "elsewhere.py") is None
+    assert set(watched_roots(app)) >= {module_dir.resolve(), context.resolve()}

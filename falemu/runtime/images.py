@@ -10,7 +10,9 @@ missing. Prebuilt images are used when present on the engine and pulled otherwis
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -126,8 +128,8 @@ def build_context(
             events(BuildFinished(app.alias, image=tag, cached=True, seconds=0.0))
         return tag, False, 0.0
     started = time.monotonic()
-    # The Engine API build adds one LABEL step per image label.
-    steps = len(dockerfile_instructions(ctx.dockerfile_text)) + len(labels_)
+    # The Engine API build gets falemu's labels as one LABEL step at the end of the Dockerfile.
+    steps = len(dockerfile_instructions(ctx.dockerfile_text)) + (1 if labels_ else 0)
     if announce:
         events(BuildStarted(app.alias, image=tag, steps=steps))
     if secrets:
@@ -160,12 +162,11 @@ def _build_with_api(
     error: str | None = None
     try:
         stream = client.api.build(
-            fileobj=ctx.tar(),
+            fileobj=_labelled(ctx, image_labels).tar(),
             custom_context=True,
             dockerfile=DOCKERFILE_NAME,
             tag=tag,
             buildargs=dict(ctx.build_args),
-            labels=dict(image_labels),
             rm=True,
             forcerm=True,
             pull=False,
@@ -193,6 +194,16 @@ def _build_with_api(
     if error is None:
         return
     _raise_build_failed(app, step, steps, instruction, error, list(tail))
+
+
+def _labelled(ctx: BuildContext, image_labels: Mapping[str, str]) -> BuildContext:
+    """The context with the image labels as one LABEL instruction at the end of its Dockerfile: one build
+    step, where the Engine API's ``labels`` option adds one step (a container and a commit) per label."""
+    if not image_labels:
+        return ctx
+    line = "LABEL " + " ".join(f"{key}={json.dumps(value)}" for key, value in image_labels.items())
+    text = ctx.dockerfile_text if ctx.dockerfile_text.endswith("\n") else ctx.dockerfile_text + "\n"
+    return dataclasses.replace(ctx, dockerfile_text=text + line + "\n")
 
 
 def _raise_build_failed(app: AppConfig, step: int, steps: int, instruction: str, error: str, tail: list[str]) -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from falemu.config import _falapp_cache
 from falemu.config._resolve import ParsedApp, resolve_app
 from falemu.config.model import AppConfig, AppShape, HealthCheckConfig, Project, RegistryAuth, Source
 from falemu.errors import ConfigError
@@ -158,21 +159,26 @@ def _probe(
             hint="a ref is path/to/app.py::ClassName, relative to the project folder (pyproject) "
             "or the current folder (command line)",
         )
+    args: dict[str, Any] = {
+        "file": str(file),
+        "class": class_name,
+        "toml": str(toml) if toml is not None else None,
+        "app": toml_app,
+    }
+    env = dict(os.environ)
+    env.pop("IS_ISOLATE_AGENT", None)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    probe = _PROBE.read_text(encoding="utf-8")
+    entry = _falapp_cache.key(probe, args, file, cwd, env) if _falapp_cache.enabled() else None
+    cached = _falapp_cache.get(entry) if entry is not None else None
+    if cached is not None:
+        return cached
     with tempfile.TemporaryDirectory(prefix="falemu-load-") as tmp:
         out = Path(tmp) / "app.json"
-        args = {
-            "file": str(file),
-            "class": class_name,
-            "toml": str(toml) if toml is not None else None,
-            "app": toml_app,
-            "out": str(out),
-        }
-        env = dict(os.environ)
-        env.pop("IS_ISOLATE_AGENT", None)
-        env.setdefault("PYTHONUNBUFFERED", "1")
+        args["out"] = str(out)
         try:
             done = subprocess.run(
-                [sys.executable, "-c", _PROBE.read_text(encoding="utf-8"), json.dumps(args)],
+                [sys.executable, "-c", probe, json.dumps(args)],
                 cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -195,6 +201,8 @@ def _probe(
         result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
     if not result.get("ok"):
         raise _load_error(result, shown, class_name)
+    if entry is not None:
+        _falapp_cache.put(entry, result)
     return result
 
 

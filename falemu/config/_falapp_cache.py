@@ -1,0 +1,118 @@
+"""A cache of what fal's loader read from a fal.App, so an unchanged App starts without loading it again.
+
+fal's loader runs the App's module in a child interpreter that imports the fal SDK: about a second on a
+quiet machine, many on a busy one, on every ``falemu up`` / ``check`` / ``config show``. Its answer
+depends only on what the module sees when it runs, so it is kept under a key made of all of that:
+
+* the loader script itself, the Python version and the installed fal's version;
+* the arguments (file, class, pyproject table) and the current folder;
+* the bytes of the ref file, every other ``.py`` file below its folder (the modules it may import)
+  and the pyproject;
+* the environment the module runs in (a module may read a variable at import), without variables that
+  change from one shell to the next and cannot matter (``PWD``, ``SHLVL``, ...).
+
+A change to any of them is a new key, so a stale answer is never used; what the module might read from
+elsewhere (other files, the network) at import is not covered, and ``FALEMU_FALAPP_CACHE=0`` turns the
+cache off. Only successful loads are kept. Entries live in ``<cache dir>/falapp/`` and are small JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+MAX_FILES = 2000  # a folder with more Python files than this is not cached (hashing it costs too much)
+MAX_ENTRIES = 50_000  # nor one whose walk meets more files than this
+_SKIP_DIRS = frozenset({".git", ".venv", "venv", "node_modules", "__pycache__", ".tox", ".mypy_cache", "build", "dist"})
+_VOLATILE_ENV = frozenset({"_", "PWD", "OLDPWD", "SHLVL", "TERM_SESSION_ID", "WINDOWID", "COLUMNS", "LINES", "PS1"})
+
+
+def enabled(environ: Mapping[str, str] | None = None) -> bool:
+    env = os.environ if environ is None else environ
+    return env.get("FALEMU_FALAPP_CACHE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "falemu" / "falapp"
+
+
+def _fal_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("fal")
+    except Exception:
+        return "?"
+
+
+def _python_files(folder: Path) -> list[Path] | None:
+    found: list[Path] = []
+    seen = 0
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
+        seen += len(files)
+        if seen > MAX_ENTRIES:
+            return None
+        for name in sorted(files):
+            if name.endswith(".py"):
+                found.append(Path(root) / name)
+                if len(found) > MAX_FILES:
+                    return None
+    return found
+
+
+def key(probe: str, args: Mapping[str, Any], file: Path, cwd: Path, env: Mapping[str, str]) -> str | None:
+    """The cache key of one load, or None when it cannot be made cheaply (then the loader just runs)."""
+    files = _python_files(file.parent)
+    if files is None:
+        return None
+    digest = hashlib.sha256()
+
+    def part(label: str, data: bytes) -> None:
+        digest.update(label.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
+
+    part("probe", probe.encode())
+    part("python", sys.version.encode() + sys.executable.encode())
+    part("fal", _fal_version().encode())
+    part("args", json.dumps(dict(args), sort_keys=True).encode())
+    part("cwd", str(cwd).encode())
+    toml = args.get("toml")
+    extra = [Path(toml)] if isinstance(toml, str) else []
+    try:
+        for path in [*files, *extra]:
+            part(str(path), path.read_bytes())
+    except OSError:
+        return None
+    kept = {k: v for k, v in env.items() if k not in _VOLATILE_ENV}
+    part("env", json.dumps(kept, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def get(entry: str) -> dict[str, Any] | None:
+    try:
+        data: Any = json.loads((cache_dir() / f"{entry}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("ok") else None
+
+
+def put(entry: str, result: dict[str, Any]) -> None:
+    """Keep a successful load (atomically; a cache that cannot be written is no error)."""
+    if not result.get("ok"):
+        return
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".entry-")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(result, fh)
+        os.replace(tmp, folder / f"{entry}.json")
+    except OSError:
+        return

@@ -1,0 +1,83 @@
+"""The cache of fal's loader: a hit for an unchanged App, a miss for any change that could matter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from falemu.config import _falapp_cache as cache
+from falemu.config.falapp import load_ref
+
+APP = """
+import fal
+
+class Greeter(fal.App, keep_alive={keep_alive}):
+    @fal.endpoint("/")
+    def hello(self) -> dict:
+        return {{}}
+"""
+
+
+@pytest.fixture
+def app_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    path = folder / "app.py"
+    path.write_text(APP.format(keep_alive=5))
+    return path
+
+
+def entries() -> list[Path]:
+    return sorted(cache.cache_dir().glob("*.json"))
+
+
+def test_an_unchanged_app_is_loaded_once(app_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = load_ref(f"{app_file}::Greeter")
+    assert first.scaling.keep_alive == 5
+    assert len(entries()) == 1
+    # A cache hit never runs the loader: break it and load again.
+    import falemu.config.falapp as falapp
+
+    monkeypatch.setattr(falapp.subprocess, "run", lambda *a, **k: pytest.fail("the loader ran again"))
+    again = load_ref(f"{app_file}::Greeter")
+    assert again.scaling == first.scaling
+    assert again.fal_app == first.fal_app
+
+
+def test_a_change_of_the_module_a_sibling_module_or_the_environment_loads_again(
+    app_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_ref(f"{app_file}::Greeter")
+    app_file.write_text(APP.format(keep_alive=7))
+    assert load_ref(f"{app_file}::Greeter").scaling.keep_alive == 7
+    (app_file.parent / "helpers.py").write_text("X = 1\n")
+    load_ref(f"{app_file}::Greeter")
+    monkeypatch.setenv("MODEL_NAME", "bigger")
+    load_ref(f"{app_file}::Greeter")
+    assert len(entries()) == 4
+
+
+def test_failed_loads_are_not_kept_and_the_cache_can_be_turned_off(
+    app_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from falemu.errors import ConfigError
+
+    app_file.write_text("raise RuntimeError('no')\n")
+    with pytest.raises(ConfigError):
+        load_ref(f"{app_file}::Greeter")
+    assert entries() == []
+    monkeypatch.setenv("FALEMU_FALAPP_CACHE", "0")
+    app_file.write_text(APP.format(keep_alive=5))
+    load_ref(f"{app_file}::Greeter")
+    assert entries() == []
+
+
+def test_a_corrupt_entry_is_a_miss(app_file: Path) -> None:
+    load_ref(f"{app_file}::Greeter")
+    (entry,) = entries()
+    entry.write_text("{not json")
+    assert load_ref(f"{app_file}::Greeter").scaling.keep_alive == 5
+    assert json.loads(entry.read_text())["ok"] is True

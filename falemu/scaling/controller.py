@@ -29,12 +29,11 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Protocol
+from dataclasses import replace
 
 from falemu.clock import Clock, MonotonicClock
 from falemu.config.model import AppConfig
-from falemu.errors import FalemuError, RunnerError, StartupTimeout
+from falemu.errors import RunnerError, StartupTimeout
 from falemu.events import (
     Event,
     EventSink,
@@ -56,12 +55,22 @@ from falemu.scaling.policy import (
     Decision,
     RunnerState,
     RunnerView,
-    WaitingRequest,
     backoff_seconds,
     decide,
     target_runners,
 )
 from falemu.scaling.pool import Lease, Outcome, RequestStartTimeout, RunnerInfo
+from falemu.scaling.slots import (
+    FaultHooks,
+    PoolStats,
+    Slot,
+    StartFault,
+    Waiter,
+    as_runner_error,
+    wait_for_tasks,
+)
+
+__all__ = ["RELEASE_EVALUATION_INTERVAL", "AppController", "FaultHooks", "PoolStats", "StartFault"]
 
 S = RunnerState
 
@@ -69,64 +78,6 @@ S = RunnerState
 # most this often. What a release can change (a keep_alive deadline, a scale-in) is due seconds
 # later, so the decision is at most this late; waiters get the freed capacity at once regardless.
 RELEASE_EVALUATION_INTERVAL = 0.05
-
-
-@dataclass(frozen=True)
-class StartFault:
-    """What an injected fault does to one runner start (decided by falemu.chaos)."""
-
-    error: RunnerError | None = None  # the start fails with this, as a setup() that raises
-    delay: float = 0.0  # seconds more in SETUP (past startup_timeout: fal's startup_timeout failure)
-    data_mode: str | None = None  # /data read-only or full for this runner
-
-
-class FaultHooks(Protocol):
-    """The controller's side of falemu.chaos: asked only while a fault of the app is in effect."""
-
-    def on_start(self, app: str, runner_id: str) -> StartFault | None: ...
-
-    def on_lease(self, controller: AppController, runner_id: str, request_id: str) -> None: ...
-
-
-@dataclass
-class PoolStats:
-    """Counters of one app's pool since it started."""
-
-    starts: int = 0
-    cold_starts: int = 0  # starts ordered while a request was waiting for a runner
-    failed_starts: int = 0
-    stops: int = 0
-    replaced: int = 0  # runners stopped after release(outcome="replace")
-    served: int = 0
-    peak_runners: int = 0  # most live runners at once (PENDING, SETUP, IDLE, RUNNING)
-
-
-@dataclass
-class _Slot:
-    id: str
-    state: RunnerState
-    started_at: float
-    cold: bool = False
-    ready_at: float | None = None
-    last_request_at: float | None = None
-    in_flight: int = 0
-    served: int = 0
-    runner: Runner | None = None
-    stop_reason: str = ""
-    hints: frozenset[str] = frozenset()  # what the runner reported it is specialized for
-    revision: int = 1
-    error: RunnerError | None = None  # why its start failed
-
-
-@dataclass
-class _Waiter:
-    request_id: str
-    enqueued_at: float
-    future: asyncio.Future[Lease] = field(repr=False)
-    view: WaitingRequest = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.view = WaitingRequest(self.request_id, self.enqueued_at)
 
 
 class AppController:
@@ -155,8 +106,8 @@ class AppController:
         self._spec = spec
         self._tick_seconds = tick
         self._health_interval = health_interval
-        self._slots: dict[str, _Slot] = {}
-        self._waiters: collections.deque[_Waiter] = collections.deque()
+        self._slots: dict[str, Slot] = {}
+        self._waiters: collections.deque[Waiter] = collections.deque()
         self._tasks: set[asyncio.Task[None]] = set()  # starts and stops in progress
         self._stop_tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -224,7 +175,7 @@ class AppController:
             return lease
         self._raise_if_backing_off()
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(request_id, self.clock.now(), loop.create_future())
+        waiter = Waiter(request_id, self.clock.now(), loop.create_future())
         self._waiters.append(waiter)
         self._reconcile()
         try:
@@ -339,7 +290,7 @@ class AppController:
 
     async def settle(self, timeout: float | None = None) -> None:
         """Wait until no start or stop is in progress (TimeoutError after ``timeout``; nothing is cancelled)."""
-        await _wait_for_tasks(self._tasks, timeout)
+        await wait_for_tasks(self._tasks, timeout)
 
     async def expire_idle(self) -> None:
         """Time warp: stop now the idle runners the policy would stop once keep_alive ran out.
@@ -376,9 +327,9 @@ class AppController:
                 self._stop(slot, "shutdown")
         grace = float(self.app.scaling.termination_grace_period_seconds)
         with contextlib.suppress(TimeoutError):
-            await _wait_for_tasks(self._stop_tasks, grace + 30.0)
+            await wait_for_tasks(self._stop_tasks, grace + 30.0)
         with contextlib.suppress(TimeoutError):
-            await _wait_for_tasks(self._tasks, wait_starts)
+            await wait_for_tasks(self._tasks, wait_starts)
 
     # -- revisions (driven by falemu.devloop.rollout) ---------------------------------------------------
 
@@ -487,13 +438,13 @@ class AppController:
         revision = self.revision
         return sum(1 for s in self._slots.values() if s.state in LIVE_STATES and s.revision == revision)
 
-    def _free_slot(self, hint: str | None = None) -> _Slot | None:
+    def _free_slot(self, hint: str | None = None) -> Slot | None:
         """The serving runner with the fewest requests in flight (the oldest on a tie), if one has room;
         among them, one that reported ``hint`` first."""
         cap = max(1, self.app.scaling.max_multiplexing)
         revision = self.revision
-        best: _Slot | None = None
-        hinted: _Slot | None = None
+        best: Slot | None = None
+        hinted: Slot | None = None
         for s in self._slots.values():
             if s.in_flight >= cap or s.state not in SERVING_STATES or s.revision != revision:
                 continue
@@ -504,7 +455,7 @@ class AppController:
                 hinted = s
         return hinted or best
 
-    def _lease(self, slot: _Slot, request_id: str) -> Lease:
+    def _lease(self, slot: Slot, request_id: str) -> Lease:
         assert slot.runner is not None
         slot.in_flight += 1
         if slot.state is not S.RUNNING:
@@ -592,7 +543,7 @@ class AppController:
         return max(1, scaling.max_concurrency) * max(1, scaling.max_multiplexing) + 1
 
     @staticmethod
-    def _view(slot: _Slot) -> RunnerView:
+    def _view(slot: Slot) -> RunnerView:
         return RunnerView(
             id=slot.id,
             state=slot.state,
@@ -625,8 +576,8 @@ class AppController:
             if rid not in self._slots:
                 return rid
 
-    def _launch(self, *, cold: bool, spec: RunnerSpec | None = None, revision: int | None = None) -> _Slot:
-        slot = _Slot(
+    def _launch(self, *, cold: bool, spec: RunnerSpec | None = None, revision: int | None = None) -> Slot:
+        slot = Slot(
             id=self._new_id(),
             state=S.PENDING,
             started_at=self.clock.now(),
@@ -649,7 +600,7 @@ class AppController:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _run_start(self, slot: _Slot, template: RunnerSpec) -> None:
+    async def _run_start(self, slot: Slot, template: RunnerSpec) -> None:
         app = self.name
 
         def on_log(line: str) -> None:
@@ -671,7 +622,7 @@ class AppController:
         try:
             runner = await asyncio.to_thread(self.runtime.start, spec, self._runtime_events)
         except Exception as exc:
-            self._start_failed(slot, _as_runner_error(exc))
+            self._start_failed(slot, as_runner_error(exc))
             return
         slot.runner = runner
         if self._closed or slot.stop_reason:
@@ -736,7 +687,7 @@ class AppController:
         except Exception as exc:
             self.events(Notice(self.name, level="warning", message=f"killing {runner.id} failed: {exc}"))
 
-    def _start_failed(self, slot: _Slot, error: RunnerError) -> None:
+    def _start_failed(self, slot: Slot, error: RunnerError) -> None:
         slot.error = error
         self.stats.failed_starts += 1
         serving = slot.revision == self.revision
@@ -766,7 +717,7 @@ class AppController:
                 waiter.future.set_exception(error)
 
     def _stop(
-        self, slot: _Slot, reason: str, *, target: int | None = None, force: bool = False, grace: float | None = None
+        self, slot: Slot, reason: str, *, target: int | None = None, force: bool = False, grace: float | None = None
     ) -> None:
         if slot.state in (S.TERMINATING, S.TERMINATED) and not force:
             return
@@ -790,7 +741,7 @@ class AppController:
         self._stop_tasks.add(task)
         task.add_done_callback(self._stop_tasks.discard)
 
-    async def _run_stop(self, slot: _Slot, reason: str, grace: float | None = None) -> None:
+    async def _run_stop(self, slot: Slot, reason: str, grace: float | None = None) -> None:
         if slot.runner is not None:
             if grace is None:
                 grace = float(self.app.scaling.termination_grace_period_seconds)
@@ -811,7 +762,7 @@ class AppController:
         if not isinstance(event, RunnerReady | RunnerFailed | RunnerLog):
             self.events(event)
 
-    def _set_state(self, slot: _Slot, state: RunnerState) -> None:
+    def _set_state(self, slot: Slot, state: RunnerState) -> None:
         if slot.state is state and state is not S.PENDING:
             return
         slot.state = state
@@ -824,7 +775,7 @@ class AppController:
         if changed is not None:
             changed.set()
 
-    def _emit_state(self, slot: _Slot) -> None:
+    def _emit_state(self, slot: Slot) -> None:
         self.events(RunnerStateChanged(self.name, runner=slot.id, state=str(slot.state)))
 
     async def _run_loop(self) -> None:
@@ -859,22 +810,3 @@ class AppController:
                 RunnerFailed(self.name, runner=slot.id, error_type="runner_disconnected", message="the runner exited")
             )
             self._stop(slot, "exited")
-
-
-async def _wait_for_tasks(tasks: set[asyncio.Task[None]], timeout: float | None) -> None:
-    """Wait until ``tasks`` (a live set) is empty, without cancelling any; TimeoutError after ``timeout``."""
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
-    while tasks:
-        remaining = None if deadline is None else deadline - loop.time()
-        if remaining is not None and remaining <= 0:
-            raise TimeoutError
-        await asyncio.wait(list(tasks), timeout=remaining)
-
-
-def _as_runner_error(exc: BaseException) -> RunnerError:
-    if isinstance(exc, RunnerError):
-        return exc
-    if isinstance(exc, FalemuError):
-        return RunnerError(exc.message, hint=exc.hint)
-    return RunnerError(f"starting the runner failed: {type(exc).__name__}: {exc}")

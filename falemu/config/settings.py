@@ -22,7 +22,8 @@ GpuMode = Literal["auto", "require", "off"]
 SettingSource = Literal["default", "pyproject", "env", "cli"]
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """falemu's cache folder (``$XDG_CACHE_HOME/falemu``): the default data folder and the queue stores."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "falemu"
 
@@ -41,13 +42,13 @@ class Settings:
     owner: str = "local"
     host: str = "127.0.0.1"
     port: int = 8787
-    data_dir: Path = field(default_factory=lambda: _cache_dir() / "data")
+    data_dir: Path = field(default_factory=lambda: cache_dir() / "data")
     runtime: RuntimeName = "auto"
     gpu: GpuMode = "auto"
     machine_limits: bool = False
     tls: bool = False  # accepted and ignored: the gateway serves HTTP and HTTPS on one port
     keep_failed: bool = False
-    files_dir: Path = field(default_factory=lambda: _cache_dir() / "files")
+    files_dir: Path = field(default_factory=lambda: cache_dir() / "files")
     files_url: str = ""
     dashboard: bool = True  # the dashboard at the gateway's root, its API and /metrics; request history
     prices: Path | None = None  # a JSON price table merged over falemu's (the dashboard's cost figures)

@@ -4,11 +4,13 @@
 
 Submits every request to the queue API of ``tests/apps/slow`` (``POST /queue/<owner>/<app>/record``) at
 once, waits for the last one to be COMPLETED (the wall time is measured to there), then checks that every
-request is COMPLETED and its result is right. The runners count on their side: each
+request is COMPLETED and its result is right.  The runners count on their side: each
 execution appends the request's ``x-fal-request-id`` to ``/data/<run>/<runner>.log`` (``/data`` is the
 shared data folder), so a lost request is an id missing from those files and a request run twice is an
 id found twice. Also reports the wall time, the throughput and the most runners alive at once, which
-must not exceed max_concurrency.
+must not exceed max_concurrency, how long the submits took, and this process's CPU time per request
+(the caller, the gateway and its queue store share it): on a busy machine the wall times swing, the CPU
+per request much less.
 """
 
 from __future__ import annotations
@@ -27,10 +29,31 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of this process's threads by role: the caller (main thread), the gateway's event
+    loop, the queue store's writer, and everything else (log followers, executors); from /proc."""
+    import threading
+
+    roles = {"MainThread": "caller", "falemu-gateway": "gateway", "falemu-queue-store": "store"}
+    totals: dict[str, float] = collections.defaultdict(float)
+    for thread in threading.enumerate():
+        try:
+            fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        totals[roles.get(thread.name, "other")] += (int(fields[11]) + int(fields[12])) / TICKS
+    return totals
+
+
 SLOW = ROOT / "tests" / "apps" / "slow"
 
 
-async def drive(base: str, run: str, args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], list[str], float]:
+async def drive(
+    base: str, run: str, args: argparse.Namespace
+) -> tuple[dict[str, dict[str, Any]], list[str], float, float]:
     import httpx
 
     limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=args.connections)
@@ -49,6 +72,7 @@ async def drive(base: str, run: str, args: argparse.Namespace) -> tuple[dict[str
 
         started = time.perf_counter()
         submitted = [s for s in await asyncio.gather(*(submit(i) for i in range(args.requests))) if s is not None]
+        submitting = time.perf_counter() - started
         pending = {s["request_id"]: s for s in submitted}
         done: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + args.timeout
@@ -86,7 +110,7 @@ async def drive(base: str, run: str, args: argparse.Namespace) -> tuple[dict[str
             results[rid] = r.json()
 
         await asyncio.gather(*(result(rid) for rid in list(done)))
-    return results, errors, elapsed
+    return results, errors, elapsed, submitting
 
 
 def main() -> int:
@@ -132,7 +156,10 @@ def main() -> int:
     try:
         with Emulator(project, settings, overrides=overrides) as emu:
             emu.events.subscribe(watch)
-            results, errors, elapsed = asyncio.run(drive(emu.queue_url("slowpoke"), run, args))
+            cpu, threads = time.process_time(), thread_cpu()
+            results, errors, elapsed, submitting = asyncio.run(drive(emu.queue_url("slowpoke"), run, args))
+            cpu, after = time.process_time() - cpu, thread_cpu()
+            by_role = {role: after[role] - threads.get(role, 0.0) for role in after}
             stats = emu.controller("slowpoke").stats
         executions: collections.Counter[str] = collections.Counter()
         per_runner: dict[str, int] = {}
@@ -150,6 +177,12 @@ def main() -> int:
     print(
         f"{args.requests} queued requests, max_concurrency={args.max_concurrency}: {len(results)} completed in "
         f"{elapsed:.2f} s ({len(results) / elapsed:.0f} req/s)"
+    )
+    print(
+        f"submits: {args.requests} in {submitting:.2f} s ({args.requests / submitting:.0f}/s); "
+        f"CPU of this process {cpu * 1e6 / max(1, args.requests):.0f} µs per request ("
+        + ", ".join(f"{role} {secs * 1e6 / max(1, args.requests):.0f}" for role, secs in sorted(by_role.items()))
+        + ")"
     )
     print(f"runners: peak {peak} alive at once, {stats.starts} started, {stats.cold_starts} cold starts")
     print("executions per runner: " + ", ".join(f"{r} {n}" for r, n in sorted(per_runner.items())))

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from falemu.chaos.injector import Chaos
     from falemu.dashboard import Dashboard
     from falemu.gateway.app import Gateway
+    from falemu.queue import QueueStore
 
 SCALING_FIELDS = frozenset(f.name for f in dataclasses.fields(ScalingConfig))
 STOP_TIMEOUT = 60.0
@@ -76,6 +77,7 @@ class Emulator:
         command: Sequence[str] | None = None,
         tick: float = 0.2,
         preloaded: Sequence[AppConfig] | None = None,
+        durable_queue: bool = False,
     ) -> None:
         self.project = project
         self.settings = settings
@@ -93,6 +95,8 @@ class Emulator:
         self._own_runtime = runtime is None
         self._command = tuple(command) if command else None
         self._tick = tick
+        self.durable_queue = durable_queue
+        self.queue_store: QueueStore | None = None
         self.configs: dict[str, AppConfig] = {}
         self._preloaded = {config.name: config for config in preloaded or ()}  # already resolved (falemu check)
         self._cwd = Path.cwd()  # command-line refs are relative to where the emulator was made
@@ -131,6 +135,7 @@ class Emulator:
         self._started = True
         try:
             self._parse()
+            self.queue_store = self._open_queue()
             if self.settings.dashboard:
                 from falemu.dashboard import Dashboard
 
@@ -169,6 +174,8 @@ class Emulator:
         if first and loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 if server is not None:
+                    if self.gateway is not None:
+                        loop.call_soon_threadsafe(self.gateway.stopping)  # no more queued requests to runners
                     loop.call_soon_threadsafe(setattr, server, "should_exit", True)
                 elif main is not None:
                     # Still starting (building or waiting for the first runners): give up on that now.
@@ -179,6 +186,8 @@ class Emulator:
             self._runtime.close()
         if self.cdn is not None and (thread is None or not thread.is_alive()):
             self.cdn.close_sockets()
+        if self.queue_store is not None and (thread is None or not thread.is_alive()):
+            self.queue_store.close()
 
     @property
     def stopping(self) -> bool:
@@ -390,6 +399,16 @@ class Emulator:
                 )
             )
 
+    def _open_queue(self) -> QueueStore:
+        """The project's durable queue (locked to this process), or a throwaway one."""
+        from falemu.queue import QueueStore, check_outside, queue_dir
+
+        if not self.durable_queue:
+            return QueueStore.ephemeral()
+        folder = queue_dir(self.project.root, self.settings.owner)
+        check_outside(folder, self.settings.data_dir)
+        return QueueStore.open(folder)
+
     def _key_env(self) -> dict[str, str]:
         """A key of the local user for every runner (fal's runners get the owner's ``FAL_KEY``), so fal's
         SDK and fal_client inside the app authenticate."""
@@ -583,4 +602,11 @@ class Emulator:
             config.alias: GatewayApp(config=config, pool=self._controllers[name])
             for name, config in self.configs.items()
         }
-        return create_app(apps, settings=self.settings, events=self.events, keys=KeyStore(), clock=self.clock)
+        return create_app(
+            apps,
+            settings=self.settings,
+            events=self.events,
+            keys=KeyStore(),
+            clock=self.clock,
+            queue_store=self.queue_store,
+        )

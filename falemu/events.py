@@ -145,6 +145,27 @@ class RequestCompleted(Event):
 
 
 @dataclass(slots=True)
+class QueueResumed(Event):
+    """The durable queue handed requests left from the last run back to their apps' runners."""
+
+    queued: int  # requests queued again (in submission order)
+    failed: int  # requests that could not run again (cut off in flight and not retryable)
+    folder: str
+
+
+@dataclass(slots=True)
+class QueueStopped(Event):
+    """``falemu up`` stopped: what its durable queue keeps for the next start."""
+
+    queued: int  # requests left queued: they run when their app is next served
+    requeued: int  # of those, requests cut off on their runner by the stop and queued again
+    failed: int  # requests cut off on their runner that may not run again: completed with an error
+    finished: int  # requests in flight at the stop that finished within the grace period
+    results: int  # completed results kept (for 1 h, or 1 h after they were last fetched)
+    folder: str
+
+
+@dataclass(slots=True)
 class ScaledUp(Event):
     runners: int
     target: int

@@ -28,6 +28,8 @@ from falemu.events import (
     FaultEnded,
     FaultStarted,
     Notice,
+    QueueResumed,
+    QueueStopped,
     ReloadStarted,
     RequestCompleted,
     RequestQueued,
@@ -83,6 +85,21 @@ def stop_reason_text(reason: str) -> str:
 
 def _fmt_seconds(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
+
+def queue_stopped_text(event: QueueStopped) -> str:
+    """The one line ``falemu up`` prints about its queue when it stops."""
+    queued = f"{event.queued} request{'' if event.queued == 1 else 's'} left queued"
+    if event.queued:
+        queued += " (run at next start"
+        queued += f"; {event.requeued} of them cut off in flight)" if event.requeued else ")"
+    parts = [queued]
+    if event.finished:
+        parts.append(f"{event.finished} finished during the stop")
+    if event.failed:
+        parts.append(f"{event.failed} cut off in flight and not retried (completed with an error)")
+    parts.append(f"{event.results} completed result{'' if event.results == 1 else 's'} kept")
+    return "queue: " + ", ".join(parts)
 
 
 def timeline_text(timeline: Mapping[str, float]) -> str:
@@ -336,6 +353,13 @@ class Renderer:
             return f"{app}: scaling down, {event.runners} runner(s) left: {stop_reason_text(event.reason)}"
         if isinstance(event, RequestQueued):
             return f"{app}: request {event.request_id} queued (position {event.queue_position})"
+        if isinstance(event, QueueStopped):
+            return queue_stopped_text(event)
+        if isinstance(event, QueueResumed):
+            text = f"queue: {event.queued} requests left from the last run queued again"
+            if event.failed:
+                text += f"; {event.failed} cut off in flight could not run again (completed with an error)"
+            return text
         if isinstance(event, ReloadStarted | RolloutStarted | RolloutFinished | RolloutFailed):
             return self._rollout_line(event)
         if isinstance(event, FaultStarted | FaultApplied | FaultEnded):

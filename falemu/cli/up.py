@@ -189,6 +189,7 @@ def up(
         verbose=verbose,
         warm=True,
         command=shlex.split(command) if command else None,
+        durable_queue=True,
     )
 
     stop = threading.Event()

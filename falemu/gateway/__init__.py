@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from falemu.events import EventBus
     from falemu.gateway.app import Gateway
     from falemu.gateway.keys import KeyStore
+    from falemu.queue import QueueStore
 
 __all__ = ["GatewayApp", "create_app"]
 
@@ -28,13 +29,14 @@ def create_app(
     events: EventBus,
     keys: KeyStore,
     clock: Clock | None = None,
+    queue_store: QueueStore | None = None,
 ) -> Gateway:
     """The gateway for ``apps`` (keyed by alias), as an ASGI app to serve with uvicorn.
 
     The returned :class:`~falemu.gateway.app.Gateway` is a plain ASGI callable (lifespan supported);
     ``gateway.apps`` may be changed while it runs, and ``await gateway.aclose()`` stops its work when
-    it is not served with a lifespan.
+    it is not served with a lifespan. ``queue_store`` keeps the queue (a throwaway store when None).
     """
     from falemu.gateway.app import Gateway
 
-    return Gateway(apps, settings=settings, events=events, keys=keys, clock=clock)
+    return Gateway(apps, settings=settings, events=events, keys=keys, clock=clock, queue_store=queue_store)

@@ -29,7 +29,8 @@ Served by falemu's own protocol (:mod:`falemu.gateway.server`, as ``falemu up`` 
 requests skip the ASGI app altogether and take the fast path of :mod:`falemu.gateway.fastpath`, with
 the same answers for about half the CPU.
 
-Choices where fal's documents are silent (the queue keeps results in memory, the last 10,000):
+Choices where fal's documents are silent (the queue and its results live in :mod:`falemu.queue`'s
+store, see :mod:`falemu.gateway.queue` for what survives a stop):
 
 - auth: ``public`` needs no key, but a fal-style key that does not check out is still 401; a
   missing key on a ``private``/``shared`` app is 401 ``{"detail": "Missing authorization header..."}``;
@@ -81,6 +82,7 @@ from falemu.gateway.headers import Incoming, identity_headers, response_headers,
 from falemu.gateway.keys import Caller, KeyStore, looks_like_key
 from falemu.gateway.queue import QueueManager
 from falemu.gateway.upstream import Headers, UpstreamError, UpstreamPool, UpstreamResponse
+from falemu.queue import QueueStore
 from falemu.runtime.base import Runner
 from falemu.scaling.pool import Lease, Outcome
 
@@ -109,6 +111,7 @@ class Gateway:
         events: EventBus,
         keys: KeyStore,
         clock: Clock | None = None,
+        queue_store: QueueStore | None = None,
     ) -> None:
         self.apps: dict[str, GatewayApp] = dict(apps)
         self.settings = settings
@@ -116,7 +119,7 @@ class Gateway:
         self.events = events
         self.keys = keys
         self.clock: Clock = clock or MonotonicClock()
-        self.queue = QueueManager(self)
+        self.queue = QueueManager(self, queue_store)
         self.max_body = settings.max_body_mb << 20  # bytes (falemu.gateway.body)
         self.body_timeout = settings.body_timeout
         self.fast_requests = 0  # sync requests served by the fast path (falemu.gateway.fastpath)
@@ -200,6 +203,7 @@ class Gateway:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
             self._loop_thread = threading.get_ident()
+            self.queue.start()  # the requests a previous run left queued
 
     async def post_json(self, url: str, data: bytes) -> int:
         """POST a webhook payload; returns the status code."""
@@ -210,6 +214,10 @@ class Gateway:
         resp = await self._webhook_client.post(url, content=data, headers={"content-type": "application/json"})
         status: int = resp.status_code
         return status
+
+    def stopping(self) -> None:
+        """The server is about to stop: hand no more queued requests to runners (on the gateway's loop)."""
+        self.queue.pause()
 
     async def aclose(self) -> None:
         self.closed = True

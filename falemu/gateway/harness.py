@@ -11,6 +11,7 @@ front of a known server::
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ from falemu.gateway.probe import Probe
 from falemu.gateway.serve import ThreadedServer
 from falemu.gateway.server import GatewayAsgiProtocol, gateway_server_options, new_event_loop
 from falemu.gateway.static_pool import StaticPool
+from falemu.queue import QueueStore
 from falemu.runtime.base import Runner
 
 
@@ -66,6 +68,7 @@ class GatewayHarness:
         runners_per_app: int = 1,
         *,
         settings: Settings | None = None,
+        queue_store: QueueStore | None = None,
         **server_options: Any,
     ) -> str:
         """Start runners and the gateway; returns the gateway's base URL."""
@@ -75,7 +78,9 @@ class GatewayHarness:
             pool = StaticPool(config, runners, replace=self.replace)
             self.pools[config.alias] = pool
             apps[config.alias] = GatewayApp(config, pool)
-        gateway = create_app(apps, settings=settings or Settings(), events=self.events, keys=self.keys)
+        gateway = create_app(
+            apps, settings=settings or Settings(), events=self.events, keys=self.keys, queue_store=queue_store
+        )
         self.app = gateway
         options = gateway_server_options()
         if self.http == "asgi":
@@ -89,6 +94,11 @@ class GatewayHarness:
         return self.gateway.url
 
     def close(self) -> None:
+        """Stop as ``falemu up`` does: no more queued requests to runners, then the gateway, then runners."""
+        gateway, app = self.gateway, self.app
+        if gateway is not None and app is not None and gateway.loop is not None and not gateway.loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                gateway.loop.call_soon_threadsafe(app.stopping)
         for server in reversed(self.servers):
             server.stop()
 

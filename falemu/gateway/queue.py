@@ -10,148 +10,124 @@ and the runner kept; a broken connection or a ``request_timeout`` is retried and
 any other answer is final. ``X-Fal-Needs-Retry: 1``/``0`` from the runner forces or prevents a
 retry, ``x-fal-no-retry`` from the caller prevents it, the app's ``skip_retry_conditions`` and
 ``retry_config`` narrow it, and there are at most 10 attempts.
+
+The queue's store (:mod:`falemu.queue`) is the source of truth for what must outlive the gateway: a
+submit is acknowledged once its request is committed there, and every step of a request (started,
+queued again, completed with its result) is written there. This manager keeps in memory only what a
+running gateway needs: the requests not completed yet (with their tasks and status waiters) and the
+ones completed in the last moments; a completed request is read back from the store when asked for.
+
+Stopping (:meth:`QueueManager.pause`, then :meth:`QueueManager.aclose`): queued requests are no longer
+handed to runners and stay queued in the store; requests in flight get their app's
+``termination_grace_period_seconds`` to finish, and keep their results. A request still in flight after
+that is cut off as if its runner died: queued again when fal's retry rules allow it (a broken
+connection is retried unless ``x-fal-no-retry``, ``skip_retry_conditions`` or the attempt budget say
+no), else completed with a ``runner_disconnected`` error. At the next start every request left queued
+runs again, in its original order. A request that was in progress when falemu was killed (no clean
+stop) is treated the same way at the next start.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
-import datetime as dt
 import itertools
-import json
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from falemu.errors import RunnerError
-from falemu.events import Notice, RequestCompleted, RequestQueued, RequestStarted
-from falemu.gateway.errors import PlatformError, request_timeout_error, start_timeout_error
-from falemu.gateway.headers import identity_headers, runner_hints
+from falemu.events import Notice, QueueResumed, QueueStopped, RequestCompleted, RequestQueued, RequestStarted
+from falemu.gateway.errors import PlatformError, start_timeout_error
+from falemu.gateway.headers import identity_headers
+from falemu.gateway.queue_attempt import Attempt, exchange, retry_budget, runner_error
+from falemu.gateway.queue_logs import RequestLogs
+from falemu.gateway.queue_order import QueueOrder
+from falemu.gateway.queue_record import COMPLETED, IN_PROGRESS, IN_QUEUE, QueuedRequest, from_stored, to_stored
+from falemu.gateway.queue_webhooks import post_webhook
 from falemu.gateway.upstream import Headers, UpstreamError
-from falemu.scaling.pool import Lease, Outcome, RequestStartTimeout, RunnerPool
+from falemu.queue import EMPTY, Body, QueueStore, Spool
+from falemu.scaling.pool import Lease, RequestStartTimeout, RunnerPool
 
 if TYPE_CHECKING:
     from falemu.gateway.app import Gateway
 
+__all__ = ["COMPLETED", "IN_PROGRESS", "IN_QUEUE", "QueueManager", "QueuedRequest"]
+
 MAX_ATTEMPTS = 10
-MAX_LOG_ENTRIES = 10_000
-KEEP_FINISHED = 10_000
-LOG_GRACE_SECONDS = 1.0  # a runner's lines this soon after a request ended still belong to it
-WEBHOOK_ATTEMPTS = 10
-
-IN_QUEUE = "IN_QUEUE"
-IN_PROGRESS = "IN_PROGRESS"
-COMPLETED = "COMPLETED"
-
-
-@dataclass(eq=False)
-class QueuedRequest:
-    id: str
-    alias: str
-    owner: str
-    method: str
-    target: bytes  # path + query for the runner
-    endpoint: str  # x-fal-endpoint: owner/app/path
-    headers: Headers
-    body: bytes
-    caller: str | None
-    base_url: str  # .../{owner}/{app}/requests/{id}
-    seq: int
-    no_retry: bool = False
-    priority: str = "normal"
-    runner_hint: str | None = None  # X-Fal-Runner-Hint: a runner that reported it is preferred
-    start_deadline: float | None = None
-    webhook: str | None = None
-    store_io: bool = True  # X-Fal-Store-IO: 0 keeps input and output out of the dashboard's history
-    status: str = IN_QUEUE
-    attempts: int = 0
-    submitted: float = field(default_factory=time.monotonic)
-    started: float | None = None
-    finished: float | None = None
-    runner: str | None = None
-    runner_host: tuple[str, int] | None = None
-    logs: list[dict[str, Any]] = field(default_factory=list)
-    response_status: int | None = None
-    response_headers: Headers = field(default_factory=list)
-    response_body: bytes = b""
-    error: str | None = None
-    error_type: str | None = None
-    cancel_requested: bool = False
-    task: asyncio.Task[None] | None = None
-    version: int = 0
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
-
-    @property
-    def path(self) -> str:
-        """The endpoint after /{owner}/{app} (``endpoint`` is ``owner/app/path``)."""
-        return "/" + self.endpoint.partition("/")[2].partition("/")[2]
-
-    @property
-    def status_url(self) -> str:
-        return self.base_url + "/status"
-
-    @property
-    def cancel_url(self) -> str:
-        return self.base_url + "/cancel"
-
-    def urls(self) -> dict[str, str]:
-        return {
-            "request_id": self.id,
-            "response_url": self.base_url,
-            "status_url": self.status_url,
-            "cancel_url": self.cancel_url,
-        }
-
-    def touch(self) -> None:
-        self.version += 1
-        waiters, self.waiters = self.waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
-
-    async def changed(self, since: int, timeout: float | None = None) -> None:
-        if self.version != since:
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiters.append(fut)
-        try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await fut
-        finally:
-            if fut in self.waiters:  # timed out or cancelled: a long-lived stream must not pile them up
-                self.waiters.remove(fut)
+LOW_PRIORITY = 1 << 48  # added to a low-priority request's seq: it sorts after every normal one
+KEEP_IN_MEMORY = 1.5  # seconds a completed request stays in memory (late log lines), then the store has it
+RECORDED_HEAD = 64 * 1024  # what the request history gets of a body kept in a file (it keeps no more)
+STOPPED_EARLY = "falemu up stopped while the request ran on its runner, and it may not run again"
 
 
 class QueueManager:
-    """Queued requests of every app of one gateway."""
+    """Queued requests of every app of one gateway, kept in ``store`` (a throwaway one when None)."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, store: QueueStore | None = None) -> None:
         self.gateway = gateway
+        self._store = store
+        self._own_store = False
         self._requests: dict[str, QueuedRequest] = {}
-        self._finished: OrderedDict[str, None] = OrderedDict()
-        self._waiting: dict[str, list[int]] = {}  # alias -> sorted seqs of IN_QUEUE requests
-        self._normal_waiting: dict[str, int] = {}
-        self._normal_clear: dict[str, asyncio.Event] = {}  # set while no normal-priority request waits
-        self._normal_arrived: dict[str, asyncio.Event] = {}  # set while one does
+        self._order = QueueOrder()
         self._seq = itertools.count()
-        self._on_runner: dict[str, list[QueuedRequest]] = {}  # runner id -> requests whose logs it writes
-        self._recent: dict[str, tuple[float, list[QueuedRequest]]] = {}
+        self._logs = RequestLogs()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._started = False
+        self._paused = False  # stopping: queued requests are no longer handed to runners
         self._closing = False
+        self._stop_counts = {"finished": 0, "requeued": 0, "failed": 0}
+
+    @property
+    def store(self) -> QueueStore:
+        if self._store is None:
+            self._store = QueueStore.ephemeral()
+            self._own_store = True
+        return self._store
+
+    # -- start: the requests a previous run left ------------------------------------------------------
+    def start(self) -> None:
+        """Queue again what the store holds for the apps served here (once, on the gateway's loop)."""
+        if self._started:
+            return
+        self._started = True
+        store = self.store
+        store.on_error(self._store_error)
+        self._seq = itertools.count(store.max_seq(LOW_PRIORITY) + 1)
+        queued = failed = 0
+        for stored in store.open_requests(self.gateway.apps):
+            rec = from_stored(stored, self.gateway.owner, self.gateway.clock)
+            if rec.status == IN_PROGRESS:
+                # falemu was killed while this ran: its runner is gone, as if it had died.
+                if not self._retry_allowed(rec, "connection_error"):
+                    self._requests[rec.id] = rec
+                    self._finish(rec, error=PlatformError(STOPPED_EARLY, "runner_disconnected"))
+                    failed += 1
+                    continue
+                rec.status = IN_QUEUE
+                store.requeued(rec.id, rec.attempts)
+            self._requests[rec.id] = rec
+            self._admit(rec)
+            queued += 1
+        if queued or failed:
+            self.gateway.emit(QueueResumed("", queued=queued, failed=failed, folder=str(store.folder)))
+
+    def _store_error(self, message: str) -> None:
+        self.gateway.emit(Notice("falemu", level="warning", message=message))
 
     # -- lookups ---------------------------------------------------------------------------------
     def get(self, request_id: str, alias: str) -> QueuedRequest | None:
         rec = self._requests.get(request_id)
-        if rec is None or rec.alias != alias:
+        if rec is None:
+            stored = self.store.get(request_id)
+            if stored is None or stored.status != COMPLETED:
+                return None
+            rec = from_stored(stored, self.gateway.owner, self.gateway.clock)
+        if rec.alias != alias:
             return None
         return rec
 
     def position(self, rec: QueuedRequest) -> int:
-        seqs = self._waiting.get(rec.alias, [])
-        return bisect.bisect_left(seqs, rec.seq)
+        return self._order.position(rec)
 
     def status_body(self, rec: QueuedRequest, with_logs: bool) -> tuple[int, dict[str, Any]]:
         body: dict[str, Any] = {"status": rec.status, **rec.urls()}
@@ -169,78 +145,99 @@ class QueueManager:
             body["error_type"] = rec.error_type
         return 200, body
 
+    def fetched(self, rec: QueuedRequest) -> None:
+        """The result was fetched by id: the store keeps it longer."""
+        self.store.fetched(rec.id)
+
     # -- submit ------------------------------------------------------------------------------------
-    def submit(self, rec: QueuedRequest) -> int:
+    def spool(self, request_id: str, limit: int | None) -> Spool:
+        """Where a submit's body goes as it arrives: memory, then a file of the store past 64 KiB."""
+        return Spool(self.store.bodies / f"{request_id}.in", limit=limit)
+
+    async def submit(self, rec: QueuedRequest) -> int:
+        """Store the request (acknowledged once committed) and queue it; returns its queue position."""
+        self.start()
+        try:
+            await self.store.add(to_stored(rec, self.gateway.clock))
+        except (Exception, asyncio.CancelledError) as exc:
+            rec.body.remove()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise PlatformError(f"the queue could not store the request: {exc}", "internal_error") from None
         self._requests[rec.id] = rec
+        self._admit(rec)
+        return self.position(rec)
+
+    def _admit(self, rec: QueuedRequest) -> None:
         self._enqueue(rec)
-        position = self.position(rec)
-        self.gateway.emit(
-            RequestQueued(rec.alias, request_id=rec.id, queue_position=position, endpoint=rec.path, method=rec.method)
-        )
+        self._emit_queued(rec)
         recorder = self.gateway.recorder
         if recorder is not None:
-            recorder.request_body(rec.id, rec.headers, rec.body, rec.store_io)
+            recorder.request_body(rec.id, rec.headers, _preview(rec.body), rec.store_io)
+        if self._paused:
+            return  # stopping: it stays queued in the store and runs at the next start
         task = asyncio.get_running_loop().create_task(self._run(rec), name=f"falemu-queue-{rec.id}")
         rec.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return position
+
+    def _emit_queued(self, rec: QueuedRequest) -> None:
+        self.gateway.emit(
+            RequestQueued(
+                rec.alias, request_id=rec.id, queue_position=self.position(rec), endpoint=rec.path, method=rec.method
+            )
+        )
 
     def _enqueue(self, rec: QueuedRequest) -> None:
         rec.status = IN_QUEUE
-        bisect.insort(self._waiting.setdefault(rec.alias, []), rec.seq)
-        if rec.priority != "low":
-            self._normal_waiting[rec.alias] = self._normal_waiting.get(rec.alias, 0) + 1
-            self._normal_event(rec.alias).clear()
-            self._normal_present(rec.alias).set()
+        self._order.add(rec)
         rec.touch()
 
     def _dequeue(self, rec: QueuedRequest) -> None:
-        seqs = self._waiting.get(rec.alias, [])
-        i = bisect.bisect_left(seqs, rec.seq)
-        if i < len(seqs) and seqs[i] == rec.seq:
-            del seqs[i]
-            if rec.priority != "low":
-                left = self._normal_waiting.get(rec.alias, 1) - 1
-                self._normal_waiting[rec.alias] = left
-                if left <= 0:
-                    self._normal_event(rec.alias).set()
-                    self._normal_present(rec.alias).clear()
-
-    def _normal_present(self, alias: str) -> asyncio.Event:
-        event = self._normal_arrived.get(alias)
-        if event is None:
-            event = self._normal_arrived[alias] = asyncio.Event()
-        if self._normal_waiting.get(alias, 0) > 0:
-            event.set()
-        return event
-
-    def _normal_event(self, alias: str) -> asyncio.Event:
-        event = self._normal_clear.get(alias)
-        if event is None:
-            event = self._normal_clear[alias] = asyncio.Event()
-            event.set()
-        return event
+        self._order.remove(rec)
 
     def next_seq(self, priority: str) -> int:
         seq = next(self._seq)
-        return seq + (1 << 48) if priority == "low" else seq
+        return seq + LOW_PRIORITY if priority == "low" else seq
 
     # -- running ------------------------------------------------------------------------------------
     async def _run(self, rec: QueuedRequest) -> None:
         try:
             await self._attempts(rec)
         except asyncio.CancelledError:
-            if rec.status != COMPLETED:
-                self._dequeue(rec)
-                self._finish(
-                    rec,
-                    error=PlatformError("Request was cancelled", "client_cancelled"),
-                )
+            # Only a stop cancels a request that is not completed (a caller's cancel completes it first).
+            if rec.status == IN_QUEUE:
+                self._dequeue(rec)  # it stays queued in the store and runs at the next start
+            elif rec.status == IN_PROGRESS:
+                self._cut_off(rec)
             raise
         except Exception as exc:  # a bug in falemu must not leave the request hanging
             self._dequeue(rec)
             self._finish(rec, error=PlatformError(f"internal error: {type(exc).__name__}", "internal_error"))
+
+    def _cut_off(self, rec: QueuedRequest) -> None:
+        """The stop ended this request's attempt before its runner answered: its runner is as good as dead."""
+        if self._retry_allowed(rec, "connection_error"):
+            rec.status = IN_QUEUE
+            self.store.requeued(rec.id, rec.attempts)
+            self._stop_counts["requeued"] += 1
+            rec.touch()
+        else:
+            self._finish(rec, error=PlatformError(STOPPED_EARLY, "runner_disconnected"))
+            self._stop_counts["failed"] += 1
+
+    def _retry_allowed(self, rec: QueuedRequest, condition: str) -> bool:
+        """fal's retry rules for an attempt that ended under ``condition`` (server_error, timeout, ...)."""
+        gapp = self.gateway.apps.get(rec.alias)
+        if gapp is None:
+            return False
+        config = gapp.config
+        return (
+            condition not in set(config.skip_retry_conditions)
+            and not rec.no_retry
+            and not rec.cancel_requested
+            and rec.attempts < min(MAX_ATTEMPTS, retry_budget(config.retry_config).get(condition, MAX_ATTEMPTS))
+        )
 
     async def _attempts(self, rec: QueuedRequest) -> None:
         gw = self.gateway
@@ -250,8 +247,6 @@ class QueueManager:
             self._finish(rec, error=PlatformError("Application was removed", "runner_scheduling_failure"))
             return
         config = gapp.config
-        skip = set(config.skip_retry_conditions)
-        budget = _retry_budget(config.retry_config)
         while True:
             remaining: float | None = None
             if rec.start_deadline is not None:
@@ -260,7 +255,7 @@ class QueueManager:
                 # Normal-priority requests go first, but not past this request's start deadline.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(remaining):
-                        await self._normal_event(rec.alias).wait()
+                        await self._order.normal_clear_event(rec.alias).wait()
                 if rec.start_deadline is not None:
                     remaining = rec.start_deadline - gw.clock.now()
             if remaining is not None and remaining <= 0:
@@ -287,8 +282,9 @@ class QueueManager:
             rec.status = IN_PROGRESS
             rec.runner = lease.runner.id
             rec.runner_host = (lease.runner.host, lease.runner.port)
-            rec.started = time.monotonic()
-            self._attach(rec)
+            rec.started = time.time()
+            self.store.started(rec.id, rec.attempts, lease.runner.id, rec.started)
+            self._logs.attach(rec)
             rec.touch()
             gw.emit(
                 RequestStarted(
@@ -302,110 +298,37 @@ class QueueManager:
                 )
             )
 
-            outcome: Outcome = "ok"
-            retry_as: str | None = None  # the retry condition this attempt falls under
-            failure: PlatformError | None = None
-            status = 0
-            body = b""
-            resp_headers: Headers = []
             timeout = float(config.scaling.request_timeout) if config.scaling.request_timeout else None
-            plan = gw.faults.on_request(rec.alias, rec.id) if gw.faults is not None else None
+            spool = Spool(self.store.bodies / f"{rec.id}.out")
+            attempt = Attempt()
             try:
-                headers = identity_headers(rec.id, rec.endpoint, rec.caller) + rec.headers
-                try:
-                    async with asyncio.timeout(timeout):
-                        if plan is not None and plan.delay:
-                            await asyncio.sleep(plan.delay)
-                        if plan is not None and plan.answer is not None:
-                            raise _Injected(*plan.answer)
-                        resp = await gw.upstream.request(
-                            lease.runner.host, lease.runner.port, rec.method, rec.target, headers, rec.body
-                        )
-                        try:
-                            body = await resp.read()
-                            if plan is not None and plan.cut_after is not None and len(body) > plan.cut_after:
-                                resp.abort()
-                                raise UpstreamError(
-                                    "the runner connection was cut part-way (falemu chaos)",
-                                    "runner_incomplete_response",
-                                )
-                        finally:
-                            resp.release()
-                    status, resp_headers = resp.status, resp.headers
-                    hints = runner_hints(resp_headers)
-                    if hints is not None:
-                        gapp.pool.set_hints(lease.runner.id, hints)
-                except _Injected as answer:  # falemu.chaos: the platform answers instead of the runner
-                    retry_as = INJECTED_RETRY[answer.status]
-                    failure = PlatformError(answer.detail, answer.error_type, status=answer.status)
-                except TimeoutError:
-                    outcome, retry_as = "replace", "timeout"
-                    failure = request_timeout_error(timeout or 0)
-                except UpstreamError as exc:
-                    outcome = "error" if exc.error_type == "runner_incomplete_response" else "replace"
-                    retry_as = "connection_error"
-                    failure = PlatformError(str(exc), exc.error_type)
-                else:
-                    if status == 503:
-                        outcome, retry_as = "replace", "server_error"
-                    elif status == 504:
-                        outcome, retry_as = "error", "timeout"
-                    elif status >= 500:
-                        outcome = "error"
-                    needs = resp.header(b"x-fal-needs-retry")
-                    if needs is not None and needs.strip() == b"1":
-                        retry_as = retry_as or "forced"
-                    elif needs is not None and needs.strip() == b"0":
-                        retry_as = None
+                attempt = await exchange(gw, gapp, rec, lease, spool, timeout)
+            except BaseException:
+                spool.discard()
+                raise
             finally:
-                self._detach(rec)
-                await gapp.pool.release(lease, outcome)
+                self._logs.detach(rec)
+                await gapp.pool.release(lease, attempt.outcome)
 
-            retry = (
-                retry_as is not None
-                and retry_as not in skip
-                and not rec.no_retry
-                and not rec.cancel_requested
-                and rec.attempts < min(MAX_ATTEMPTS, budget.get(retry_as, MAX_ATTEMPTS))
-            )
-            if retry:
+            if attempt.retry_as is not None and self._retry_allowed(rec, attempt.retry_as):
+                spool.discard()
+                attempt.body.remove()  # the next attempt's answer takes its place
                 self._enqueue(rec)
-                position = self.position(rec)
-                gw.emit(
-                    RequestQueued(
-                        rec.alias, request_id=rec.id, queue_position=position, endpoint=rec.path, method=rec.method
-                    )
-                )
+                self.store.requeued(rec.id, rec.attempts)
+                self._emit_queued(rec)
+                if self._paused:
+                    self._dequeue(rec)
+                    return  # stopping: the retry waits for the next start
                 continue
-            if failure is not None:
-                self._finish(rec, error=failure)
+            if attempt.failure is not None:
+                spool.discard()
+                self._finish(rec, error=attempt.failure)
             else:
-                self._finish(rec, status=status, headers=resp_headers, body=body)
+                self._finish(rec, status=attempt.status, headers=attempt.headers, body=attempt.body)
             return
 
     async def _acquire_low(self, rec: QueuedRequest, pool: RunnerPool, remaining: float | None) -> Lease | None:
-        """Wait for a runner unless a normal-priority request queues up meanwhile (then None)."""
-        acquiring = asyncio.ensure_future(pool.acquire(rec.id, start_timeout=remaining, hint=rec.runner_hint))
-        normal = asyncio.ensure_future(self._normal_present(rec.alias).wait())
-        try:
-            await asyncio.wait({acquiring, normal}, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            # Cancelled (the request, or the gateway closing) after the pool granted the runner but
-            # before this task resumed: nobody else holds that lease, so hand it back.
-            if acquiring.done() and not acquiring.cancelled() and acquiring.exception() is None:
-                await pool.release(acquiring.result(), "ok")
-            raise
-        finally:
-            normal.cancel()
-            if not acquiring.done():
-                acquiring.cancel()
-        try:
-            return await acquiring
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
-            return None
+        return await self._order.acquire_low(rec, pool, remaining)
 
     def _finish(
         self,
@@ -413,36 +336,34 @@ class QueueManager:
         *,
         status: int = 0,
         headers: Headers | None = None,
-        body: bytes = b"",
+        body: Body = EMPTY,
         error: PlatformError | None = None,
     ) -> None:
         if rec.status == COMPLETED:
             return
-        rec.finished = time.monotonic()
+        rec.finished = time.time()
         if error is not None:
             rec.response_status = error.status
             rec.response_headers = [(b"content-type", b"application/json"), *error.response_headers(rec.id)[2:]]
-            rec.response_body = error.encode()
+            rec.response_body = Body.of(error.encode())
             rec.error, rec.error_type = error.detail, error.error_type
         else:
             rec.response_status = status
             rec.response_headers = list(headers or [])
             rec.response_body = body
             if status >= 400:
-                rec.error = _error_text(body, status)
-                runner_type = _header(rec.response_headers, b"x-fal-error-type")
-                if runner_type is not None:
-                    rec.error_type = runner_type.decode("latin-1")
-                elif status == 499:
-                    rec.error_type = "client_cancelled"
-                elif status >= 500:
-                    rec.error_type = "runner_server_error"
+                rec.error, rec.error_type = runner_error(status, rec.response_headers, body)
         rec.status = COMPLETED
-        rec.body = b""  # the input is not needed any more; the result is kept for the result endpoint
+        stored = to_stored(rec, self.gateway.clock)
+        rec.body = EMPTY  # the input is not needed any more; the store removes its file
+        rec.stored_logs = len(rec.logs)
         rec.touch()
+        if self._paused and not self._closing and rec.started is not None:
+            self._stop_counts["finished"] += 1
+        self.store.completed(stored, on_commit=lambda: self._forget_later(rec))
         recorder = self.gateway.recorder
         if recorder is not None and rec.store_io:
-            recorder.response_body(rec.id, rec.response_headers, rec.response_body)
+            recorder.response_body(rec.id, rec.response_headers, _preview(rec.response_body))
         ran = rec.started is not None and rec.runner is not None
         begun = rec.started if rec.started is not None else rec.submitted
         seconds = rec.finished - begun
@@ -460,12 +381,23 @@ class QueueManager:
                 queue_wait=(begun - rec.submitted) if ran else seconds,
             )
         )
-        self._finished[rec.id] = None
-        while len(self._finished) > KEEP_FINISHED:
-            old, _ = self._finished.popitem(last=False)
-            self._requests.pop(old, None)
         if rec.webhook and not self._closing:
-            self._spawn(self._post_webhook(rec))
+            self._spawn(post_webhook(self.gateway, rec))
+
+    def _forget_later(self, rec: QueuedRequest) -> None:
+        """The result is committed: after the runner's last log lines, the store alone keeps the request."""
+        if self._closing:
+            return
+        asyncio.get_running_loop().call_later(KEEP_IN_MEMORY, self._forget, rec)
+
+    def _forget(self, rec: QueuedRequest) -> None:
+        if self._closing or self._requests.get(rec.id) is not rec:
+            return
+        if len(rec.logs) != rec.stored_logs:  # lines that came after the result: store them first
+            rec.stored_logs = len(rec.logs)
+            self.store.logs(rec.id, list(rec.logs), on_commit=lambda: self._forget(rec))
+            return
+        del self._requests[rec.id]
 
     # -- cancel --------------------------------------------------------------------------------------
     def cancel(self, rec: QueuedRequest) -> tuple[int, str]:
@@ -499,83 +431,12 @@ class QueueManager:
                     resp.release()
 
     # -- logs ------------------------------------------------------------------------------------------
-    def _attach(self, rec: QueuedRequest) -> None:
-        assert rec.runner is not None
-        self._on_runner.setdefault(rec.runner, []).append(rec)
-        self._recent.pop(rec.runner, None)
-
-    def _detach(self, rec: QueuedRequest) -> None:
-        runner = rec.runner
-        if runner is None:
-            return
-        active = self._on_runner.get(runner, [])
-        if rec in active:
-            active.remove(rec)
-        if not active:
-            self._on_runner.pop(runner, None)
-        now = time.monotonic()
-        _, recent = self._recent.get(runner, (now, []))
-        self._recent[runner] = (now, [*recent[-7:], rec])
-
     def wants_logs(self, runner: str) -> bool:
         """Whether a queued request may take this runner's log lines now (callable from any thread)."""
-        return runner in self._on_runner or runner in self._recent
+        return self._logs.wants(runner)
 
     def runner_log(self, runner: str, line: str, stream: str, ts: float) -> None:
-        targets = self._on_runner.get(runner)
-        if not targets:
-            recent = self._recent.get(runner)
-            if recent is None or time.monotonic() - recent[0] > LOG_GRACE_SECONDS:
-                return
-            targets = recent[1]
-        entry: dict[str, Any] = {
-            "timestamp": dt.datetime.fromtimestamp(ts, tz=dt.UTC).isoformat(),
-            "message": line,
-            "level": "STDERR" if stream == "stderr" else "STDOUT",
-            "source": "USER",
-            "labels": {},
-        }
-        for rec in targets:
-            if len(rec.logs) < MAX_LOG_ENTRIES:
-                rec.logs.append(entry)
-                rec.touch()
-
-    # -- webhooks --------------------------------------------------------------------------------------
-    def webhook_payload(self, rec: QueuedRequest) -> dict[str, Any]:
-        payload: dict[str, Any] = {"request_id": rec.id, "gateway_request_id": rec.id}
-        status = rec.response_status or 0
-        try:
-            parsed: Any = json.loads(rec.response_body) if rec.response_body else None
-            payload_error = None
-        except ValueError:
-            parsed, payload_error = None, "Response payload is not valid JSON"
-        if 200 <= status < 300 and rec.error is None:
-            payload["status"] = "OK"
-        else:
-            payload["status"] = "ERROR"
-            payload["error"] = f"Invalid status code: {status}"
-        payload["payload"] = parsed
-        if payload_error is not None:
-            payload["payload_error"] = payload_error
-        return payload
-
-    async def _post_webhook(self, rec: QueuedRequest) -> None:
-        assert rec.webhook is not None
-        data = json.dumps(self.webhook_payload(rec)).encode()
-        delay = 0.5
-        last = ""
-        for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
-            try:
-                status = await self.gateway.post_json(rec.webhook, data)
-                if 200 <= status < 300:
-                    return
-                last = f"status {status}"
-            except Exception as exc:
-                last = type(exc).__name__
-            if attempt < WEBHOOK_ATTEMPTS:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-        self.gateway.emit(Notice(rec.alias, level="warning", message=f"webhook for request {rec.id} failed: {last}"))
+        self._logs.line(runner, line, stream, ts)
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def _spawn(self, coro: Any) -> None:
@@ -583,52 +444,60 @@ class QueueManager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def pause(self) -> None:
+        """Stop handing queued requests to runners (falemu up is stopping); requests in flight go on."""
+        if self._paused:
+            return
+        self._paused = True
+        for rec in list(self._requests.values()):
+            if rec.status == IN_QUEUE and rec.task is not None and not rec.task.done():
+                rec.task.cancel()
+
     async def aclose(self) -> None:
+        """Stop: requests in flight get their app's grace period, then the store has the rest."""
+        self.pause()
+        store = self._store
+        if store is not None and store.durable:
+            grace = max(
+                (self._grace(rec.alias) for rec in self._requests.values() if rec.status == IN_PROGRESS), default=0.0
+            )
+            deadline = time.monotonic() + grace
+            while (pending := [t for t in self._tasks if not t.done()]) and (left := deadline - time.monotonic()) > 0:
+                # Requests in flight, and the webhooks of those that finish meanwhile.
+                await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
         self._closing = True
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        if store is None:
+            return
+        for rec in self._requests.values():
+            if rec.status == COMPLETED and len(rec.logs) != rec.stored_logs:
+                store.logs(rec.id, list(rec.logs))
+        await asyncio.to_thread(store.flush)
+        if store.durable:
+            counts = await asyncio.to_thread(store.counts)
+            self.gateway.emit(
+                QueueStopped(
+                    "",
+                    queued=sum(counts.queued.values()) + sum(counts.in_progress.values()),
+                    requeued=self._stop_counts["requeued"],
+                    failed=self._stop_counts["failed"],
+                    finished=self._stop_counts["finished"],
+                    results=counts.completed,
+                    folder=str(store.folder),
+                )
+            )
+        if self._own_store:
+            await asyncio.to_thread(store.close)
+
+    def _grace(self, alias: str) -> float:
+        gapp = self.gateway.apps.get(alias)
+        return float(gapp.config.scaling.termination_grace_period_seconds) if gapp is not None else 0.0
 
 
-# The retry condition of a platform error a fault answers (falemu.chaos): 503 and 504 as fal's queue
-# retries them, 429 re-queued ("the request waits and retries automatically").
-INJECTED_RETRY = {503: "server_error", 504: "timeout", 429: "rate_limited"}
-
-
-class _Injected(Exception):
-    def __init__(self, status: int, error_type: str | None, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.error_type = error_type
-        self.detail = detail
-
-
-def _retry_budget(retry_config: Any) -> dict[str, int]:
-    """``retry_config = {server_error = {retries = 2}}`` -> at most 3 attempts for that condition."""
-    budget: dict[str, int] = {}
-    if isinstance(retry_config, dict):
-        for cond, value in retry_config.items():
-            if isinstance(value, dict) and isinstance(value.get("retries"), int):
-                budget[str(cond)] = value["retries"] + 1
-    return budget
-
-
-def _header(headers: Headers, name: bytes) -> bytes | None:
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
-
-
-def _error_text(body: bytes, status: int) -> str:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        text = body.decode("utf-8", "replace").strip()
-        return text[:1000] or f"Invalid status code: {status}"
-    if isinstance(data, dict) and "detail" in data:
-        detail = data["detail"]
-        return detail if isinstance(detail, str) else json.dumps(detail)
-    return json.dumps(data)[:1000]
+def _preview(body: Body) -> bytes:
+    """A body for the request history: all of it when in memory, its start when in a file."""
+    return body.data if not body.in_file else body.head(RECORDED_HEAD)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus
 
 from falemu.gateway.apps import GatewayApp
-from falemu.gateway.asgi import Receive, Scope, Send, logs_param, read_body, send_json, server_host, start_timeout
+from falemu.gateway.asgi import Done, Receive, Scope, Send, logs_param, send_json, server_host, start_timeout
+from falemu.gateway.body import body_timeout_error, too_large_error
 from falemu.gateway.errors import PlatformError
 from falemu.gateway.headers import Incoming
 from falemu.gateway.queue import COMPLETED, QueuedRequest
+from falemu.queue import Body, BodyTooLarge, Spool
 
 if TYPE_CHECKING:
     from falemu.gateway.app import Gateway
@@ -55,6 +58,7 @@ async def route(
                 await status_stream(gateway, send, rec, with_logs)
             else:
                 await result(send, rec)
+                gateway.queue.fetched(rec)
             return
         raise PlatformError(f"Method {method} not allowed here", "bad_request", status=405)
     if method != "POST":
@@ -75,7 +79,10 @@ async def submit(
     prefix: str,
 ) -> None:
     webhook, rest_query = split_webhook(scope.get("query_string", b"").decode("latin-1"))
-    body = await read_body(receive)
+    limit = gateway.max_body
+    if incoming.content_length is not None and incoming.content_length > limit:
+        raise body_too_large(limit)  # before reading any of it (and before a 100 Continue)
+    body = await read_spooled(receive, gateway.queue.spool(request_id, limit), gateway.body_timeout)
     owner, alias = gateway.owner, gapp.config.alias
     target = ("/" + sub).encode()
     if rest_query:
@@ -104,7 +111,7 @@ async def submit(
         webhook=webhook,
         store_io=incoming.store_io,
     )
-    position = gateway.queue.submit(rec)
+    position = await gateway.queue.submit(rec)
     await send_json(
         send,
         200,
@@ -113,13 +120,58 @@ async def submit(
     )
 
 
+def body_too_large(limit: int) -> PlatformError:
+    """413 for a queue submit: the sync path's words (falemu.gateway.body), with fal's ``bad_request``."""
+    error = too_large_error(limit)
+    return PlatformError(error.detail, "bad_request", status=413)
+
+
+async def read_spooled(receive: Receive, spool: Spool, timeout: float | None) -> Body:
+    """The request body into ``spool`` (memory, then a file of the queue's store) as it arrives: 413
+    past its limit, 408 when it stops arriving for ``timeout`` seconds, as on the sync path."""
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout) as deadline:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise Done()
+                spool.write(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return spool.finish()
+                if timeout is not None:
+                    deadline.reschedule(loop.time() + timeout)
+    except BodyTooLarge as exc:
+        raise body_too_large(exc.limit) from None
+    except TimeoutError:
+        spool.discard()
+        raise body_timeout_error(timeout or 0) from None
+    except BaseException:
+        spool.discard()
+        raise
+
+
 async def result(send: Send, rec: QueuedRequest) -> None:
     if rec.status != COMPLETED:
         raise PlatformError("Request is still in progress", "bad_request", status=400)
     headers = [(k, v) for k, v in rec.response_headers if k not in _RESULT_DROP]
     headers.append((b"x-fal-request-id", rec.id.encode()))
+    body = rec.response_body
+    if not body.in_file:
+        await send({"type": "http.response.start", "status": rec.response_status or 500, "headers": headers})
+        await send({"type": "http.response.body", "body": body.data})
+        return
+    headers.append((b"content-length", str(body.size).encode()))
+    try:
+        chunks = body.chunks()
+        first = await anext(chunks, b"")
+    except FileNotFoundError:
+        raise PlatformError("Request not found", status=404) from None  # purged meanwhile
     await send({"type": "http.response.start", "status": rec.response_status or 500, "headers": headers})
-    await send({"type": "http.response.body", "body": rec.response_body})
+    await send({"type": "http.response.body", "body": first, "more_body": True})
+    async for chunk in chunks:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def status_stream(gateway: Gateway, send: Send, rec: QueuedRequest, with_logs: bool) -> None:

@@ -34,6 +34,7 @@ class StoredRequest:
     runner_hint: str | None = None
     start_deadline: float | None = None
     webhook: str | None = None
+    store_io: bool = True  # False: the caller asked that input and output stay out of request history
     body: Body = EMPTY
     status: str = IN_QUEUE
     attempts: int = 0

@@ -62,6 +62,7 @@ def insert(conn: sqlite3.Connection, req: StoredRequest) -> None:
         "runner_hint": req.runner_hint,
         "start_deadline": req.start_deadline,
         "webhook": req.webhook,
+        "store_io": req.store_io,
     }
     body = req.body
     conn.execute(

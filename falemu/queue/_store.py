@@ -251,6 +251,7 @@ class QueueStore:
             runner_hint=meta.get("runner_hint"),
             start_deadline=meta.get("start_deadline"),
             webhook=meta.get("webhook"),
+            store_io=bool(meta.get("store_io", True)),
             body=self._body(row["body"], row["body_file"], row["body_size"]),
             status=row["status"],
             attempts=row["attempts"],

@@ -16,6 +16,7 @@ from falemu.config.model import AppConfig, AppShape, ScalingConfig
 from falemu.config.settings import Settings
 from falemu.emulator import Emulator
 from falemu.gateway.queue import QueuedRequest, QueueManager
+from falemu.queue import EMPTY
 from falemu.runtime.base import PreparedApp, RunnerSpec
 from falemu.runtime.fake import FakeRuntime
 from falemu.scaling.controller import AppController
@@ -82,7 +83,7 @@ def test_low_priority_request_cancelled_as_its_runner_is_granted_gives_the_lease
             queue = QueueManager(None)  # type: ignore[arg-type]  # _acquire_low needs no gateway
             rec = QueuedRequest(
                 id="low", alias="greeter", owner="local", method="POST", target=b"/", endpoint="local/greeter/",
-                headers=[], body=b"", caller=None, base_url="", seq=1, priority="low",
+                headers=[], body=EMPTY, caller=None, base_url="", seq=1, priority="low",
             )  # fmt: skip
             task = asyncio.create_task(queue._acquire_low(rec, pool, None))
             pool.on_grant = task.cancel  # the request is cancelled just as the runner is handed to it
@@ -110,7 +111,7 @@ def test_status_waits_that_time_out_leave_nothing_behind() -> None:
     async def main() -> None:
         rec = QueuedRequest(
             id="r", alias="greeter", owner="local", method="POST", target=b"/", endpoint="local/greeter/",
-            headers=[], body=b"", caller=None, base_url="", seq=1,
+            headers=[], body=EMPTY, caller=None, base_url="", seq=1,
         )  # fmt: skip
         for _ in range(3):  # an SSE status stream on a request that does not change for a while
             await rec.changed(rec.version, timeout=0.01)

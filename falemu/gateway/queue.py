@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import itertools
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from falemu.errors import RunnerError
@@ -45,7 +46,7 @@ from falemu.gateway.queue_order import QueueOrder
 from falemu.gateway.queue_record import COMPLETED, IN_PROGRESS, IN_QUEUE, QueuedRequest, from_stored, to_stored
 from falemu.gateway.queue_webhooks import post_webhook
 from falemu.gateway.upstream import Headers, UpstreamError
-from falemu.queue import EMPTY, Body, QueueStore, Spool
+from falemu.queue import EMPTY, RESULT_RETENTION, Body, QueueStore, Spool
 from falemu.scaling.pool import Lease, RequestStartTimeout, RunnerPool
 
 if TYPE_CHECKING:
@@ -55,7 +56,11 @@ __all__ = ["COMPLETED", "IN_PROGRESS", "IN_QUEUE", "QueueManager", "QueuedReques
 
 MAX_ATTEMPTS = 10
 LOW_PRIORITY = 1 << 48  # added to a low-priority request's seq: it sorts after every normal one
-KEEP_IN_MEMORY = 1.5  # seconds a completed request stays in memory (late log lines), then the store has it
+# Completed requests stay in memory (for late log lines and quick polls) at most this many, with at
+# most this many bytes of results among them, for at most this long; the store has them all.
+KEEP_FINISHED = 10_000
+KEEP_FINISHED_BYTES = 32 * 1024 * 1024
+KEEP_FINISHED_SECONDS = 60.0
 RECORDED_HEAD = 64 * 1024  # what the request history gets of a body kept in a file (it keeps no more)
 STOPPED_EARLY = "falemu up stopped while the request ran on its runner, and it may not run again"
 
@@ -67,7 +72,9 @@ class QueueManager:
         self.gateway = gateway
         self._store = store
         self._own_store = False
-        self._requests: dict[str, QueuedRequest] = {}
+        self._requests: dict[str, QueuedRequest] = {}  # not completed, or completed moments ago
+        self._finished: OrderedDict[str, QueuedRequest] = OrderedDict()  # the latter, oldest first
+        self._finished_bytes = 0
         self._order = QueueOrder()
         self._seq = itertools.count()
         self._logs = RequestLogs()
@@ -117,6 +124,8 @@ class QueueManager:
     # -- lookups ---------------------------------------------------------------------------------
     def get(self, request_id: str, alias: str) -> QueuedRequest | None:
         rec = self._requests.get(request_id)
+        if rec is not None and rec.expires is not None and rec.expires < time.time():
+            return None  # its retention ended (the store drops it at its next purge)
         if rec is None:
             stored = self.store.get(request_id)
             if stored is None or stored.status != COMPLETED:
@@ -146,13 +155,17 @@ class QueueManager:
         return 200, body
 
     def fetched(self, rec: QueuedRequest) -> None:
-        """The result was fetched by id: the store keeps it longer."""
-        self.store.fetched(rec.id)
+        """The result was fetched by id: the store keeps it an hour from now (written at most once a minute)."""
+        now = time.time()
+        if rec.expires is not None and rec.expires - now > RESULT_RETENTION - 60:
+            return
+        rec.expires = now + RESULT_RETENTION
+        self.store.fetched(rec.id, now)
 
     # -- submit ------------------------------------------------------------------------------------
     def spool(self, request_id: str, limit: int | None) -> Spool:
         """Where a submit's body goes as it arrives: memory, then a file of the store past 64 KiB."""
-        return Spool(self.store.bodies / f"{request_id}.in", limit=limit)
+        return Spool(self.store.bodies, f"{request_id}.in", limit=limit)
 
     async def submit(self, rec: QueuedRequest) -> int:
         """Store the request (acknowledged once committed) and queue it; returns its queue position."""
@@ -299,7 +312,7 @@ class QueueManager:
             )
 
             timeout = float(config.scaling.request_timeout) if config.scaling.request_timeout else None
-            spool = Spool(self.store.bodies / f"{rec.id}.out")
+            spool = Spool(self.store.bodies, f"{rec.id}.out")
             attempt = Attempt()
             try:
                 attempt = await exchange(gw, gapp, rec, lease, spool, timeout)
@@ -342,6 +355,7 @@ class QueueManager:
         if rec.status == COMPLETED:
             return
         rec.finished = time.time()
+        rec.expires = rec.finished + RESULT_RETENTION
         if error is not None:
             rec.response_status = error.status
             rec.response_headers = [(b"content-type", b"application/json"), *error.response_headers(rec.id)[2:]]
@@ -360,7 +374,7 @@ class QueueManager:
         rec.touch()
         if self._paused and not self._closing and rec.started is not None:
             self._stop_counts["finished"] += 1
-        self.store.completed(stored, on_commit=lambda: self._forget_later(rec))
+        self.store.completed(stored, on_commit=lambda: self._kept(rec))
         recorder = self.gateway.recorder
         if recorder is not None and rec.store_io:
             recorder.response_body(rec.id, rec.response_headers, _preview(rec.response_body))
@@ -384,16 +398,30 @@ class QueueManager:
         if rec.webhook and not self._closing:
             self._spawn(post_webhook(self.gateway, rec))
 
-    def _forget_later(self, rec: QueuedRequest) -> None:
-        """The result is committed: after the runner's last log lines, the store alone keeps the request."""
-        if self._closing:
-            return
-        asyncio.get_running_loop().call_later(KEEP_IN_MEMORY, self._forget, rec)
-
-    def _forget(self, rec: QueuedRequest) -> None:
+    def _kept(self, rec: QueuedRequest) -> None:
+        """The result is committed: the request stays in memory a while (late log lines, quick polls)."""
         if self._closing or self._requests.get(rec.id) is not rec:
             return
-        if len(rec.logs) != rec.stored_logs:  # lines that came after the result: store them first
+        self._finished[rec.id] = rec
+        self._finished_bytes += len(rec.response_body.data)
+        now = time.time()
+        while self._finished:
+            oldest = next(iter(self._finished.values()))
+            if (
+                len(self._finished) <= KEEP_FINISHED
+                and self._finished_bytes <= KEEP_FINISHED_BYTES
+                and now - (oldest.finished or now) < KEEP_FINISHED_SECONDS
+            ):
+                break
+            del self._finished[oldest.id]
+            self._finished_bytes -= len(oldest.response_body.data)
+            self._forget(oldest)
+
+    def _forget(self, rec: QueuedRequest) -> None:
+        """From now on the store alone has the completed request."""
+        if self._requests.get(rec.id) is not rec:
+            return
+        if len(rec.logs) != rec.stored_logs and not self._closing:  # lines that came after the result
             rec.stored_logs = len(rec.logs)
             self.store.logs(rec.id, list(rec.logs), on_commit=lambda: self._forget(rec))
             return

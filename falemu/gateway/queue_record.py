@@ -54,6 +54,7 @@ class QueuedRequest:
     response_body: Body = EMPTY
     error: str | None = None
     error_type: str | None = None
+    expires: float | None = None  # when the store drops the completed request
     cancel_requested: bool = False
     task: asyncio.Task[None] | None = None
     version: int = 0
@@ -179,4 +180,5 @@ def from_stored(stored: StoredRequest, owner: str, clock: Clock) -> QueuedReques
         rec.response_body = stored.result.body
         rec.error = stored.result.error
         rec.error_type = stored.result.error_type
+        rec.expires = stored.expires_at
     return rec

@@ -81,19 +81,24 @@ class BodyTooLarge(Exception):
 
 
 class Spool:
-    """Collects a body as it arrives: memory up to ``threshold`` bytes, then the file ``path``.
+    """Collects a body as it arrives: memory up to ``threshold`` bytes, then the file ``folder/name``.
 
     ``limit`` (bytes, None for none) is checked on every write: the write that passes it raises
     :class:`BodyTooLarge` and the spool is discarded.
     """
 
-    def __init__(self, path: Path, *, threshold: int = SPILL_THRESHOLD, limit: int | None = None) -> None:
-        self.path = path
+    def __init__(self, folder: Path, name: str, *, threshold: int = SPILL_THRESHOLD, limit: int | None = None) -> None:
+        self.folder = folder
+        self.name = name
         self.threshold = threshold
         self.limit = limit
         self.size = 0
         self._parts: list[bytes] = []
         self._file: BinaryIO | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.folder / self.name
 
     def write(self, chunk: bytes) -> None:
         if not chunk:
@@ -106,7 +111,7 @@ class Spool:
             self._parts.append(chunk)
             if self.size <= self.threshold:
                 return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.folder.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "wb")  # noqa: SIM115 - closed in finish() or discard()
             parts, self._parts = self._parts, []
             self._file.writelines(parts)

@@ -1,12 +1,13 @@
 """The queue's durable store: one SQLite database (WAL) plus a folder of large bodies.
 
 Writes go through one writer thread that commits them in batches: whatever is waiting when it wakes
-up shares one transaction, so a burst of submits costs a few commits, not one each. ``synchronous =
-NORMAL`` makes a commit a write to the WAL file without an fsync: a commit survives falemu being
-killed (the OS has it), and only a crash of the machine itself can lose the last commits. A submit
-waits for its commit before it is acknowledged (:meth:`QueueStore.add` returns an awaitable);
-progress and results are written without waiting, and :meth:`QueueStore.flush` (called on every stop)
-waits for all of them.
+up shares one transaction, so a burst of submits costs a few commits, not one each. A submit waits
+for its commit before it is acknowledged (:meth:`QueueStore.add` returns an awaitable) and wakes the
+writer at once; progress and results are written without anyone waiting, at most :data:`LINGER`
+seconds later, many in one transaction and one wake-up of the writer. :meth:`QueueStore.flush`
+(called on every stop) waits for all of them. ``synchronous = NORMAL`` makes a commit a write to the
+WAL file without an fsync: a commit survives falemu being killed (the OS has it), and only a crash of
+the machine itself can lose the last commits.
 
 Reads (:meth:`get`, :meth:`open_requests`, :meth:`counts`) use a second connection and never wait
 for the writer. Completed requests are kept :data:`RESULT_RETENTION` seconds after they complete, or
@@ -17,6 +18,7 @@ every minute.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -48,6 +50,7 @@ from falemu.queue._sql import RESULT_RETENTION, SCHEMA, SCHEMA_VERSION
 
 PURGE_EVERY = 60.0
 BATCH = 1024  # writes committed in one transaction at most
+LINGER = 0.02  # seconds writes nobody waits for may wait for company before their commit
 DATABASE = "queue.sqlite3"
 
 
@@ -103,7 +106,11 @@ class QueueStore:
                 hint="move that folder away to start with an empty queue",
             ) from None
         self._read_lock = threading.Lock()
-        self._ops: queue.SimpleQueue[_Op] = queue.SimpleQueue()
+        self._ops: collections.deque[_Op] = collections.deque()  # appended by anyone, taken by the writer
+        self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()  # a token wakes the writer
+        self._idle = False  # the writer sleeps until woken: any write wakes it
+        self._urgent = 0  # writes someone waits for, appended so far ...
+        self._urgent_taken = 0  # ... and taken by the writer
         self._closed = False
         self._now = now
         self._purged = 0.0
@@ -142,7 +149,7 @@ class QueueStore:
             else:
                 fut.set_exception(exc)
 
-        self._put(sql.insert, (req,), (loop, notify))
+        self._put(sql.insert, (req,), (loop, notify), urgent=True)
         return fut
 
     def started(self, request_id: str, attempts: int, runner: str, started_at: float) -> None:
@@ -180,13 +187,21 @@ class QueueStore:
         if self._closed:
             return False
         done = threading.Event()
-        self._ops.put(_Op(sql.noop, (), done))
+        self._put(sql.noop, (), done, urgent=True)
         return done.wait(timeout)
 
-    def _put(self, fn: Callable[..., Any], args: tuple[Any, ...], notify: Any = None) -> None:
+    def _put(self, fn: Callable[..., Any], args: tuple[Any, ...], notify: Any = None, *, urgent: bool = False) -> None:
+        """Hand a write to the writer. Only an urgent one (someone waits for its commit) wakes it at
+        once; the others are taken within :data:`LINGER` seconds, many per wake-up, so the writer does
+        not compete with the gateway's thread for the GIL on every request."""
         if self._closed:
             raise FalemuError("the queue store is closed")
-        self._ops.put(_Op(fn, args, notify))
+        self._ops.append(_Op(fn, args, notify))
+        if urgent:
+            self._urgent += 1
+            self._wake.put(None)
+        elif self._idle:
+            self._wake.put(None)
 
     # -- reads ----------------------------------------------------------------------------------------
     def get(self, request_id: str) -> StoredRequest | None:
@@ -283,17 +298,10 @@ class QueueStore:
     def _write_loop(self) -> None:
         conn = self._writer
         while True:
-            try:
-                first = self._ops.get(timeout=PURGE_EVERY)
-            except queue.Empty:
+            batch = self._gather()
+            if not batch:
                 self._maybe_purge()
                 continue
-            batch = [first]
-            while len(batch) < BATCH:
-                try:
-                    batch.append(self._ops.get_nowait())
-                except queue.Empty:
-                    break
             stop = False
             after: list[Callable[[], None]] = []
             failed: BaseException | None = None
@@ -320,6 +328,35 @@ class QueueStore:
             if stop:
                 return
             self._maybe_purge()
+
+    def _gather(self) -> list[_Op]:
+        """The writes of the next transaction: when nothing waits, sleep until a write comes (or the
+        next purge); unless someone waits for a commit, give others :data:`LINGER` seconds to join."""
+        ops = self._ops
+        if not ops:
+            self._idle = True
+            if not ops:  # a write appended after this check sees _idle and wakes this thread
+                self._sleep(PURGE_EVERY)
+            self._idle = False
+        self._drain_wakes()
+        if ops and self._urgent == self._urgent_taken:
+            self._sleep(LINGER)  # an urgent write cuts this short
+            self._drain_wakes()
+        batch: list[_Op] = []
+        urgent = self._urgent  # those appended from here on wake the next round at once
+        while ops and len(batch) < BATCH:
+            batch.append(ops.popleft())
+        self._urgent_taken = urgent
+        return batch
+
+    def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(queue.Empty):
+            self._wake.get(timeout=seconds)
+
+    def _drain_wakes(self) -> None:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._wake.get_nowait()
 
     def _notify(self, batch: list[_Op], failed: BaseException | None) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[Notify]] = {}
@@ -386,7 +423,9 @@ class QueueStore:
         if self._closed:
             return
         self._closed = True
-        self._ops.put(_STOP)
+        self._ops.append(_STOP)
+        self._urgent += 1
+        self._wake.put(None)
         self._thread.join(60)
         with self._read_lock:
             self._reader.close()
@@ -416,4 +455,4 @@ def _run_all(fns: list[Notify], failed: BaseException | None) -> None:
         fn(failed)
 
 
-_STOP = _Op(sql.noop, ())  # ends the writer thread after the writes before it
+_STOP = _Op(sql.noop, (), threading.Event())  # ends the writer thread after the writes before it

@@ -122,7 +122,7 @@ def test_large_bodies_wait_in_files_and_reach_the_runner_and_the_caller_intact(
         assert result.json()["body"] == text
         assert int(result.headers["content-length"]) == len(result.content)
         assert (store.bodies / f"{big['request_id']}.out").exists()  # the large result is a file too
-        assert not spilled.exists()  # the input goes once the request completed
+        wait_for(lambda: not spilled.exists())  # the input goes once the completion is committed
     finally:
         harness.close()
         store.close()

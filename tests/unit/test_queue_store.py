@@ -60,9 +60,9 @@ def completed(req: StoredRequest, result: Body, finished: float) -> StoredReques
 
 def test_requests_and_results_survive_a_reopen(tmp_path: Path) -> None:
     store = QueueStore.open(tmp_path / "store", now=lambda: 1030.0)
-    big_in = Spool(store.bodies / "b.in", threshold=16)
+    big_in = Spool(store.bodies, "b.in", threshold=16)
     big_in.write(b"x" * 1000)
-    big_out = Spool(store.bodies / "a.out", threshold=16)
+    big_out = Spool(store.bodies, "a.out", threshold=16)
     big_out.write(b"y" * 5000)
 
     async def fill(store: QueueStore) -> None:
@@ -107,7 +107,7 @@ def test_requests_and_results_survive_a_reopen(tmp_path: Path) -> None:
 def test_results_expire_an_hour_after_completion_or_after_the_last_fetch(tmp_path: Path) -> None:
     clock = {"now": 1000.0}
     store = QueueStore.open(tmp_path / "s", now=lambda: clock["now"])
-    spool = Spool(store.bodies / "kept.out", threshold=1)
+    spool = Spool(store.bodies, "kept.out", threshold=1)
     spool.write(b"big result")
     result_file = spool.finish()
 
@@ -195,13 +195,13 @@ def test_files_no_request_refers_to_are_removed_at_open(tmp_path: Path) -> None:
 
 
 def test_spool_keeps_small_bodies_in_memory_and_spills_large_ones(tmp_path: Path) -> None:
-    small = Spool(tmp_path / "small", threshold=10)
+    small = Spool(tmp_path, "small", threshold=10)
     small.write(b"12345")
     body = small.finish()
     assert (body.in_file, body.data, len(body)) == (False, b"12345", 5)
     assert not (tmp_path / "small").exists()
 
-    large = Spool(tmp_path / "large", threshold=10)
+    large = Spool(tmp_path, "large", threshold=10)
     for _ in range(4):
         large.write(b"123456")
     body = large.finish()
@@ -214,7 +214,7 @@ def test_spool_keeps_small_bodies_in_memory_and_spills_large_ones(tmp_path: Path
 
     assert asyncio.run(parts()) == [b"1234561234", b"5612345612", b"3456"]
 
-    limited = Spool(tmp_path / "limited", threshold=10, limit=20)
+    limited = Spool(tmp_path, "limited", threshold=10, limit=20)
     limited.write(b"x" * 15)
     with pytest.raises(BodyTooLarge):
         limited.write(b"x" * 6)

@@ -6,8 +6,10 @@ same store. Runners are the probe (:mod:`falemu.gateway.probe`), which records e
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from falemu.config.settings import Settings
 from falemu.events import QueueResumed, QueueStopped
 from falemu.gateway.harness import GatewayHarness
 from falemu.gateway.keys import KeyStore
-from falemu.queue import QueueStore
+from falemu.queue import Body, QueueStore, StoredRequest
 
 Q = "/queue/local"
 
@@ -173,3 +175,38 @@ def test_a_chunked_submit_is_413_once_it_passes_the_limit(limited: str, client: 
     assert resp.headers["x-fal-error-type"] == "bad_request"
     at_limit = client.post(f"{limited}{Q}/echo/big", content=b"x" * 1024 * 1024)
     assert at_limit.status_code == 200  # the limit itself is allowed
+
+
+def test_requests_in_progress_when_falemu_was_killed_run_again_unless_they_may_not(
+    keys: KeyStore, client: httpx.Client, tmp_path: Path
+) -> None:
+    def stored(rid: str, seq: int, no_retry: bool) -> StoredRequest:
+        return StoredRequest(
+            id=rid, app="echo", seq=seq, method="POST", target=b"/again", endpoint="local/echo/again",
+            headers=[(b"content-type", b"application/json")], base_url=f"http://old{Q}/echo/requests/{rid}",
+            submitted_at=time.time(), no_retry=no_retry, body=Body.of(b'{"again": true}'),
+        )  # fmt: skip
+
+    async def killed_while_running(store: QueueStore) -> None:  # what a SIGKILL leaves in the store
+        await asyncio.gather(store.add(stored("retried", 1, False)), store.add(stored("final", 2, True)))
+        store.started("retried", 1, "gone-runner", time.time())
+        store.started("final", 1, "gone-runner", time.time())
+
+    with QueueStore.open(tmp_path / "queue") as store:
+        asyncio.run(killed_while_running(store))
+
+    harness = GatewayHarness(keys)
+    store = QueueStore.open(tmp_path / "queue")
+    try:
+        url = harness.serve([app_config("echo")], queue_store=store)
+        (resumed,) = harness.events_of(QueueResumed)
+        assert (resumed.queued, resumed.failed) == (1, 1)
+        again = completed(client, f"{url}{Q}/echo/requests/retried/status")
+        assert "error" not in again
+        assert json.loads(client.get(f"{url}{Q}/echo/requests/retried").json()["body"]) == {"again": True}
+        final = completed(client, f"{url}{Q}/echo/requests/final/status")
+        assert final["error_type"] == "runner_disconnected"  # x-fal-no-retry: it may have run already
+        assert calls(harness, "/again") == ["retried"]
+    finally:
+        harness.close()
+        store.close()

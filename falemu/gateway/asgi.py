@@ -98,17 +98,6 @@ def server_host(scope: Scope) -> str:
     return f"{host}:{port}"
 
 
-async def read_body(receive: Receive) -> bytes:
-    parts: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise Done()
-        parts.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(parts)
-
-
 async def send_json(send: Send, status: int, body: Any, request_id: str, extra: Headers | None = None) -> None:
     data = json.dumps(body).encode()
     headers: Headers = [

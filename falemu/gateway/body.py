@@ -32,13 +32,16 @@ def too_large_error(limit: int) -> PlatformError:
     """413: the body is larger than the gateway takes. The connection stays open: what the caller still
     sends of the body is read and dropped, so a caller that writes its whole body before reading gets the
     answer instead of a reset connection."""
-    return PlatformError(f"Request body is larger than {limit >> 20} MB (falemu's max_body_mb setting)", status=413)
+    return PlatformError(
+        f"Request body is larger than {limit >> 20} MB (falemu's max_body_mb setting)", "bad_request", status=413
+    )
 
 
 def body_timeout_error(seconds: float) -> PlatformError:
     """408: the body stopped arriving; the connection closes after the answer."""
     return PlatformError(
         f"The request body stopped arriving for {seconds:g} seconds (falemu's body_timeout setting)",
+        "bad_request",
         status=408,
         headers=_CLOSE,
     )

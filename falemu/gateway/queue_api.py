@@ -81,7 +81,7 @@ async def submit(
     webhook, rest_query = split_webhook(scope.get("query_string", b"").decode("latin-1"))
     limit = gateway.max_body
     if incoming.content_length is not None and incoming.content_length > limit:
-        raise body_too_large(limit)  # before reading any of it (and before a 100 Continue)
+        raise too_large_error(limit)  # before reading any of it (and before a 100 Continue)
     body = await read_spooled(receive, gateway.queue.spool(request_id, limit), gateway.body_timeout)
     owner, alias = gateway.owner, gapp.config.alias
     target = ("/" + sub).encode()
@@ -120,12 +120,6 @@ async def submit(
     )
 
 
-def body_too_large(limit: int) -> PlatformError:
-    """413 for a queue submit: the sync path's words (falemu.gateway.body), with fal's ``bad_request``."""
-    error = too_large_error(limit)
-    return PlatformError(error.detail, "bad_request", status=413)
-
-
 async def read_spooled(receive: Receive, spool: Spool, timeout: float | None) -> Body:
     """The request body into ``spool`` (memory, then a file of the queue's store) as it arrives: 413
     past its limit, 408 when it stops arriving for ``timeout`` seconds, as on the sync path."""
@@ -142,7 +136,7 @@ async def read_spooled(receive: Receive, spool: Spool, timeout: float | None) ->
                 if timeout is not None:
                     deadline.reschedule(loop.time() + timeout)
     except BodyTooLarge as exc:
-        raise body_too_large(exc.limit) from None
+        raise too_large_error(exc.limit) from None
     except TimeoutError:
         spool.discard()
         raise body_timeout_error(timeout or 0) from None

@@ -189,6 +189,7 @@ def test_a_body_over_max_body_is_413_and_the_caller_can_go_on(harness: GatewayHa
         status, body = _response(sock)
         assert status.startswith(b"HTTP/1.1 413 ")
         assert b"max_body_mb" in body
+        assert json.loads(body)["error_type"] == "bad_request"  # as the queue's 413, on both paths
         sock.sendall(b"y" * 2_000_000)  # ... and a caller that sends it anyway is not cut off
         # Chunked: answered once it grows past the limit; the rest is read and dropped.
         sock.sendall(b"POST /local/echo/upload HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")

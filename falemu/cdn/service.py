@@ -28,7 +28,9 @@ import contextlib
 import os
 import shutil
 import socket
+import stat
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from falemu.gateway.keys import KeyStore
 
 SOCKET_NAME = "api.sock"
+SOCKET_DIR_PREFIX = "falemu-api-"
 RUNNER_SOCKET_DIR = "/run/fal"  # fal's default FAL_API_SOCKET is /run/fal/api.sock
 CDN_HOSTS = ("v3.fal.media",)
 REST_HOSTS = ("rest.fal.ai", "rest.alpha.fal.ai")
@@ -98,7 +101,9 @@ class CdnService:
     def _bind_uploader(self) -> None:
         # A short path (unix socket paths are limited to about 100 bytes), private by its random name;
         # runners may run as any user, so the folder can be entered and the socket written by all.
-        folder = Path(tempfile.mkdtemp(prefix="falemu-api-"))
+        with contextlib.suppress(OSError):
+            remove_stale_socket_dirs()
+        folder = Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX))
         os.chmod(folder, 0o711)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         path = folder / SOCKET_NAME
@@ -237,6 +242,40 @@ class CdnService:
         if self.socket_dir is not None:
             shutil.rmtree(self.socket_dir, ignore_errors=True)
             self.socket_dir = None
+
+
+def remove_stale_socket_dirs(parent: Path | None = None, *, min_age: float = 60.0) -> int:
+    """Remove uploader socket folders (this user's) that no process serves any more; how many went.
+
+    A falemu process removes its own folder when it stops; one killed outright (SIGKILL) cannot. Its
+    socket then refuses connections, which is how a leftover is told from a live one.
+    """
+    parent = parent or Path(tempfile.gettempdir())
+    removed = 0
+    now = time.time()
+    for folder in parent.glob(SOCKET_DIR_PREFIX + "*"):
+        try:
+            info = folder.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or now - info.st_mtime < min_age:
+            continue
+        sock = folder / SOCKET_NAME
+        if sock.exists() and _serves(sock):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _serves(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def _resolve(host: str) -> str | None:

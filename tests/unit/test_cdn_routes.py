@@ -249,3 +249,34 @@ def test_files_url_setting_wins(tmp_path: Path) -> None:
         assert stack.cdn.files_base == "http://127.0.0.2:9999"
         assert stack.cdn.runner_env()["FALEMU_PUBLIC_ADDRESSES"] == "127.0.0.2"
         assert stack.notices == []
+
+
+def test_socket_folders_of_killed_processes_are_removed(tmp_path: Path) -> None:
+    import os
+    import socket as sockets
+
+    from falemu.cdn.service import remove_stale_socket_dirs
+
+    live = CdnStack(tmp_path / "live")
+    try:
+        dead = tmp_path / "tmp" / "falemu-api-dead"
+        dead.mkdir(parents=True)
+        with sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as gone:  # bound, then its process "died"
+            gone.bind(str(dead / "api.sock"))
+        young = tmp_path / "tmp" / "falemu-api-young"
+        young.mkdir()
+        stack_dir = live.cdn.socket_dir
+        assert stack_dir is not None
+        linked = tmp_path / "tmp" / "falemu-api-live"
+        linked.mkdir()
+        os.symlink(stack_dir / "api.sock", linked / "api.sock")  # a folder whose socket still answers
+        old = 1_000_000_000
+        for folder in (dead, linked):
+            os.utime(folder, (old, old))
+        assert remove_stale_socket_dirs(tmp_path / "tmp") == 1
+        assert not dead.exists()
+        assert young.exists()  # too new: its process may be about to bind
+        assert linked.exists()
+        assert stack_dir.exists()
+    finally:
+        live.close()

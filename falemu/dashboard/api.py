@@ -177,9 +177,13 @@ def create_api(
         before: Annotated[
             float | None, Query(description="received before this time (seconds since the epoch)")
         ] = None,
+        older_than: Annotated[
+            int | None, Query(ge=0, le=2**62, description="recorded before the request with this seq (paging)")
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
-        """The request history, newest first, with filters."""
+        """The request history, newest first, with filters; a page is `limit` rows, the next one
+        `older_than` the last row's `seq`."""
         return views.request_list(
             board,
             app=app,
@@ -189,6 +193,7 @@ def create_api(
             runner=runner,
             search=q,
             before=before,
+            older_than=older_than,
             limit=limit,
         )
 
@@ -440,6 +445,7 @@ def create_api(
             sent = 0
             state = ""
             while True:
+                board.history.flush()  # the gateway's latest news of it
                 logs = board.history.request_logs(rec) if rec.runner else []
                 if rec.state != state or len(logs) > sent:
                     state = rec.state

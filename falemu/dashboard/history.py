@@ -10,8 +10,12 @@ completed; runner states, readiness, failures and log lines) and is the gateway'
 - the last ``runner_capacity`` runners, each with its states over time, its start-up timeline and its
   last ``log_lines`` log lines (a request's logs are its runner's lines while it ran).
 
-Recording is cheap by design: an event is one dict lookup and a few attribute writes; a body is kept
-by reference (a slice when it is over the cap), never copied or parsed on the gateway's hot path.
+Recording is cheap by design. The gateway's calls (events and bodies) only append to a journal: a
+body is capped first and kept by reference, never copied, parsed or decoded (that happens when a
+page shows it); no lock is taken. Every ``JOURNAL_BATCH`` entries, or when anything reads the
+history, the journal is applied to the records in one go. Past the body budget a walk from where the
+last one stopped takes the oldest bodies (down to 7/8 of the budget). Per-app figures that pages show
+without scanning (the last hour's counts, the latency histogram) are counted as requests end.
 ``X-Fal-Store-IO: 0`` keeps a request's bodies out, as on fal. Nothing here holds a key or a secret:
 the gateway consumes fal keys before the headers reach the recorder, and only content types are kept
 of the headers.
@@ -22,6 +26,7 @@ from __future__ import annotations
 import bisect
 import collections
 import contextlib
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -53,10 +58,29 @@ CAPACITY = 50_000
 BODY_CAP = 64 * 1024
 BODY_BUDGET = 64 * 1024 * 1024
 RUNNER_CAPACITY = 500
+JOURNAL_BATCH = 256  # journal entries applied at once (bodies in it are capped: a few MiB at most)
 LOG_LINES = 5_000
 ACTIVITY = 1_000  # fault and rollout events kept (falemu chaos, falemu up --watch)
 LOG_GRACE = 1.0  # a runner's lines this long after a request ended still belong to it (log readers lag)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+_CONTENT_TYPES: dict[bytes, str] = {}  # header value -> str: the few an app answers with, decoded once
+
+
+def _content_type(headers: Headers) -> str:
+    for name, value in headers:
+        if name == b"content-type":
+            text = _CONTENT_TYPES.get(value)
+            if text is None:
+                text = value.decode("latin-1")
+                if len(_CONTENT_TYPES) < 256:
+                    _CONTENT_TYPES[value] = text
+            return text
+    return ""
+
+
+_INPUT, _OUTPUT, _NO_STORE = "input", "output", "no-store"  # journal entries of bodies
 
 
 @dataclass(slots=True)
@@ -82,6 +106,7 @@ class RequestRecord:
     method: str
     mode: str  # sync | queue
     received_at: float
+    seq: int = 0  # the order in which the history took it (1, 2, ...)
     started_at: float | None = None
     finished_at: float | None = None
     queue_wait: float | None = None  # receipt to the start of execution: queue, cold start, retries
@@ -91,9 +116,25 @@ class RequestRecord:
     runner: str = ""
     attempts: int = 0
     store_io: bool = True
-    input: Body | None = None
-    output: Body | None = None
+    # The bodies as the gateway handed them (the first ``body_cap`` bytes, by reference, never parsed);
+    # ``input`` and ``output`` show them as :class:`Body`.
+    input_data: bytes | None = None
+    input_size: int = 0  # every byte seen, also those past the cap
+    input_type: str = ""
+    output_data: bytes | None = None
+    output_size: int = 0
+    output_type: str = ""
     bodies_dropped: bool = False  # the body budget ran out and this request's bodies were let go
+
+    @property
+    def input(self) -> Body | None:
+        data = self.input_data
+        return None if data is None else Body(data, self.input_size, self.input_type)
+
+    @property
+    def output(self) -> Body | None:
+        data = self.output_data
+        return None if data is None else Body(data, self.output_size, self.output_type)
 
     @property
     def state(self) -> str:
@@ -155,22 +196,70 @@ class AppInfo:
     gpus: int = 0
 
 
-class Counters:
-    """Cumulative per-app counters for /metrics, updated as requests end (no scan of the history)."""
+class _AppCounts:
+    __slots__ = ("latency", "latency_sum", "recent")
 
     def __init__(self) -> None:
-        self.received: collections.Counter[str] = collections.Counter()
-        self.completed: collections.Counter[tuple[str, str, int]] = collections.Counter()  # app, method, status
-        self.latency: dict[str, list[int]] = {}  # app -> cumulative bucket counts (+Inf last)
-        self.latency_sum: dict[str, float] = collections.defaultdict(float)
+        self.latency = [0] * (len(LATENCY_BUCKETS) + 1)  # cumulative bucket counts (+Inf last)
+        self.latency_sum = 0.0
+        self.recent: dict[int, list[int]] = {}  # second of receipt -> [finished, 2xx]
 
-    def observe(self, app: str, method: str, status: int, seconds: float) -> None:
-        self.completed[(app, method, status)] += 1
-        buckets = self.latency.get(app)
-        if buckets is None:
-            buckets = self.latency[app] = [0] * (len(LATENCY_BUCKETS) + 1)
-        buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        self.latency_sum[app] += seconds
+
+class Counters:
+    """Per-app figures kept as requests end, so readers never scan the history for them.
+
+    - the end-to-end latency histogram since falemu started (``/metrics``);
+    - the last hour's finished requests and successes (2xx), in one-second buckets of their receipt
+      time (the dashboard's "last hour" tiles): at most ``WINDOW`` + 60 buckets per app.
+    """
+
+    WINDOW = 3600
+
+    def __init__(self) -> None:
+        self._apps: dict[str, _AppCounts] = {}
+
+    def observe(self, app: str, status: int, received_at: float, seconds: float) -> None:
+        counts = self._apps.get(app)
+        if counts is None:
+            counts = self._apps[app] = _AppCounts()
+        counts.latency[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        counts.latency_sum += seconds
+        recent = counts.recent
+        second = int(received_at)
+        bucket = recent.get(second)
+        if bucket is None:
+            bucket = recent[second] = [0, 0]
+            if len(recent) > self.WINDOW + 60:
+                _prune(recent, second - self.WINDOW)
+        bucket[0] += 1
+        if 200 <= status < 300:
+            bucket[1] += 1
+
+    def latency(self, app: str) -> tuple[list[int], float]:
+        """``app``'s latency histogram: (count per bucket of LATENCY_BUCKETS and +Inf, sum of seconds)."""
+        counts = self._apps.get(app)
+        if counts is None:
+            return [0] * (len(LATENCY_BUCKETS) + 1), 0.0
+        return list(counts.latency), counts.latency_sum
+
+    def recent(self, app: str, since: float) -> tuple[int, int]:
+        """(finished, 2xx) of ``app``'s requests received since ``since`` (to the second; the last hour
+        at most)."""
+        counts = self._apps.get(app)
+        if counts is None:
+            return 0, 0
+        first = int(since)
+        total = success = 0
+        for second, (n, ok) in list(counts.recent.items()):  # one C call: safe against other threads
+            if second >= first:
+                total += n
+                success += ok
+        return total, success
+
+
+def _prune(recent: dict[int, list[int]], before: int) -> None:
+    for second in [s for s in recent if s < before]:
+        del recent[second]
 
 
 class History:
@@ -196,13 +285,17 @@ class History:
         self.runner_capacity = runner_capacity
         self.clock = clock
         self.started_at = clock()
-        self.counters = Counters()
-        self.version = 0  # bumped on every change a reader may want to see
+        self._counters = Counters()
+        self._version = 0  # bumped on every change a reader may want to see
         self._requests: collections.OrderedDict[str, RequestRecord] = collections.OrderedDict()
         self._runners: collections.OrderedDict[str, RunnerRecord] = collections.OrderedDict()
-        self._pending: dict[str, tuple[Body | None, bool]] = {}  # bodies that came before their request's event
+        self._pending: dict[str, tuple[Any, ...]] = {}  # bodies that came before their request's event
+        self._journal: collections.deque[Any] = collections.deque()  # see "feeding" below
+        self._flush_lock = threading.Lock()
         self._body_bytes = 0
-        self._with_bodies: collections.deque[str] = collections.deque()  # ids holding bodies, oldest first
+        self._shed_from = 0  # requests at the front of the history whose bodies the budget took
+        self._shed_seq = 0  # the newest of them
+        self._seq = 0  # requests recorded so far
         self._listeners: tuple[Callable[[str, Any], None], ...] = ()
         self._lock = threading.Lock()
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
@@ -226,121 +319,199 @@ class History:
         self._faults: collections.OrderedDict[tuple[str, str], dict[str, Any]] = collections.OrderedDict()
 
     # -- feeding -------------------------------------------------------------------------------------
+    # The gateway calls these in the middle of each request, on its event loop. They only note what
+    # happened in a journal (bodies capped first, kept by reference, never parsed; no lock), and
+    # every JOURNAL_BATCH entries, or when anything reads the history, the journal is applied in one
+    # go: far cheaper per request than updating the records between the gateway's other work.
+
     def __call__(self, event: Event) -> None:
-        handler = self._handlers.get(type(event))
+        kind = type(event)
+        if kind is RequestStarted or kind is RequestCompleted or kind is RequestQueued:
+            journal = self._journal
+            journal.append(event)
+            if len(journal) >= JOURNAL_BATCH:
+                self.flush()
+            return
+        handler = self._handlers.get(kind)
         if handler is not None:
             handler(event)
 
     def request_body(self, request_id: str, headers: Headers, body: bytes, store: bool) -> None:
-        kept = self._body(headers, body) if store else None
-        rec = self._requests.get(request_id)
-        if rec is None:
-            if len(self._pending) < 10_000:
-                self._pending[request_id] = (kept, store)
-            return
-        rec.store_io = store
-        if kept is not None:
-            rec.input = kept
-            self._account(rec, len(kept.data))
+        if store:
+            if type(body) is not bytes:
+                body = bytes(body)  # a buffer the caller may reuse: kept as a copy
+            size = len(body)
+            kept = body if size <= self.body_cap else body[: self.body_cap]
+            entry: tuple[Any, ...] = (_INPUT, request_id, _content_type(headers), kept, size)
+        else:
+            entry = (_NO_STORE, request_id)
+        journal = self._journal
+        journal.append(entry)
+        if len(journal) >= JOURNAL_BATCH:
+            self.flush()
 
     def response_body(self, request_id: str, headers: Headers, body: bytes) -> None:
+        if type(body) is not bytes:
+            body = bytes(body)
+        size = len(body)
+        kept = body if size <= self.body_cap else body[: self.body_cap]
+        journal = self._journal
+        journal.append((_OUTPUT, request_id, _content_type(headers) if headers else "", kept, size))
+        if len(journal) >= JOURNAL_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Apply the journal to the records (readers call this first; it is cheap when it is empty)."""
+        journal = self._journal
+        if not journal:
+            return
+        with self._flush_lock:
+            popleft = journal.popleft
+            handlers = self._handlers
+            while journal:  # another thread may append meanwhile: deque's appends and pops are atomic
+                entry = popleft()
+                if type(entry) is tuple:
+                    self._apply_body(entry)
+                else:
+                    handlers[type(entry)](entry)
+
+    def _apply_body(self, entry: tuple[Any, ...]) -> None:
+        self._version += 1
+        kind, request_id = entry[0], entry[1]
         rec = self._requests.get(request_id)
-        if rec is None or not rec.store_io:
+        if rec is not None and rec.seq <= self._shed_seq and kind is not _NO_STORE:
+            rec.bodies_dropped = True  # the budget took the bodies of requests up to this one already
             return
-        out = rec.output
-        if out is None:
-            rec.output = out = self._body(headers, body)
-            self._account(rec, len(out.data))
+        if kind is _OUTPUT:
+            if rec is None or not rec.store_io:
+                return
+            _, _, content_type, kept, size = entry
+            data = rec.output_data
+            if data is None:
+                rec.output_data = kept
+                rec.output_size = size
+                rec.output_type = content_type
+                self._body_bytes += len(kept)
+            else:
+                rec.output_size += size  # a streamed answer's next part
+                room = self.body_cap - len(data)
+                if room <= 0 or not kept:
+                    return
+                piece = kept[:room]
+                rec.output_data = data + piece
+                self._body_bytes += len(piece)
+        elif rec is None:  # the body came before its request's event
+            if len(self._pending) < 10_000:
+                self._pending[request_id] = entry
             return
-        out.size += len(body)
-        room = self.body_cap - len(out.data)
-        if room > 0 and body:
-            piece = body[:room]
-            out.data += piece
-            self._account(rec, len(piece))
+        elif kind is _NO_STORE:
+            rec.store_io = False
+            return
+        else:
+            _, _, content_type, kept, size = entry
+            rec.input_data = kept
+            rec.input_size = size
+            rec.input_type = content_type
+            self._body_bytes += len(kept)
+        if self._body_bytes > self.body_budget:
+            self._shed_bodies(rec)
 
-    def _body(self, headers: Headers, body: bytes) -> Body:
-        content_type = ""
-        for name, value in headers:
-            if name == b"content-type":
-                content_type = value.decode("latin-1")
+    def _shed_bodies(self, rec: RequestRecord) -> None:
+        """Past the budget, the oldest requests lose their bodies (down to 7/8 of it, so this runs
+        seldom): a walk from where the last one stopped."""
+        target = self.body_budget - self.body_budget // 8
+        passed = 0
+        for old in itertools.islice(self._requests.values(), self._shed_from, None):
+            if old is rec:  # the newest keeps its bodies (the budget is far above one request's)
                 break
-        data = body if len(body) <= self.body_cap else body[: self.body_cap]
-        return Body(bytes(data), len(body), content_type)
-
-    def _account(self, rec: RequestRecord, size: int) -> None:
-        if size <= 0:
-            return
-        if not self._with_bodies or self._with_bodies[-1] != rec.id:
-            self._with_bodies.append(rec.id)
-        self._body_bytes += size
-        while self._body_bytes > self.body_budget and self._with_bodies:
-            old = self._requests.get(self._with_bodies.popleft())
-            if old is None or old is rec:
-                continue
-            self._drop_bodies(old)
+            passed += 1
+            self._shed_seq = old.seq
+            if old.input_data is not None or old.output_data is not None:
+                self._drop_bodies(old)
+                if self._body_bytes <= target:
+                    break
+        self._shed_from += passed
 
     def _drop_bodies(self, rec: RequestRecord) -> None:
-        for body in (rec.input, rec.output):
-            if body is not None:
-                self._body_bytes -= len(body.data)
-        if rec.input is not None or rec.output is not None:
+        dropped = False
+        if rec.input_data is not None:
+            self._body_bytes -= len(rec.input_data)
+            rec.input_data = None
+            dropped = True
+        if rec.output_data is not None:
+            self._body_bytes -= len(rec.output_data)
+            rec.output_data = None
+            dropped = True
+        if dropped:
             rec.bodies_dropped = True
-        rec.input = rec.output = None
 
     # -- events -------------------------------------------------------------------------------------
     def _record(self, request_id: str, app: str, endpoint: str, method: str, mode: str, at: float) -> RequestRecord:
-        rec = self._requests.get(request_id)
-        if rec is not None:
-            return rec
-        rec = RequestRecord(request_id, app, endpoint or "/", method, mode, at)
-        pending = self._pending.pop(request_id, None) if self._pending else None
-        if pending is not None:
-            rec.input, rec.store_io = pending
-        with self._lock:
-            self._requests[request_id] = rec
-            while len(self._requests) > self.capacity:
-                _, old = self._requests.popitem(last=False)
-                self._drop_bodies(old)
-        if rec.input is not None:
-            self._account(rec, len(rec.input.data))
+        """A new request's record (the caller checked that there is none)."""
+        requests = self._requests
+        if len(requests) >= self.capacity:
+            _, old = requests.popitem(last=False)  # first, so the new record may reuse its memory
+            if old.input_data is not None:
+                self._body_bytes -= len(old.input_data)
+            if old.output_data is not None:
+                self._body_bytes -= len(old.output_data)
+            if self._shed_from:
+                self._shed_from -= 1
+        self._seq = seq = self._seq + 1
+        rec = RequestRecord(request_id, app, endpoint or "/", method, mode, at, seq)
+        requests[request_id] = rec  # one C call: readers in other threads copy the dict in one too
+        if self._pending:
+            pending = self._pending.pop(request_id, None)
+            if pending is not None:
+                self._apply_body(pending)
         return rec
 
     def _queued(self, event: RequestQueued) -> None:
-        rec = self._record(event.request_id, event.app, event.endpoint, event.method, "queue", event.ts)
-        if rec.attempts == 0:
-            self.counters.received[event.app] += 1
+        rec = self._requests.get(event.request_id)  # a retry's
+        if rec is None:
+            rec = self._record(event.request_id, event.app, event.endpoint, event.method, "queue", event.ts)
         rec.started_at = None  # a retry waits in the queue again
         self._changed("request", rec)
 
     def _started(self, event: RequestStarted) -> None:
-        received = event.ts - event.queue_wait
         rec = self._requests.get(event.request_id)
         if rec is None:
+            received = event.ts - event.queue_wait
             rec = self._record(event.request_id, event.app, event.endpoint, event.method, event.mode, received)
-            self.counters.received[event.app] += 1
         rec.runner = event.runner
         rec.started_at = event.ts
         rec.attempts += 1
-        self._changed("request", rec)
+        self._version += 1
+        if self._listeners:
+            self._notify("request", rec)
 
     def _completed(self, event: RequestCompleted) -> None:
         rec = self._requests.get(event.request_id)
+        ts = event.ts
         if rec is None:
-            received = event.ts - event.seconds - event.queue_wait
+            received = ts - event.seconds - event.queue_wait
             rec = self._record(event.request_id, event.app, event.endpoint, event.method, event.mode, received)
-            self.counters.received[event.app] += 1
-        if event.runner:
-            rec.runner = event.runner
-        rec.finished_at = event.ts
+        runner = event.runner
+        total = ts - rec.received_at
+        if total < 0.0:
+            total = 0.0
+        if runner:
+            rec.runner = runner
+            rec.execution = event.seconds
+            wait = ts - event.seconds - rec.received_at
+            rec.queue_wait = wait if wait > 0.0 else 0.0
+            if rec.started_at is None:
+                rec.started_at = ts - event.seconds
+        else:
+            rec.execution = 0.0
+            rec.queue_wait = total
+        rec.finished_at = ts
         rec.status = event.status_code
         rec.error_type = event.error_type
-        rec.execution = event.seconds if event.runner else 0.0
-        rec.queue_wait = max(0.0, event.ts - event.seconds - rec.received_at) if event.runner else rec.total
-        if rec.started_at is None and event.runner:
-            rec.started_at = event.ts - event.seconds
-        self.counters.observe(event.app, rec.method, event.status_code, rec.total or 0.0)
-        self._changed("request", rec)
+        self._counters.observe(event.app, event.status_code, rec.received_at, total)
+        self._version += 1
+        if self._listeners:
+            self._notify("request", rec)
 
     def _runner(self, app: str, runner_id: str, at: float) -> RunnerRecord:
         found = self._runners.get(runner_id)
@@ -446,23 +617,53 @@ class History:
         return stop
 
     def _changed(self, kind: str, item: Any) -> None:
-        self.version += 1
+        self._version += 1
+        if self._listeners:
+            self._notify(kind, item)
+
+    def _notify(self, kind: str, item: Any) -> None:
         for fn in self._listeners:
             with contextlib.suppress(Exception):
                 fn(kind, item)
 
     # -- reading ----------------------------------------------------------------------------------------
+    # Each reader applies the journal first, so it sees every request the gateway has handed over.
+
+    @property
+    def version(self) -> int:
+        """Bumped on every change a reader may want to see (those still in the journal included)."""
+        return self._version + len(self._journal)
+
+    @property
+    def counters(self) -> Counters:
+        self.flush()
+        return self._counters
+
     def request(self, request_id: str) -> RequestRecord | None:
+        self.flush()
         return self._requests.get(request_id)
 
     def requests(self) -> list[RequestRecord]:
-        """Every kept request, oldest first (a snapshot)."""
-        with self._lock:
-            return list(self._requests.values())
+        """Every kept request, oldest first (a snapshot).
+
+        Copied in one C call, which no other thread's write can interleave with (writes take no lock).
+        """
+        self.flush()
+        return list(self._requests.values())
 
     def newest(self) -> Iterator[RequestRecord]:
         """Kept requests, newest first (a snapshot taken now)."""
         return reversed(self.requests())
+
+    def latest(self, limit: int) -> list[RequestRecord]:
+        """The ``limit`` newest requests, newest first, without copying the rest (a snapshot)."""
+        self.flush()
+        return list(itertools.islice(reversed(self._requests.values()), max(0, limit)))
+
+    def recent(self, app: str, since: float) -> tuple[int, int]:
+        """(finished, 2xx) of ``app``'s requests received since ``since`` (at most an hour back; counted
+        as they end, so also those the history no longer keeps)."""
+        return self.counters.recent(app, since)
 
     def runner(self, runner_id: str) -> RunnerRecord | None:
         return self._runners.get(runner_id)
@@ -487,6 +688,7 @@ class History:
         self, rec: RequestRecord, before: float = 0.0, after: float = LOG_GRACE
     ) -> list[tuple[float, str, str]]:
         """The log lines its runner wrote while it ran (``before``/``after`` widen the window)."""
+        self.flush()
         runner = self._runners.get(rec.runner) if rec.runner else None
         if runner is None or rec.started_at is None:
             return []
@@ -495,9 +697,11 @@ class History:
 
     @property
     def body_bytes(self) -> int:
+        self.flush()
         return self._body_bytes
 
     def __len__(self) -> int:
+        self.flush()
         return len(self._requests)
 
 

@@ -87,12 +87,12 @@ def render(board: Board, now: float | None = None) -> str:
     family("fal_app_request_latency", "histogram", "End-to-end request seconds since falemu started.")
     counters = history.counters
     for config in board.apps.values():
-        buckets = counters.latency.get(config.alias, [0] * (len(LATENCY_BUCKETS) + 1))
+        buckets, seconds = counters.latency(config.alias)
         running = 0
         for le, n in zip((*LATENCY_BUCKETS, float("inf")), buckets, strict=True):
             running += n
             bound = "+Inf" if le == float("inf") else repr(le)
             lines.append(f"fal_app_request_latency_bucket{_labels(app=config.alias, le=bound)} {running}")
-        lines.append(f"fal_app_request_latency_sum{_labels(app=config.alias)} {counters.latency_sum[config.alias]!r}")
+        lines.append(f"fal_app_request_latency_sum{_labels(app=config.alias)} {seconds!r}")
         lines.append(f"fal_app_request_latency_count{_labels(app=config.alias)} {running}")
     return "\n".join(lines) + "\n"

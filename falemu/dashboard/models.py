@@ -161,6 +161,7 @@ class RequestRow(BaseModel):
     status: int | None
     error_type: str | None
     received_at: float
+    seq: int = Field(description="the order in which the history took it: page with older_than")
     queue_wait: float | None
     execution: float | None
     total: float | None

@@ -75,8 +75,7 @@ def app_summary(board: Board, config: AppConfig, now: float) -> dict[str, Any]:
     states: dict[str, int] = {}
     for r in live:
         states[r.state] = states.get(r.state, 0) + 1
-    recent = analytics.select(board.history.requests(), app=config.alias, since=now - 3600)
-    s = analytics.summary(recent)
+    finished, success = board.history.recent(config.alias, now - 3600)  # counted as requests end: no scan
     return {
         "name": config.name,
         "alias": config.alias,
@@ -90,8 +89,8 @@ def app_summary(board: Board, config: AppConfig, now: float) -> dict[str, Any]:
         "runners": states,
         "in_flight": sum(r.in_flight for r in live),
         "queue_depth": pool.waiting if pool is not None else 0,
-        "requests_last_hour": s["total"],
-        "success_rate_last_hour": s["success_rate"],
+        "requests_last_hour": finished,
+        "success_rate_last_hour": (success / finished) if finished else None,
         "revision": int(getattr(pool, "revision", 1)),
         "faults": [f for f in board.history.faults(config.alias) if f["ended"] is None],
     }
@@ -237,6 +236,7 @@ def request_row(rec: RequestRecord) -> dict[str, Any]:
         "status": rec.status,
         "error_type": rec.error_type,
         "received_at": rec.received_at,
+        "seq": rec.seq,
         "queue_wait": _r(rec.queue_wait),
         "execution": _r(rec.execution),
         "total": _r(rec.total),
@@ -268,11 +268,32 @@ def request_list(
     runner: str | None = None,
     search: str | None = None,
     before: float | None = None,
+    older_than: int | None = None,
     limit: int = 100,
 ) -> dict[str, Any]:
+    """Requests newest first: the first ``limit`` that match, and how many match in all.
+
+    ``older_than`` pages through the history: only requests it took before the one with that ``seq``
+    (pass the last row's). Without other filters a page costs its rows, not the history's size.
+    """
+    history = board.history
+    if not (app or endpoint or status or mode or runner or search or before is not None):
+        kept = len(history)
+        if older_than is None:
+            return {"requests": [request_row(r) for r in history.latest(limit)], "matched": kept, "kept": kept}
+        page: list[dict[str, Any]] = []
+        newer = 0
+        for rec in history.newest():
+            if rec.seq >= older_than:
+                newer += 1
+            elif len(page) < limit:
+                page.append(request_row(rec))
+            else:
+                break
+        return {"requests": page, "matched": kept - newer, "kept": kept}
     rows: list[dict[str, Any]] = []
     matched = 0
-    for rec in board.history.newest():
+    for rec in history.newest():
         if app and rec.app != app:
             continue
         if endpoint and rec.endpoint != endpoint:
@@ -287,10 +308,12 @@ def request_list(
             continue
         if before is not None and rec.received_at >= before:
             continue
+        if older_than is not None and rec.seq >= older_than:
+            continue
         matched += 1
         if len(rows) < limit:
             rows.append(request_row(rec))
-    return {"requests": rows, "matched": matched, "kept": len(board.history)}
+    return {"requests": rows, "matched": matched, "kept": len(history)}
 
 
 def _status_matches(rec: RequestRecord, wanted: str) -> bool:

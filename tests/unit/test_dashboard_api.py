@@ -73,6 +73,13 @@ def test_history_analytics_errors_and_metrics_from_real_requests(emu: Emulator, 
     assert {r["mode"] for r in rows} == {"sync", "queue"}
     assert all(r["endpoint"] == "/echo" and r["method"] == "POST" for r in rows)
 
+    app = client.get("/_falemu/api/overview").json()["apps"][0]
+    assert (app["requests_last_hour"], app["success_rate_last_hour"]) == (9, pytest.approx(7 / 9))
+    first = client.get("/_falemu/api/requests", params={"limit": 5}).json()
+    older = client.get("/_falemu/api/requests", params={"limit": 5, "older_than": first["requests"][-1]["seq"]}).json()
+    assert (first["matched"], older["matched"]) == (9, 4)
+    assert [r["id"] for r in first["requests"] + older["requests"]] == [r["id"] for r in rows]
+
     summary = client.get("/_falemu/api/analytics", params={"app": "greeter"}).json()["summary"]
     ok = [r for r in rows if r["status"] == 200]
     assert (summary["total"], summary["success"], summary["client_errors"], summary["server_errors"]) == (9, 7, 1, 1)

@@ -1,5 +1,5 @@
 // The falemu dashboard: hash routes, one module per page, live updates over SSE.
-import { html, render, useEffect, useState } from "./vendor/preact-htm.mjs";
+import { html, render, useEffect, useRef, useState } from "./vendor/preact-htm.mjs";
 import { API, get } from "./lib/api.js";
 import { Overview, AppPage } from "./pages/apps.js";
 import { Playground } from "./pages/playground.js";
@@ -56,9 +56,17 @@ function App() {
     addEventListener("hashchange", on);
     return () => removeEventListener("hashchange", on);
   }, []);
-  useEffect(() => { get("/overview").then(setOverview).catch(() => {}); }, [live.version]);
+  // Refetch when the history moved past what the page shows (not at the first tick, which reports
+  // the version the page was just loaded at), one fetch at a time; pages refetch when the overview's
+  // version moves.
+  const loading = useRef(false);
+  useEffect(() => {
+    if (loading.current || (overview && live.version <= overview.version)) return;
+    loading.current = true;
+    get("/overview").then(setOverview).catch(() => {}).finally(() => { loading.current = false; });
+  }, [live.version, overview]);
   const [page, ...rest] = r.parts;
-  const ctx = { overview, version: live.version, query: r.query };
+  const ctx = { overview, version: overview ? overview.version : 0, query: r.query };
   let body;
   if (!overview) body = html`<p class="muted">Loading…</p>`;
   else if (!page) body = html`<${Overview} ...${ctx} />`;

@@ -3,11 +3,17 @@ import { html, useEffect, useState } from "../vendor/preact-htm.mjs";
 import { fmt, get, post, statusClass } from "../lib/api.js";
 import { BodyView, Logs, Output } from "../lib/render.js";
 
+const PAGE = 100; // rows per page: the newest first, older ones a click away
+
 export function Requests({ overview, version, query }) {
   const [filters, setFilters] = useState({ app: query.get("app") || "", status: query.get("status") || "", mode: "", endpoint: "", q: "" });
+  const [pages, setPages] = useState([]); // the cursor (a row's seq) of each page after the first
   const [data, setData] = useState(null);
-  useEffect(() => { get("/requests", { ...filters, limit: 200 }).then(setData).catch(() => {}); }, [version, JSON.stringify(filters)]);
-  const set = (k) => (e) => setFilters({ ...filters, [k]: e.target.value });
+  const olderThan = pages.length ? pages[pages.length - 1] : null;
+  useEffect(() => { get("/requests", { ...filters, limit: PAGE, older_than: olderThan }).then(setData).catch(() => {}); }, [version, JSON.stringify(filters), olderThan]);
+  const set = (k) => (e) => { setPages([]); setFilters({ ...filters, [k]: e.target.value }); };
+  const rows = data ? data.requests : [];
+  const first = pages.length * PAGE;
   return html`<div>
     <h1>Requests</h1>
     <div class="sub">Every request through the gateway, sync and queue, newest first. Inputs and outputs are kept up to 64 KiB each (not for <span class="mono">X-Fal-Store-IO: 0</span>).</div>
@@ -19,15 +25,21 @@ export function Requests({ overview, version, query }) {
       <select value=${filters.mode} onChange=${set("mode")}><option value="">sync and queue</option><option value="sync">sync</option><option value="queue">queue</option></select>
       <input type="text" placeholder="endpoint, e.g. /greet" style="width:200px" value=${filters.endpoint} onInput=${set("endpoint")} />
       <input type="text" placeholder="request id" style="width:220px" value=${filters.q} onInput=${set("q")} />
-      ${data ? html`<span class="muted">${data.matched} matching of ${data.kept} kept</span>` : null}
+      ${data ? html`<span class="muted">${olderThan === null ? `${data.matched} matching of ${data.kept} kept` : `${data.matched} older matching of ${data.kept} kept`}</span>` : null}
     </div>
-    ${data ? html`<${RequestTable} rows=${data.requests} />` : html`<p class="muted">Loading…</p>`}
+    ${data ? html`<${RequestTable} rows=${rows} pageSize=${PAGE} />` : html`<p class="muted">Loading…</p>`}
+    ${data && (pages.length || data.matched > rows.length) ? html`<div class="toolbar pager">
+      <button disabled=${!pages.length} onClick=${() => setPages([])}>Newest</button>
+      <button disabled=${!pages.length} onClick=${() => setPages(pages.slice(0, -1))} data-testid="newer">Newer</button>
+      <span class="muted">rows ${rows.length ? first + 1 : 0}–${first + rows.length}</span>
+      <button disabled=${data.matched <= rows.length} onClick=${() => setPages([...pages, rows[rows.length - 1].seq])} data-testid="older">Older</button>
+    </div>` : null}
   </div>`;
 }
 
-export function RequestTable({ rows }) {
+export function RequestTable({ rows, pageSize }) {
   if (!rows.length) return html`<div class="empty-state">No requests match.</div>`;
-  return html`<table class="requests"><thead><tr><th>when</th><th>request</th><th>app</th><th>endpoint</th><th>mode</th><th>status</th>
+  return html`<table class="requests" data-page-size=${pageSize}><thead><tr><th>when</th><th>request</th><th>app</th><th>endpoint</th><th>mode</th><th>status</th>
     <th class="num">queue wait</th><th class="num">execution</th><th class="num">total</th><th>runner</th></tr></thead>
     <tbody>${rows.map((r) => html`<tr class="click" data-request=${r.id} onClick=${() => (location.hash = `#/requests/${r.id}`)}>
       <td>${fmt.when(r.received_at)}</td><td class="mono">${r.id.slice(0, 8)}</td><td>${r.app}</td><td class="mono">${r.method} ${r.endpoint}</td>

@@ -287,7 +287,9 @@ class History:
         self.started_at = clock()
         self._counters = Counters()
         self._version = 0  # bumped on every change a reader may want to see
-        self._requests: collections.OrderedDict[str, RequestRecord] = collections.OrderedDict()
+        # insertion-ordered, oldest first; _order has the same ids for eviction (no per-entry node)
+        self._requests: dict[str, RequestRecord] = {}
+        self._order: collections.deque[str] = collections.deque()
         self._runners: collections.OrderedDict[str, RunnerRecord] = collections.OrderedDict()
         self._pending: dict[str, tuple[Any, ...]] = {}  # bodies that came before their request's event
         self._journal: collections.deque[Any] = collections.deque()  # see "feeding" below
@@ -450,7 +452,7 @@ class History:
         """A new request's record (the caller checked that there is none)."""
         requests = self._requests
         if len(requests) >= self.capacity:
-            _, old = requests.popitem(last=False)  # first, so the new record may reuse its memory
+            old = requests.pop(self._order.popleft())  # first, so the new record may reuse its memory
             if old.input_data is not None:
                 self._body_bytes -= len(old.input_data)
             if old.output_data is not None:
@@ -460,6 +462,7 @@ class History:
         self._seq = seq = self._seq + 1
         rec = RequestRecord(request_id, app, endpoint or "/", method, mode, at, seq)
         requests[request_id] = rec  # one C call: readers in other threads copy the dict in one too
+        self._order.append(request_id)
         if self._pending:
             pending = self._pending.pop(request_id, None)
             if pending is not None:

@@ -10,14 +10,14 @@ uvloop when installed), with a runtime that attaches to the probe instead of sta
 
 ``page``: one gateway's history is filled with ``--requests`` real requests sent through it (a mix of
 endpoints, statuses 200/404/422/500, sync and queue, JSON bodies of 40 B to 4 KiB, some with
-``X-Fal-Store-IO: 0``), a baseline gateway's with 100 (one page of the Requests view). Headless
+``X-Fal-Store-IO: 0``), a baseline gateway's with 100 (two pages of the Requests view). Headless
 Chromium (Debian's, driven by Playwright; a fresh browser context per load, so nothing is cached)
 then loads, alternating full and baseline, ``/`` and ``/#/requests``. A load's time runs from the
 navigation's start (``performance.timeOrigin``) to the first frame painted after the page shows its
 content, observed in the page itself (a MutationObserver, then ``requestAnimationFrame``):
 
 - ``/``: the app's card and at least one row of the runners table;
-- ``/#/requests``: the first page of rows (100, or all there are) and the "N matching of M kept" line
+- ``/#/requests``: the first page of rows (50, or all there are) and the "N matching of M kept" line
   with M the history's whole size.
 
 Target: under 1 s with 10,000 requests (the median of ``--loads`` loads).
@@ -65,7 +65,7 @@ FLAGS = [
 ]
 APP = "probe"
 SMALL_BODY = '{"prompt": "a cat in a hat, watercolor", "seed": 42, "steps": 4}'
-BASELINE_REQUESTS = 100  # one page of the Requests view
+BASELINE_REQUESTS = 100  # two pages of the Requests view
 
 # -- the gateway process ------------------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@ import { html, useEffect, useState } from "../vendor/preact-htm.mjs";
 import { fmt, get, post, statusClass } from "../lib/api.js";
 import { BodyView, Logs, Output } from "../lib/render.js";
 
-const PAGE = 100; // rows per page: the newest first, older ones a click away
+const PAGE = 50; // rows per page: the newest first, older ones a click away
 
 export function Requests({ overview, version, query }) {
   const [filters, setFilters] = useState({ app: query.get("app") || "", status: query.get("status") || "", mode: "", endpoint: "", q: "" });

@@ -125,6 +125,7 @@ class Gateway:
         self.dashboard = dashboard
         command = [sys.executable, __file__, "--serve-gateway", str(self.port), str(runner_port)]
         command += ["--dashboard", "on" if dashboard else "off", "--home", str(home)]
+        env = {**env, "XDG_CACHE_HOME": str(home / "cache")}  # its own queue store (one per falemu up)
         self.proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
         into.append(self)  # stopped by whoever started it, whatever happens next
         assert self.proc.stdout is not None

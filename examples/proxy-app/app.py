@@ -3,7 +3,9 @@
 ``setup()`` starts the existing server (server.py, not FastAPI) on 127.0.0.1 inside the runner and
 waits until it answers; ``/generate`` validates a typed input, calls the server, and returns its PNG as
 a ``fal.toolkit.Image`` uploaded with ``Image.from_path(..., request=request)`` (on fal, to fal's CDN;
-on falemu, to its local CDN). ``teardown()`` stops the server when the runner is shut down.
+on falemu, to its local CDN). ``/vary`` takes an image by URL (fal's ``ImageField``: an upload field in
+the Playground), downloads it with fal's guarded downloader and returns a variation of it the same way.
+``teardown()`` stops the server when the runner is shut down.
 
     falemu up                 # from this folder: builds, starts a runner, serves local/proxy
     fal deploy proxy          # the same App on fal
@@ -23,7 +25,9 @@ from pathlib import Path
 
 import fal
 from fal.container import ContainerImage
-from fal.toolkit import Image
+from fal.exceptions import FieldException
+from fal.toolkit import Image, ImageField
+from fal.toolkit.utils.download_utils import download_file
 from fastapi import Request
 from pydantic import BaseModel, Field
 
@@ -44,6 +48,11 @@ class GenerateInput(BaseModel):
     width: int = Field(default=256, ge=16, le=1024, description="Width in pixels.")
     height: int = Field(default=256, ge=16, le=1024, description="Height in pixels.")
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="The same seed draws the same image.")
+
+
+class VaryInput(BaseModel):
+    image_url: str = ImageField(description="The PNG image to vary, by URL (in the Playground: a file you upload).")
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="The same seed gives the same variation.")
 
 
 class GenerateOutput(BaseModel):
@@ -90,6 +99,29 @@ class ProxyApp(fal.App, keep_alive=300, max_concurrency=1):
             png = response.read()
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "image.png"
+            path.write_bytes(png)
+            image = Image.from_path(path, content_type="image/png", request=request)
+        return GenerateOutput(image=image, seed=seed)
+
+    @fal.endpoint("/vary")
+    def vary(self, input: VaryInput, request: Request) -> GenerateOutput:
+        seed = input.seed if input.seed is not None else random.randint(0, 2**31 - 1)
+        with tempfile.TemporaryDirectory() as folder:
+            try:
+                source = download_file(input.image_url, folder)
+            except Exception as exc:  # an unreachable, refused or missing URL is the caller's mistake
+                raise FieldException("image_url", f"the image could not be downloaded: {exc}") from None
+            call = urllib.request.Request(
+                f"http://127.0.0.1:{SERVER_PORT}/vary?seed={seed}",
+                data=Path(source).read_bytes(),
+                headers={"Content-Type": "image/png"},
+            )
+            try:
+                with urllib.request.urlopen(call, timeout=60) as response:
+                    png = response.read()
+            except urllib.error.HTTPError as exc:  # the server says why (not a PNG, too large)
+                raise FieldException("image_url", json.loads(exc.read())["error"]) from None
+            path = Path(folder) / "variation.png"
             path.write_bytes(png)
             image = Image.from_path(path, content_type="image/png", request=request)
         return GenerateOutput(image=image, seed=seed)

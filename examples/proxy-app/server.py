@@ -1,8 +1,9 @@
 """An existing image service that is not FastAPI: Python's standard library only.
 
 It stands for the server you already have (a C++ binary, a TorchServe, a Node app...). It listens on
-``--host``/``--port`` and renders a PNG for ``POST /render {"prompt", "width", "height", "seed"}``;
-``GET /ready`` answers 200 once it serves. The fal.App in app.py starts it in ``setup()`` and calls it.
+``--host``/``--port`` and renders a PNG for ``POST /render {"prompt", "width", "height", "seed"}``, a
+variation of a PNG (same size, colours picked by its bytes) for ``POST /vary?seed=N`` with the PNG as
+the body; ``GET /ready`` answers 200 once it serves. The fal.App in app.py starts it in ``setup()`` and calls it.
 
 Run it alone: ``python server.py --port 7860``, then
 ``curl -s localhost:7860/render -d '{"prompt": "fox"}' > fox.png``.
@@ -40,6 +41,22 @@ def render(prompt: str, width: int, height: int, seed: int) -> bytes:
     )
 
 
+def png_size(png: bytes) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk; ValueError for anything else."""
+    if not png.startswith(b"\x89PNG\r\n\x1a\n") or png[12:16] != b"IHDR":
+        raise ValueError("not a PNG image")
+    width, height = struct.unpack(">II", png[16:24])
+    if not (0 < width <= 4096 and 0 < height <= 4096):
+        raise ValueError(f"a {width}x{height} image is too large")
+    return width, height
+
+
+def vary(png: bytes, seed: int) -> bytes:
+    """A variation of ``png``: an image of the same size whose colours come from its bytes and the seed."""
+    width, height = png_size(png)
+    return render(hashlib.sha256(png).hexdigest(), width, height, seed)
+
+
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path != "/ready":
@@ -48,7 +65,17 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, b'{"ready": true}', "application/json")
 
     def do_POST(self) -> None:
-        if self.path != "/render":
+        path, _, query = self.path.partition("?")
+        if path == "/vary":
+            try:
+                seed = int(query.removeprefix("seed=") or 0) if query.startswith("seed=") or not query else 0
+                png = vary(self.rfile.read(int(self.headers.get("Content-Length") or 0)), seed)
+            except ValueError as exc:
+                self._send(400, json.dumps({"error": str(exc)}).encode(), "application/json")
+                return
+            self._send(200, png, "image/png")
+            return
+        if path != "/render":
             self.send_error(404)
             return
         try:

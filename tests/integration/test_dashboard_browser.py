@@ -238,13 +238,13 @@ def test_playground_history_replay_analytics_and_errors(env: dict[str, str], bro
         stop_up(broken)
 
 
-@pytest.mark.skipif(not PROXY_APP.exists(), reason="examples/proxy-app (Proxy App Mode) is not in this tree yet")
 def test_image_upload_renders_the_output_image(env: dict[str, str], browser: Any) -> None:
+    """The proxy App's /vary takes an image (fal's ImageField): uploaded to the local CDN, varied, shown."""
     up = start_up(PROXY_APP, env)
     try:
         base = up.wait_for("Ready")["url"]
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
-        page.goto(f"{base}/#/playground")
+        page.goto(f"{base}/#/playground/proxy/vary")
         upload = page.wait_for_selector("input[type=file][data-upload]", timeout=60_000)
         png = Path(__file__).with_name("pixel.png")
         upload.set_input_files(str(png))

@@ -23,12 +23,21 @@ export function Output({ body }) {
   </div>`;
 }
 
+// An image's width and height when the output gives them (fal's Image may leave them null): a null
+// would set the attribute to 0 and hide the picture.
+function size(it) {
+  const known = {};
+  if (Number(it.width) > 0) known.width = it.width;
+  if (Number(it.height) > 0) known.height = it.height;
+  return known;
+}
+
 function Media({ items }) {
   const kind = mediaKind(items[0]);
   if (kind === "image") {
     return html`<div class="gallery">${items.map((it, i) => html`<a href=${it.url} target="_blank" rel="noreferrer"
       class=${items.length % 2 === 1 && i === 0 ? "span" : ""}><img src=${it.url} alt=${it.file_name || "image"}
-      width=${it.width} height=${it.height} /></a>`)}</div>`;
+      ...${size(it)} /></a>`)}</div>`;
   }
   return html`<div class="media">${items.map((it) => {
     const k = mediaKind(it);

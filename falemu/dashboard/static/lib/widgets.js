@@ -74,7 +74,7 @@ function Widget({ doc, field, value, onChange, uploads }) {
       return html`<div class="row">
         <input type="number" name=${name} value=${value ?? ""} placeholder="random" disabled=${disabled}
           onInput=${(e) => onChange(num(e.target.value))} />
-        <button type="button" class="fixed" title="randomize" onClick=${() => onChange(Math.floor(Math.random() * 2 ** 31))}>🎲 randomize</button>
+        <button type="button" class="fixed" title="randomize" onClick=${() => onChange(Math.floor(Math.random() * 2 ** 31))}>randomize</button>
       </div>`;
     case "number": {
       const b = bounds(s);

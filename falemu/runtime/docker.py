@@ -100,9 +100,13 @@ class DockerRuntime:
         self._python_image = python_image  # base of fal.Apps without an image (default: python:X.Y-slim)
         self._falapps: FalAppImages | None = None
         self.address = engine_address(base_url)
-        self._publish_ip = "127.0.0.1" if engine_is_local(base_url) else "0.0.0.0"
-        total = gpu_count if gpu_count is not None else detect_gpu_count(engine_is_local(base_url))
+        self._local = engine_is_local(base_url)
+        self._publish_ip = "127.0.0.1" if self._local else "0.0.0.0"
+        total = gpu_count if gpu_count is not None else detect_gpu_count(self._local)
         self._gpus = GpuPolicy(GpuAllocator(total))
+        # A local engine on a host without NVIDIA driver is asked once, cheaply, whether it gives GPUs.
+        self._gpu_probe = self._local and total is None
+        self._gpu_probe_lock = threading.Lock()
         self._poll = poll_interval
         # FALEMU_DIRECT_ROUTING=0 keeps runners behind their published ports (see _route_direct).
         self._direct_routing = os.environ.get("FALEMU_DIRECT_ROUTING", "1").strip().lower() not in ("0", "false", "no")
@@ -187,6 +191,8 @@ class DockerRuntime:
         port = app.exposed_port or DEFAULT_PORT
         # The container name keys this runner everywhere (runner ids are the caller's and need not be unique).
         name = container_name(app.alias, spec.runner_id)
+        if app.wants_gpu and spec.gpu != "off":
+            self._probe_gpus(spec, events)
         grant = self._gpus.plan(spec, events, name)
         try:
             container_id = self._create(spec, name, port, grant, events)
@@ -236,6 +242,55 @@ class DockerRuntime:
             handle.log_thread.start()
         events(RunnerReady(app.alias, runner=runner.id, address=runner.url, timeline=dict(timeline)))
         return runner
+
+    def _probe_gpus(self, spec: RunnerSpec, events: EventSink) -> None:
+        """Learn, before the first GPU runner, whether the engine refuses GPUs, at a fraction of the cost.
+
+        The engine checks a container's GPU request only when it starts it, after it has set up the
+        container's network: the runner's own start would fail after that work and be started again on
+        CPU. A container without network, whose entrypoint does not exist, is refused as the runner would
+        be, in a few tens of milliseconds; the engine's answer then goes to the GPU policy as the
+        runner's would (a warning, or GpuUnavailable under ``--gpu require``). Any other answer leaves
+        the decision to the runner's own start.
+        """
+        from docker.errors import APIError
+
+        with self._gpu_probe_lock:
+            if not self._gpu_probe or self._gpus.engine_refuses:
+                return
+            self._gpu_probe = False
+            app = spec.prepared.app
+            grant = GpuGrant(count=max(1, app.gpu_count))
+            refused: str | None = None
+            container_id: str | None = None
+            try:
+                container_id = str(
+                    self._client.api.create_container(
+                        spec.prepared.image,
+                        name=container_name(app.alias, "gpu-probe"),
+                        entrypoint=["/falemu-gpu-probe"],
+                        command=[],
+                        labels=labels.runner_labels(app.alias, "gpu-probe", app.project_root),
+                        host_config=self._client.api.create_host_config(
+                            network_mode="none", device_requests=[grant.device_request()]
+                        ),
+                    )["Id"]
+                )
+                self._client.api.start(container_id)
+            except APIError as exc:
+                text = first_line(str(exc.explanation or exc))
+                if is_no_gpu_error(text):
+                    refused = text
+            except Exception:
+                pass
+            finally:
+                if container_id is not None:
+                    try:
+                        self._remove_quietly(container_id)
+                    except Exception:
+                        pass
+        if refused is not None:
+            self._gpus.refused(spec, events, refused, "")
 
     def _create(self, spec: RunnerSpec, name: str, port: int, grant: GpuGrant | None, events: EventSink) -> str:
         from docker.errors import APIError
@@ -365,7 +420,16 @@ class DockerRuntime:
         return loopback_message(sockets, port)
 
     def _proc_net_tcp(self, container_id: str) -> str | None:
-        """``/proc/net/tcp{,6}`` of the container: read inside it, else from this host for a local engine."""
+        """``/proc/net/tcp{,6}`` of the container.
+
+        On a local engine, read from this host's ``/proc`` of the container's first process (no process
+        is started in a container that is busy starting); else, or when that fails, read inside the
+        container with ``cat``.
+        """
+        if self._local:
+            text = self._host_proc_net_tcp(container_id, own_only=True)
+            if text is not None:
+                return text
         try:
             result = self._client.api.exec_create(container_id, ["cat", "/proc/net/tcp", "/proc/net/tcp6"])
             output = self._client.api.exec_start(result["Id"])
@@ -376,8 +440,18 @@ class DockerRuntime:
             pass
         if self._publish_ip != "127.0.0.1":
             return None  # a remote engine: its /proc is not ours
+        return self._host_proc_net_tcp(container_id, own_only=False)
+
+    def _host_proc_net_tcp(self, container_id: str, own_only: bool) -> str | None:
+        """The container's sockets from this host's ``/proc``; with ``own_only``, only when the process of
+        that PID is in the container's cgroup (an engine in a VM, such as Docker Desktop's, reports PIDs
+        of the VM, which on this host are other processes)."""
         try:
             pid = int(self._client.api.inspect_container(container_id)["State"]["Pid"])
+            if pid <= 0:
+                return None
+            if own_only and container_id not in Path(f"/proc/{pid}/cgroup").read_text():
+                return None
             return "".join(Path(f"/proc/{pid}/net/{name}").read_text() for name in ("tcp", "tcp6"))
         except Exception:
             return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,14 +97,30 @@ def test_each_runner_gets_its_own_gpu_on_a_gpu_engine(
 
 
 def test_cpu_fallback_on_an_engine_without_gpus(prepared_example: Any, rt_apps: Any, tmp_path: Path):
-    runtime = DockerRuntime(reap=False)  # the main engine: no NVIDIA runtime
+    runtime = DockerRuntime(reap=False)  # the main engine (local, no NVIDIA driver on this host): no NVIDIA runtime
     events = EventBus()
+    alias = rt_apps.unique("gpu-fallback")
+    prepared = dataclasses.replace(prepared_example, app=dataclasses.replace(prepared_example.app, alias=alias))
+    since = int(time.time()) - 1
     try:
-        spec = RunnerSpec(prepared_example, "c1", "local", tmp_path, gpu="auto")
+        spec = RunnerSpec(prepared, "c1", "local", tmp_path, gpu="auto")
         runners = [runtime.start(spec, events), runtime.start(dataclasses.replace(spec, runner_id="c2"), events)]
         for runner in runners:
             assert runner.gpu_ids == ()
             assert httpx.get(f"{runner.url}/health", timeout=10).status_code == 200
+        # The engine was asked once, by a probe container; each runner's container was created once, on CPU.
+        created = [
+            e["Actor"]["Attributes"]["name"]
+            for e in runtime.client.api.events(
+                since=since,
+                until=int(time.time()) + 1,
+                filters={"type": "container", "event": "create", "label": f"falemu.app={alias}"},
+                decode=True,
+            )
+        ]
+        names = [r.handle.name for r in runners if isinstance(r.handle, ContainerHandle)]
+        assert sorted(created) == sorted([*names, *[n for n in created if "gpu-probe" in n]]), created
+        assert len([n for n in created if "gpu-probe" in n]) == 1, created
         warnings = [e for e in events.history if isinstance(e, Notice) and e.level == "warning"]
         assert len(warnings) == 1, warnings  # one clear warning, not one per runner
         assert 'could not select device driver "" with capabilities: [[gpu]]' in warnings[0].message
@@ -112,6 +129,7 @@ def test_cpu_fallback_on_an_engine_without_gpus(prepared_example: Any, rt_apps: 
             runtime.start(dataclasses.replace(spec, runner_id="c3", gpu="require"), events)
     finally:
         runtime.close()
+    assert rt_apps.containers(runtime.client, alias) == []  # the probe container too
 
     fresh = DockerRuntime(reap=False)
     quiet = EventBus()

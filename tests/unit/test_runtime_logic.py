@@ -135,6 +135,31 @@ PROC_NET_TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->
 """
 
 
+def test_sockets_are_read_from_this_hosts_proc_only_for_a_process_in_the_containers_cgroup():
+    """A local engine's container PID read on this host must belong to the container (in a VM, it would not)."""
+    from types import SimpleNamespace
+
+    from falemu.runtime.docker import DockerRuntime
+
+    class Api:
+        def inspect_container(self, container_id: str) -> dict[str, object]:
+            return {"State": {"Pid": os.getpid()}}  # this test's process: in no container's cgroup
+
+        def exec_create(self, *args: object, **kwargs: object) -> dict[str, str]:
+            raise RuntimeError("no engine here")
+
+    runtime = DockerRuntime.__new__(DockerRuntime)
+    runtime._client = SimpleNamespace(api=Api())
+    runtime._local, runtime._publish_ip = True, "127.0.0.1"
+    container_id = "f" * 64
+    assert runtime._host_proc_net_tcp(container_id, own_only=True) is None
+    mine = runtime._host_proc_net_tcp(container_id, own_only=False)
+    assert mine is not None
+    assert "local_address" in mine
+    # Inside the container (exec) is asked next; when that fails too, the unchecked read is the last resort.
+    assert "local_address" in (runtime._proc_net_tcp(container_id) or "")
+
+
 def test_proc_net_tcp_parsing_and_messages():
     sockets = listening_sockets(PROC_NET_TCP)
     assert sockets == [("127.0.0.1", 8000), ("0.0.0.0", 9090)]

@@ -127,7 +127,8 @@ def serve_gateway(port: int, runner_ports: dict[str, int], loop: str, http: str,
     from falemu.events import EventBus
     from falemu.gateway import GatewayApp, create_app
     from falemu.gateway.keys import KeyStore
-    from falemu.gateway.server import gateway_server_options, new_event_loop
+    from falemu.gateway.loop import new_event_loop
+    from falemu.gateway.server import gateway_server_options
     from falemu.gateway.static_pool import StaticPool
     from falemu.runtime.base import PreparedApp, Runner, RunnerSpec
     from falemu.scaling.controller import AppController

@@ -11,11 +11,12 @@ Used by ``falemu up``, the pytest plugin and ``falemu check``::
 
 ``start()`` parses the apps, prepares (builds) their images in the calling thread, then runs one
 asyncio event loop in a background thread. In that loop it creates the controllers, starts each app's
-``min_concurrency`` runners (at least one with ``warm=True``), and serves the gateway with uvicorn on
+``min_concurrency`` runners (at least one with ``warm=True``), builds the gateway in a worker thread
+meanwhile (mostly imports, which would otherwise wait for the runners), and serves it with uvicorn on
 ``settings.host:settings.port``, HTTP and HTTPS with falemu's local CA on that one port (port 0 picks a
-free one; :attr:`base_url`, always ``http://``, has the real one). The
-controllers and the gateway share that loop. ``stop()`` stops the server, every runner and the loop,
-and leaves no thread, socket or runner behind.
+free one; :attr:`base_url`, always ``http://``, has the real one). The controllers and the gateway
+share that loop. ``stop()`` stops the server, every runner and the loop, and leaves no thread, socket
+or runner behind.
 
 Besides the gateway's routes, the server answers a few admin routes under ``/_falemu/`` (``ps``,
 ``logs``, ``events``) that ``falemu ps`` and ``falemu logs`` use from another terminal; they need the
@@ -78,6 +79,7 @@ class Emulator:
         tick: float = 0.2,
         preloaded: Sequence[AppConfig] | None = None,
         durable_queue: bool = False,
+        openapi_at_start: bool = False,
     ) -> None:
         self.project = project
         self.settings = settings
@@ -117,6 +119,8 @@ class Emulator:
         self._runner_mounts: dict[str, str] = {}
         self.reloader = Reloader(self)  # falemu.devloop: the revisions of each app
         self._chaos: Chaos | None = None
+        self._openapi_at_start = openapi_at_start
+        self._documents: dict[str, dict[str, Any] | None] = {}  # each app's /openapi.json at start
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -242,21 +246,31 @@ class Emulator:
 
     def openapi(self, app: str, timeout: float = 5.0) -> dict[str, Any] | None:
         """The app's ``/openapi.json`` from one of its ready runners; None when it has none."""
-        import httpx
+        return self._runner_openapi(self._config(app).name, timeout)
 
-        urls = [r.url for r in self._controller(app).runners() if r.url and r.state in ("IDLE", "RUNNING")]
+    def _runner_openapi(self, name: str, timeout: float) -> dict[str, Any] | None:
+        import http.client
+        import json
+        from urllib.parse import urlsplit
+
+        urls = [r.url for r in self._controller(name).runners() if r.url and r.state in ("IDLE", "RUNNING")]
         if not urls:
             return None
+        where = urlsplit(urls[0])
+        if where.scheme != "http" or where.hostname is None:
+            return None
+        connection = http.client.HTTPConnection(where.hostname, where.port or 80, timeout=timeout)
         try:
-            response = httpx.get(f"{urls[0]}/openapi.json", timeout=timeout)
-        except httpx.HTTPError:
+            connection.request("GET", f"{where.path.rstrip('/')}/openapi.json")
+            response = connection.getresponse()
+            body = response.read()
+            if response.status != 200:
+                return None
+            document = json.loads(body)
+        except (OSError, http.client.HTTPException, ValueError):
             return None
-        if response.status_code != 200:
-            return None
-        try:
-            document = response.json()
-        except ValueError:
-            return None
+        finally:
+            connection.close()
         return document if isinstance(document, dict) and isinstance(document.get("paths"), dict) else None
 
     # -- internals ----------------------------------------------------------------------------------
@@ -465,7 +479,7 @@ class Emulator:
 
     def _thread_main(self, sock: socket.socket) -> None:
         try:
-            from falemu.gateway.server import new_event_loop
+            from falemu.gateway.loop import new_event_loop
 
             loop = new_event_loop()  # uvloop's when installed
         except Exception as exc:  # start() waits for _ready: it must hear of this, not hang
@@ -495,29 +509,33 @@ class Emulator:
         try:
             if self._stop_requested():  # stop() came before this task existed, so nothing cancelled it
                 raise asyncio.CancelledError
-            if self.cdn is not None:
-                await self.cdn.start()
+            if self.cdn is not None:  # bound: what runners get is known before its servers start
                 self._runner_env, self._runner_mounts = self.cdn.runner_env(), self.cdn.runner_mounts()
             for name, config in self.configs.items():
                 spec = self.runner_spec(name, self.prepared[name])
                 self._controllers[name] = AppController(
                     config, self.runtime, spec, clock=self.clock, events=self.events, tick=self._tick
                 )
-            await asyncio.gather(*(c.start(warm=1 if self.warm else 0) for c in self._controllers.values()))
+            app = await self._start_runners_and_build()
             if self._stop_requested():
                 raise asyncio.CancelledError
-            app = self._asgi_app()
             from falemu.gateway.listener import GatewayServer
             from falemu.gateway.server import gateway_server_options
 
             server = GatewayServer(uvicorn.Config(app, **gateway_server_options()))
             self._server = server
             serving = asyncio.create_task(server.serve(sockets=[sock]))
+            # The documents `falemu up` shows are asked for while the server starts, not after.
+            documents = None
+            if self._openapi_at_start:
+                documents = asyncio.ensure_future(asyncio.to_thread(self._fetch_documents))
             while not server.started and not serving.done():
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.005)
             if serving.done():
                 serving.result()
                 raise FalemuError("the gateway stopped during start-up", hint="run with --debug for details")
+            if documents is not None:
+                self._documents = await documents
             self._ready.set()
             if self._stop_requested():  # stop() came while the server was starting
                 server.should_exit = True
@@ -543,6 +561,45 @@ class Emulator:
                 with contextlib.suppress(Exception):
                     await self.cdn.aclose()
             self._ready.set()
+
+    async def _start_runners_and_build(self) -> Gateway:
+        """Start each app's first runners and, meanwhile, the local CDN's servers and the gateway's build.
+
+        The runners' containers take a second or more to become ready, waiting on the engine and on
+        their own processes: building the gateway (mostly imports, in a worker thread) and serving the
+        CDN's sockets (bound already, so a runner's early connection waits in their backlog) then cost
+        the start nothing. A failure is raised once the build has ended (the build has nothing to undo).
+        """
+        starting = asyncio.ensure_future(
+            asyncio.gather(*(c.start(warm=1 if self.warm else 0) for c in self._controllers.values()))
+        )
+        await asyncio.sleep(0)  # the runners' start tasks run first: their containers are created at once
+        building = asyncio.ensure_future(asyncio.to_thread(self._asgi_app))
+        try:
+            if self.cdn is not None:
+                await self.cdn.start()
+            await starting
+        except BaseException:
+            if not starting.done():
+                starting.cancel()
+            futures: list[asyncio.Future[Any]] = [starting, building]
+            await asyncio.wait(futures)
+            for future in futures:
+                if not future.cancelled():
+                    future.exception()  # retrieved: the error raised here is the one to report
+            raise
+        return await building
+
+    def _fetch_documents(self) -> dict[str, dict[str, Any] | None]:
+        """Each app's ``/openapi.json`` from its first ready runner (see :meth:`started_openapi`)."""
+        return {name: self._runner_openapi(name, 5.0) for name in self._controllers}
+
+    def started_openapi(self, app: str) -> dict[str, Any] | None:
+        """The document :meth:`openapi` gave while the emulator started (with ``openapi_at_start``), or a
+        fresh one when it gave none."""
+        name = self._config(app).name
+        document = self._documents.get(name)
+        return document if document is not None else self.openapi(app)
 
     def _stop_requested(self) -> bool:
         return self._stopped  # set by stop() from another thread

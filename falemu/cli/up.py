@@ -190,6 +190,7 @@ def up(
         warm=True,
         command=shlex.split(command) if command else None,
         durable_queue=True,
+        openapi_at_start=True,
     )
 
     stop = threading.Event()
@@ -206,7 +207,7 @@ def up(
     try:
         emulator.start()
         for name in emulator.apps:
-            document = emulator.openapi(name)
+            document = emulator.started_openapi(name)
             paths = sorted(document["paths"]) if document is not None else None
             config = emulator.configs[name]
             renderer.serving(

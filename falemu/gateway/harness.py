@@ -22,9 +22,10 @@ from falemu.gateway import GatewayApp, create_app
 from falemu.gateway.app import Gateway
 from falemu.gateway.keys import KeyStore
 from falemu.gateway.listener import GatewayServer
+from falemu.gateway.loop import new_event_loop
 from falemu.gateway.probe import Probe
 from falemu.gateway.serve import ThreadedServer
-from falemu.gateway.server import GatewayAsgiProtocol, gateway_server_options, new_event_loop
+from falemu.gateway.server import GatewayAsgiProtocol, gateway_server_options
 from falemu.gateway.static_pool import StaticPool
 from falemu.queue import QueueStore
 from falemu.runtime.base import Runner

@@ -20,8 +20,9 @@ Third, the keep-alive limit, a fast request's ``body_timeout`` (while its body a
 being armed and cancelled around every request.
 
 :func:`gateway_server_options` is the uvicorn configuration every place that serves the gateway uses
-(``falemu up``, the test harness, the benchmark), and :func:`new_event_loop` gives uvloop's loop when
-uvloop is installed (about 15% less CPU per forwarded request than asyncio's), else asyncio's.
+(``falemu up``, the test harness, the benchmark); :func:`falemu.gateway.loop.new_event_loop` gives
+uvloop's loop when uvloop is installed (about 15% less CPU per forwarded request than asyncio's), else
+asyncio's.
 """
 
 from __future__ import annotations
@@ -434,15 +435,6 @@ def _find_gateway(app: Any) -> Gateway | None:
         if app is None:
             return None
     return None
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's event loop when uvloop is installed (it costs the gateway less per request), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency, but optional at run time
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 def gateway_server_options() -> dict[str, Any]:

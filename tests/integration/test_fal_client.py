@@ -28,9 +28,10 @@ from falemu.events import EventBus, RunnerLog
 from falemu.gateway import GatewayApp, create_app
 from falemu.gateway.keys import KeyStore
 from falemu.gateway.listener import GatewayServer
+from falemu.gateway.loop import new_event_loop
 from falemu.gateway.probe import Probe
 from falemu.gateway.serve import ThreadedServer
-from falemu.gateway.server import gateway_server_options, new_event_loop
+from falemu.gateway.server import gateway_server_options
 from falemu.gateway.static_pool import StaticPool
 from falemu.runtime.base import Runner
 

@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
+from falemu.errors import RunnerError
 from falemu.testing import wait_until
 
 pytestmark = pytest.mark.docker
@@ -294,6 +295,21 @@ def test_failing_setup_is_reported_at_once_with_its_traceback_and_backs_off(
         assert backoff is not None
         assert backoff["failures"] >= 1
         assert docker_client.containers.list(all=True, filters={"label": f"falemu.app={alias}"}) == []
+        emulator.stop()
+
+        # As `falemu up` starts it (a warm runner, the gateway built meanwhile): start() fails with the
+        # runner's error and setup()'s traceback, and nothing serves or runs.
+        warm = Emulator(project, settings, apps=[app.name], events=EventBus(), preloaded=[app], warm=True)
+        try:
+            with pytest.raises(RunnerError, match="exited with code 3") as info:
+                warm.start()
+            assert "RuntimeError: the model weights are missing" in info.value.logs
+            assert "Traceback" in info.value.logs
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"http://127.0.0.1:{warm.port}/", timeout=2)
+            assert docker_client.containers.list(all=True, filters={"label": f"falemu.app={alias}"}) == []
+        finally:
+            warm.stop()
     finally:
         emulator.stop()
         _remove_images(docker_client, alias)

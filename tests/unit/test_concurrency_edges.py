@@ -189,13 +189,13 @@ def test_stop_before_the_loop_task_exists_starts_no_runner(tmp_path: Path, isola
 def test_a_loop_that_cannot_be_created_fails_start_instead_of_hanging(
     tmp_path: Path, isolated_home: Path, monkeypatch: Any
 ) -> None:
-    import falemu.gateway.server
+    import falemu.gateway.loop
     from falemu.errors import FalemuError
 
     def broken() -> Any:
         raise ImportError("no module named uvloop")
 
-    monkeypatch.setattr(falemu.gateway.server, "new_event_loop", broken)
+    monkeypatch.setattr(falemu.gateway.loop, "new_event_loop", broken)
     runtime = FakeRuntime()
     emu = Emulator(one_app_project(tmp_path), Settings(port=0, data_dir=isolated_home / "data"), runtime=runtime)
     errors: list[BaseException] = []

@@ -16,7 +16,7 @@ import pytest
 from falemu.config.model import AppConfig, AppShape, Project, ScalingConfig
 from falemu.config.settings import Settings
 from falemu.emulator import Emulator
-from falemu.errors import UsageError
+from falemu.errors import RunnerError, UsageError
 from falemu.events import RunnerReady, RunnerStateChanged, RunnerStopped
 from falemu.runtime.fake import FakeRuntime
 from falemu.state import ADMIN_HEADER
@@ -186,6 +186,40 @@ def test_port_in_use_is_a_usage_error(tmp_path: Path, settings: Settings) -> Non
 def test_unknown_app_is_a_usage_error(emulator: Emulator) -> None:
     with pytest.raises(UsageError):
         emulator.app_url("nope")
+
+
+def test_a_failing_first_runner_fails_the_start_although_the_gateway_was_built_meanwhile(
+    tmp_path: Path, settings: Settings
+) -> None:
+    before = live_threads()
+    runtime = FakeRuntime(start_delay=0.5, fail_starts=1)
+    emu = Emulator(make_project(tmp_path), settings, apps=["greeter"], runtime=runtime, warm=True)
+    with pytest.raises(RunnerError, match="exited during start-up") as info:
+        emu.start()
+    assert info.value.logs == "fake start failure"  # the runner's own error and logs, not the gateway's
+    assert emu.gateway is not None  # built while the runner started, then never served
+    assert runtime.running() == []
+    assert live_threads() <= before
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{emu.port}/", timeout=2)
+
+
+def test_openapi_at_start_is_fetched_while_the_gateway_starts(tmp_path: Path, settings: Settings) -> None:
+    project = make_project(tmp_path)
+    with Emulator(project, settings, apps=["greeter"], runtime=FakeRuntime(), warm=True, openapi_at_start=True) as emu:
+        asked: list[str] = []
+        fetch = emu._runner_openapi
+        emu._runner_openapi = lambda name, timeout: asked.append(name) or fetch(name, timeout)  # type: ignore[method-assign]
+        document = emu.started_openapi("greeter")
+        assert document is not None
+        assert "/echo" in document["paths"]
+        assert asked == []  # the runner was asked during start, not now
+        assert emu.openapi("greeter") == document
+        assert asked == ["greeter"]
+    with Emulator(project, settings, apps=["greeter"], runtime=FakeRuntime(), warm=True) as emu:
+        document = emu.started_openapi("greeter")  # not fetched at start: asked now
+        assert document is not None
+        assert "/echo" in document["paths"]
 
 
 def test_stop_during_start_up_leaves_no_runner(tmp_path: Path, settings: Settings) -> None:

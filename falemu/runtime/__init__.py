@@ -30,7 +30,12 @@ def select_runtime(settings: Settings, events: EventSink | None = None, *, exit_
         try:
             from falemu.runtime.docker import DockerRuntime
 
-            return DockerRuntime(events=sink, exit_cleanup=exit_cleanup, python_image=settings.python_image or None)
+            return DockerRuntime(
+                events=sink,
+                exit_cleanup=exit_cleanup,
+                python_image=settings.python_image or None,
+                probe_gpus=settings.gpu != "off",
+            )
         except (EngineUnavailable, ImportError) as exc:
             if settings.runtime == "docker":
                 raise

@@ -9,7 +9,8 @@ depends only on what the module sees when it runs, so it is kept under a key mad
 * the bytes of the ref file, every other ``.py`` file below its folder (the modules it may import)
   and the pyproject;
 * the environment the module runs in (a module may read a variable at import), without variables that
-  change from one shell to the next and cannot matter (``PWD``, ``SHLVL``, ...).
+  change from one shell, terminal or SSH login to the next and cannot matter (``PWD``, ``SHLVL``,
+  ``SSH_CONNECTION``, ``TMUX_PANE``, ...) and without falemu's own settings (``FALEMU_*``).
 
 A change to any of them is a new key, so a stale answer is never used; what the module might read from
 elsewhere (other files, the network) at import is not covered, and ``FALEMU_FALAPP_CACHE=0`` turns the
@@ -30,7 +31,18 @@ from typing import Any
 MAX_FILES = 2000  # a folder with more Python files than this is not cached (hashing it costs too much)
 MAX_ENTRIES = 50_000  # nor one whose walk meets more files than this
 _SKIP_DIRS = frozenset({".git", ".venv", "venv", "node_modules", "__pycache__", ".tox", ".mypy_cache", "build", "dist"})
-_VOLATILE_ENV = frozenset({"_", "PWD", "OLDPWD", "SHLVL", "TERM_SESSION_ID", "WINDOWID", "COLUMNS", "LINES", "PS1"})
+# What differs from one shell, terminal or login to the next and no App decides anything on; and falemu's
+# own settings (FALEMU_*: port, owner, folders), which are falemu's, not the App's.
+_VOLATILE_ENV = frozenset(
+    {
+        *("_", "PWD", "OLDPWD", "SHLVL", "COLUMNS", "LINES", "PS1", "PS2", "PROMPT_COMMAND", "HISTFILE"),
+        *("TERM_SESSION_ID", "WINDOWID", "TMUX", "TMUX_PANE", "STY", "WINDOW", "GPG_TTY", "SSH_AUTH_SOCK"),
+        *("SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY", "XDG_SESSION_ID", "XDG_VTNR", "DBUS_SESSION_BUS_ADDRESS"),
+        *("INVOCATION_ID", "JOURNAL_STREAM", "ITERM_SESSION_ID", "KITTY_WINDOW_ID", "KITTY_PID", "WEZTERM_PANE"),
+        *("ALACRITTY_WINDOW_ID", "GNOME_TERMINAL_SCREEN", "TERM_PROGRAM_VERSION", "SECURITYSESSIONID"),
+    }
+)
+_VOLATILE_PREFIXES = ("FALEMU_", "VSCODE_")
 
 
 def enabled(environ: Mapping[str, str] | None = None) -> bool:
@@ -90,7 +102,7 @@ def key(probe: str, args: Mapping[str, Any], file: Path, cwd: Path, env: Mapping
             part(str(path), path.read_bytes())
     except OSError:
         return None
-    kept = {k: v for k, v in env.items() if k not in _VOLATILE_ENV}
+    kept = {k: v for k, v in env.items() if k not in _VOLATILE_ENV and not k.startswith(_VOLATILE_PREFIXES)}
     part("env", json.dumps(kept, sort_keys=True).encode())
     return digest.hexdigest()
 

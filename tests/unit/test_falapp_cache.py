@@ -60,6 +60,22 @@ def test_a_change_of_the_module_a_sibling_module_or_the_environment_loads_again(
     assert len(entries()) == 4
 
 
+def test_another_terminal_or_falemu_setting_is_a_hit_another_fal_or_python_is_a_miss(
+    app_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_ref(f"{app_file}::Greeter")
+    for name, value in (("SSH_CONNECTION", "10.0.0.2 50000 10.0.0.1 22"), ("TMUX_PANE", "%3"), ("FALEMU_PORT", "9999")):
+        monkeypatch.setenv(name, value)
+    load_ref(f"{app_file}::Greeter")
+    assert len(entries()) == 1
+    monkeypatch.setattr(cache, "_fal_version", lambda: "999.0.0")
+    load_ref(f"{app_file}::Greeter")
+    assert len(entries()) == 2
+    monkeypatch.setattr(cache.sys, "version", "3.99.0 (other)")
+    load_ref(f"{app_file}::Greeter")
+    assert len(entries()) == 3
+
+
 def test_failed_loads_are_not_kept_and_the_cache_can_be_turned_off(
     app_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,8 +6,9 @@ mode "exit-cleanup" installs falemu's exit cleanup (atexit + SIGTERM); "plain" d
 
 from __future__ import annotations
 
+import signal
+import socket
 import sys
-import threading
 from pathlib import Path
 
 from falemu.config.model import AppConfig, AppShape, ImageConfig
@@ -28,8 +29,16 @@ def main() -> None:
     runtime = DockerRuntime(reap=False, exit_cleanup=mode == "exit-cleanup")
     runner = runtime.start(RunnerSpec(PreparedApp(app, image, built=False), "r1", "local", Path(data_dir)))
     handle = runner.handle
+    # Block until a signal, whichever thread the kernel hands it to: a main thread waiting on a lock
+    # or in sleep() is woken only by signals delivered to it, and the runtime's log follower is a
+    # second thread. The handler writes to the wakeup fd from any thread; Python then runs the
+    # handler (KeyboardInterrupt, or falemu's SystemExit for SIGTERM) in this thread.
+    wake_r, wake_w = socket.socketpair()
+    wake_w.setblocking(False)
+    signal.set_wakeup_fd(wake_w.fileno())
     print("READY", getattr(handle, "id", ""), flush=True)
-    threading.Event().wait()
+    while True:
+        wake_r.recv(1)
 
 
 if __name__ == "__main__":

@@ -101,7 +101,8 @@ class GatewayHarness:
             with contextlib.suppress(RuntimeError):
                 gateway.loop.call_soon_threadsafe(app.stopping)
         for server in reversed(self.servers):
-            server.stop()
+            # runners are let go at once, as containers are; the gateway drains as falemu up's does
+            server.stop(force=server is not self.gateway)
 
     def events_of(self, kind: type[Event]) -> list[Any]:
         return [e for e in self.events.history if isinstance(e, kind)]

@@ -57,6 +57,12 @@ class ThreadedServer:
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self.server.serve())
+            # requests still running (a forced stop does not wait for them) end here, not at exit
+            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         finally:
             loop.close()
 
@@ -86,7 +92,9 @@ class ThreadedServer:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def stop(self) -> None:
+    def stop(self, *, force: bool = False) -> None:
+        """Stop serving; with ``force``, without waiting for open connections and their requests."""
+        self.server.force_exit = force
         self.server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)

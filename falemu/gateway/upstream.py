@@ -17,6 +17,8 @@ import collections
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Protocol, cast
 
+from falemu.runtime.addresses import holder_alive
+
 Headers = list[tuple[bytes, bytes]]
 
 _READ_HIGH_WATER = 1 << 20  # pause reading from the runner above this many buffered bytes
@@ -491,6 +493,8 @@ class UpstreamPool:
         """A new connection to ``host:port``; raises :class:`UpstreamError` with fal's error type."""
         loop = asyncio.get_running_loop()
         key = (host, port)
+        if not holder_alive(host, port):  # the runner's container is gone; its address may be another's now
+            raise UpstreamError(f"the runner at {host}:{port} is gone", "runner_connection_refused")
         try:
             async with asyncio.timeout(self.connect_timeout):
                 transport, conn = await loop.create_connection(lambda: Connection(self, key), host, port)

@@ -32,7 +32,7 @@ from typing import Any
 from falemu.config.model import AppConfig, AppShape
 from falemu.errors import ImageError, RunnerError
 from falemu.events import EventSink, Notice, RunnerFailed, RunnerLog, RunnerReady, null_sink
-from falemu.runtime import labels
+from falemu.runtime import addresses, labels
 from falemu.runtime.base import PreparedApp, Runner, RunnerSpec
 from falemu.runtime.cleanup import install_exit_cleanup, reap_orphans
 from falemu.runtime.engine import arch_mismatch, connect, engine_address, engine_is_local, first_line, normalize_arch
@@ -81,6 +81,7 @@ class ContainerHandle:
     grace: float
     gpu: GpuGrant | None = None
     log_thread: threading.Thread | None = None
+    direct: tuple[str, int, int] | None = None  # (address, port, init PID) when reached at its bridge address
 
 
 class DockerRuntime:
@@ -534,26 +535,36 @@ class DockerRuntime:
         every request and answer once more: on a local Linux engine the gateway connects to the
         container's bridge address instead (about 100 us of CPU less per request). Docker Desktop and
         rootless engines cannot reach bridge addresses from the host; a quick connection test decides,
-        and the published port stays in use where it fails.
+        and the published port stays in use where it fails. The engine gives a dead container's address
+        to the next container at once, so the address is claimed with the container's init process
+        (:mod:`falemu.runtime.addresses`; the gateway checks it before each new connection): where this
+        host cannot see that process (falemu itself in a container), the published port stays in use.
         """
         if not self._direct_routing or self._publish_ip != "127.0.0.1":
             return
         try:
-            settings = self._client.api.inspect_container(container_id).get("NetworkSettings") or {}
+            info = self._client.api.inspect_container(container_id)
         except Exception:
             return
-        addresses = [settings.get("IPAddress")] + [
+        settings = info.get("NetworkSettings") or {}
+        pid = int((info.get("State") or {}).get("Pid") or 0)
+        candidates = [settings.get("IPAddress")] + [
             n.get("IPAddress") for n in (settings.get("Networks") or {}).values()
         ]
-        for address in addresses:
+        for address in candidates:
             if not address:
                 continue
             try:
                 with socket.create_connection((address, port), timeout=DIRECT_PROBE_SECONDS):
-                    runner.host, runner.port = address, port
-                    return
+                    pass
             except OSError:
                 continue
+            if addresses.claim(address, port, pid):
+                runner.host, runner.port = address, port
+                handle = runner.handle
+                if isinstance(handle, ContainerHandle):
+                    handle.direct = (address, port, pid)
+            return
 
     def _tail(self, container_id: str, lines: int = LOG_TAIL) -> str:
         try:
@@ -611,6 +622,8 @@ class DockerRuntime:
         if not isinstance(handle, ContainerHandle):
             return
         self._remove_quietly(handle.id)
+        if handle.direct is not None:
+            addresses.release(*handle.direct)
         with self._lock:
             self._runners.pop(handle.name, None)
         self._gpus.release(handle.name)

@@ -427,3 +427,59 @@ def test_a_local_engines_runners_are_reached_at_their_container_address(
         assert httpx.post(f"{runner.url}/greet", json={"name": "proxy"}, timeout=10).status_code == 200
     finally:
         published.close()
+
+
+def test_a_dead_runners_address_is_refused_even_when_another_container_holds_it_now(
+    rt_apps: Any, docker_runtime: Any, prepared_example: Any, tmp_path: Path
+):
+    """The engine hands a dead container's bridge address to the next container at once: a request still
+    leased to the dead runner must not open a connection to whatever listens there now."""
+    import asyncio
+
+    from falemu.gateway.upstream import UpstreamError, UpstreamPool
+    from falemu.runtime import addresses
+
+    runner = docker_runtime.start(_spec(prepared_example, "gone", tmp_path))
+    handle = runner.handle
+    assert isinstance(handle, ContainerHandle)
+    assert handle.direct is not None
+    assert addresses.holder_alive(runner.host, runner.port)
+    client = docker_runtime.client
+    other = None
+    try:
+        client.api.kill(handle.id)  # dies without the runtime's knowledge
+        assert not addresses.holder_alive(runner.host, runner.port)
+        # Another app's container starts and, on an engine nothing else uses, takes the freed address.
+        other = client.containers.run(
+            prepared_example.image, detach=True, labels={"falemu.app": rt_apps.unique("squatter")}
+        )
+        other.reload()
+        squatter = other.attrs["NetworkSettings"]["IPAddress"]
+
+        async def connect() -> str:
+            pool = UpstreamPool(connect_timeout=5)
+            try:
+                await pool.connect(runner.host, runner.port)
+            except UpstreamError as exc:
+                return exc.error_type
+            return "connected"
+
+        listening = False
+        for _ in range(100):  # wait until the other container's server listens, when it has the address
+            if squatter != runner.host:
+                break
+            try:
+                listening = httpx.get(f"{runner.url}/health", timeout=2).status_code == 200
+            except httpx.TransportError:
+                pass
+            if listening:
+                break
+            time.sleep(0.1)
+        # Where the other container took the address, a plain connection reaches it; falemu's does not.
+        assert listening or squatter != runner.host
+        assert asyncio.run(connect()) == "runner_connection_refused"
+    finally:
+        if other is not None:
+            other.remove(force=True)
+        docker_runtime.stop(runner, grace=0)
+    assert addresses.holder_alive(runner.host, runner.port)  # released with the runner: the address is free

@@ -41,13 +41,20 @@ def test_instances_are_scoped_to_the_project(tmp_path: Path, monkeypatch: pytest
 
 
 @pytest.mark.docker
-def test_down_with_project_removes_only_that_projects_runners(docker_client: object, base_image: str) -> None:
+def test_down_with_project_removes_only_that_projects_runners(
+    docker_client: object, base_image: str, tmp_path: Path
+) -> None:
+    import shutil
+
     import docker
 
+    # A copy of the example: the example's own runners, started by other tests meanwhile, are not ours.
+    project = tmp_path / "direct-server"
+    shutil.copytree(EXAMPLE, project)
     client = docker.from_env()
     owner = {"falemu.owner": "1@elsewhere"}
     labels_mine = {"falemu.app": "greeter", "falemu.runner": "greeter-test-down", **owner}
-    labels_mine["falemu.project"] = str(EXAMPLE.resolve())
+    labels_mine["falemu.project"] = str(project.resolve())
     labels_other = {"falemu.app": "not-in-project", "falemu.runner": "other-test-down", **owner}
     # The same app name in another project: not this project's runner.
     labels_twin = {"falemu.app": "greeter", "falemu.runner": "twin-test-down", "falemu.project": "/elsewhere", **owner}
@@ -56,7 +63,7 @@ def test_down_with_project_removes_only_that_projects_runners(docker_client: obj
     twin = client.containers.create(base_image, ["sleep", "60"], labels=labels_twin)
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "falemu", "down", "--project", str(EXAMPLE)],
+            [sys.executable, "-m", "falemu", "down", "--project", str(project)],
             capture_output=True,
             text=True,
             timeout=60,

@@ -594,6 +594,11 @@ class Emulator:
         """Each app's ``/openapi.json`` from its first ready runner (see :meth:`started_openapi`)."""
         return {name: self._runner_openapi(name, 5.0) for name in self._controllers}
 
+    def warm_up(self) -> None:
+        """Build, in a thread, what is otherwise built on first use (the dashboard's JSON API)."""
+        if self.dashboard is not None:
+            self.dashboard.warm()
+
     def started_openapi(self, app: str) -> dict[str, Any] | None:
         """The document :meth:`openapi` gave while the emulator started (with ``openapi_at_start``), or a
         fresh one when it gave none."""

@@ -229,6 +229,7 @@ def up(
             url=emulator.base_url,
             **files_fields,
         )
+        emulator.warm_up()  # the dashboard's API, now that the apps serve
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:

@@ -16,7 +16,10 @@ vendored Preact + htm, no build step, nothing fetched from the network).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import mimetypes
+import threading
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -46,6 +49,7 @@ class Dashboard:
         self.api_key = api_key
         self.verify = verify
         self._caller: Any = None
+        self.api: LazyApp | None = None  # the JSON API, once mounted
 
     @classmethod
     def for_emulator(cls, emulator: Emulator, prices: Prices | None = None) -> Dashboard:
@@ -86,15 +90,16 @@ class Dashboard:
     _emulator: Emulator | None = None
 
     def mount(self, gateway: Gateway, base_url: str = "") -> None:
-        """Serve the dashboard on ``gateway`` and record its requests' bodies."""
-        from falemu.dashboard.api import Caller, create_api
+        """Serve the dashboard on ``gateway`` and record its requests' bodies.
 
+        The JSON API is a FastAPI app, whose import is most of a gateway's start-up: it is built on its
+        first request, or ahead of it by :meth:`warm` (``falemu up`` calls it once it is ready).
+        """
         emulator = self._emulator
         if emulator is not None:
             base_url = base_url or emulator.base_url
             self.api_key = self.api_key or emulator.api_key
         self.board.base_url = base_url
-        self._caller = Caller(base_url, self.api_key, self.verify)
         keys = gateway.keys
 
         def allowed(header: str) -> bool:
@@ -106,12 +111,23 @@ class Dashboard:
                 return {"uploads": "cdn", "upload_url": API_PREFIX + "uploads", "initiate_url": initiate}
             return {}
 
-        api = create_api(self.board, self._caller, allowed_key=allowed, capabilities=capabilities)
+        def build() -> ASGIApp:
+            from falemu.dashboard.api import Caller, create_api
+
+            self._caller = Caller(base_url, self.api_key, self.verify)
+            return create_api(self.board, self._caller, allowed_key=allowed, capabilities=capabilities)
+
+        self.api = LazyApp(build)
         gateway.recorder = self.history
-        gateway.mount(API_PREFIX, api)
+        gateway.mount(API_PREFIX, self.api)
         gateway.mount(STATIC_PREFIX, static_app)
         gateway.mount("/", static_app, exact=True)
         gateway.mount(METRICS_PATH, self.metrics_app, exact=True)
+
+    def warm(self) -> None:
+        """Build the JSON API now, in a thread, rather than on its first request."""
+        if self.api is not None:
+            self.api.warm()
 
     async def metrics_app(self, scope: Any, receive: Any, send: Any) -> None:
         from falemu.dashboard.metrics import CONTENT_TYPE, render
@@ -122,8 +138,53 @@ class Dashboard:
         await _respond(send, 200, body, CONTENT_TYPE)
 
     async def aclose(self) -> None:
+        if self.api is not None:
+            await asyncio.to_thread(self.api.settle, 30.0)  # a build under way creates the caller
         if self._caller is not None:
             await self._caller.aclose()
+
+
+class LazyApp:
+    """An ASGI app built once, on its first request or ahead of it by :meth:`warm` (in a thread)."""
+
+    def __init__(self, build: Callable[[], ASGIApp]) -> None:
+        self._build = build
+        self._app: ASGIApp | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def built(self) -> bool:
+        return self._app is not None
+
+    def get(self) -> ASGIApp:
+        with self._lock:
+            if self._app is None:
+                self._app = self._build()
+            return self._app
+
+    def warm(self) -> None:
+        with self._lock:
+            if self._app is not None or self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._warm, name="falemu-dashboard-build", daemon=True)
+            self._thread.start()
+
+    def _warm(self) -> None:
+        with contextlib.suppress(Exception):  # the first request builds it again and answers the error
+            self.get()
+
+    def settle(self, timeout: float) -> None:
+        """Wait for a build :meth:`warm` started."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        app = self._app
+        if app is None:
+            app = await asyncio.to_thread(self.get)
+        await app(scope, receive, send)
 
 
 def _static_root() -> Any:

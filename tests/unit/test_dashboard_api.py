@@ -3,6 +3,7 @@ the Origin check, replay, and `falemu report --json` equal to the plugin's repor
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import math
 import time
@@ -213,3 +214,24 @@ def test_playground_uploads_go_to_the_local_cdn(emu: Emulator) -> None:
         assert fetched.headers["content-type"] == "image/png"
         cross = page.post("/_falemu/api/uploads", content=png, headers={"origin": "http://evil.test"})
         assert cross.status_code == 403
+
+
+def test_the_api_is_built_on_its_first_request_or_ahead_by_warm_up(emu: Emulator, client: httpx.Client) -> None:
+    dashboard = emu.dashboard
+    assert dashboard is not None
+    assert dashboard.api is not None
+    assert not dashboard.api.built  # FastAPI's import is not part of the emulator's start
+    # Concurrent first requests all wait for the one build, and all get the API's answer.
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: client.get("/_falemu/api/requests"), range(4)))
+    assert [a.status_code for a in answers] == [200] * 4
+    assert all(a.json()["requests"] == [] for a in answers)
+    assert dashboard.api.built
+
+    other = Emulator(emu.project, emu.settings, runtime=FakeRuntime())
+    with other:
+        assert other.dashboard is not None
+        assert other.dashboard.api is not None
+        other.warm_up()  # what `falemu up` does once it is ready
+        other.dashboard.api.settle(60)
+        assert other.dashboard.api.built

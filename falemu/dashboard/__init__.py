@@ -26,13 +26,22 @@ from typing import TYPE_CHECKING, Any
 
 from falemu.dashboard.history import AppInfo, History
 from falemu.dashboard.pricing import Prices, load_prices
-from falemu.dashboard.views import Board
 
 if TYPE_CHECKING:
+    from falemu.dashboard.views import Board
     from falemu.emulator import Emulator
     from falemu.gateway.app import Gateway
 
 __all__ = ["Board", "Dashboard", "History"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Board":  # imported on first use: most of the dashboard's code is behind it
+        from falemu.dashboard.views import Board
+
+        return Board
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 API_PREFIX = "/_falemu/api/"
 STATIC_PREFIX = "/_falemu/dashboard/"
@@ -43,17 +52,48 @@ ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 class Dashboard:
     """The history of one emulator and the ASGI apps that show it."""
 
-    def __init__(self, board: Board, *, api_key: str | None = None, verify: str | bool = True) -> None:
-        self.board = board
-        self.history = board.history
+    def __init__(
+        self,
+        board: Board | Callable[[], Board],
+        *,
+        history: History | None = None,
+        api_key: str | None = None,
+        verify: str | bool = True,
+    ) -> None:
+        """``board``, or how to make it on first use (then ``history`` is the one it will show)."""
+        if callable(board):
+            assert history is not None, "a board made on first use needs its history now"
+            self._make_board: Callable[[], Board] | None = board
+            self._board: Board | None = None
+            self.history = history
+        else:
+            self._make_board, self._board = None, board
+            self.history = board.history
+        self._board_lock = threading.Lock()
         self.api_key = api_key
         self.verify = verify
         self._caller: Any = None
         self.api: LazyApp | None = None  # the JSON API, once mounted
 
+    @property
+    def board(self) -> Board:
+        """The views (made on first use when the dashboard was given how to make them)."""
+        board = self._board
+        if board is None:
+            with self._board_lock:
+                if self._board is None:
+                    assert self._make_board is not None
+                    self._board = self._make_board()
+                board = self._board
+        return board
+
     @classmethod
     def for_emulator(cls, emulator: Emulator, prices: Prices | None = None) -> Dashboard:
-        """A dashboard whose history follows ``emulator``'s events from now on."""
+        """A dashboard whose history follows ``emulator``'s events from now on.
+
+        Its views (most of the dashboard's code) are imported and made when they are first needed (the
+        gateway's build, which runs while the first runners start), not before.
+        """
         apps = {
             config.alias: AppInfo(config.machine_types[0] if config.machine_types else "XS", config.gpu_count)
             for config in emulator.configs.values()
@@ -70,20 +110,26 @@ class Dashboard:
                         return None
             return None
 
-        board = Board(
-            apps={c.alias: c for c in emulator.configs.values()},
-            pools=pool,
-            history=history,
-            prices=prices if prices is not None else load_prices(getattr(emulator.settings, "prices", None)),
-            owner=emulator.settings.owner,
-            openapi=emulator.openapi,
-        )
+        table = prices if prices is not None else load_prices(getattr(emulator.settings, "prices", None))
+
+        def board() -> Board:
+            from falemu.dashboard.views import Board
+
+            return Board(
+                apps={c.alias: c for c in emulator.configs.values()},
+                pools=pool,
+                history=history,
+                prices=table,
+                owner=emulator.settings.owner,
+                openapi=emulator.openapi,
+            )
+
         verify: str | bool = True
         if emulator.settings.tls:
             from falemu.gateway.tls import client_bundle
 
             verify = client_bundle()
-        dashboard = cls(board, verify=verify)
+        dashboard = cls(board, history=history, verify=verify)
         dashboard._emulator = emulator
         return dashboard
 

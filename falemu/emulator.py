@@ -444,7 +444,7 @@ class Emulator:
             self.settings,
             runtime=runtime.name,
             gateway_base=self.base_url,
-            bridge=bridge_address,
+            bridge=lambda: bridge_address(getattr(runtime, "client", None)),
             notice=lambda message: self.events(Notice("", level="warning", message=message)),
         )
         try:
@@ -503,8 +503,6 @@ class Emulator:
             self._ready.set()
 
     async def _main(self, sock: socket.socket) -> None:
-        import uvicorn
-
         serving: asyncio.Task[None] | None = None
         try:
             if self._stop_requested():  # stop() came before this task existed, so nothing cancelled it
@@ -519,6 +517,8 @@ class Emulator:
             app = await self._start_runners_and_build()
             if self._stop_requested():
                 raise asyncio.CancelledError
+            import uvicorn
+
             from falemu.gateway.listener import GatewayServer
             from falemu.gateway.server import gateway_server_options
 

@@ -60,12 +60,17 @@ def bridge_address_of(network: dict[str, Any]) -> str | None:
     return None
 
 
-def bridge_address() -> str | None:
-    """This machine's address on the engine's default bridge; None when the engine's bridge is elsewhere."""
+def bridge_address(client: Any = None) -> str | None:
+    """This machine's address on the engine's default bridge; None when the engine's bridge is elsewhere.
+
+    ``client`` is a Docker SDK client to ask (a runtime's); without it, one is made for the question.
+    """
+    own = client is None
     try:
         import docker
 
-        client = docker.from_env(timeout=10)
+        if client is None:
+            client = docker.from_env(timeout=10)
     except Exception:
         return None
     try:
@@ -73,8 +78,9 @@ def bridge_address() -> str | None:
     except Exception:
         return None
     finally:
-        with contextlib.suppress(Exception):
-            client.close()
+        if own:
+            with contextlib.suppress(Exception):
+                client.close()
     address = bridge_address_of(network)
     if address is None or not is_local_address(address):
         return None

@@ -30,21 +30,20 @@ import shutil
 import socket
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from falemu.cdn.files_api import FilesApp
-from falemu.cdn.rest_api import RestApp
 from falemu.cdn.storage import CDN_PREFIX, REST_PREFIX, Storage
 from falemu.cdn.store import FileStore
-from falemu.cdn.uploader import UploaderApp
 
 if TYPE_CHECKING:
     import uvicorn
 
+    from falemu.cdn.rest_api import RestApp
     from falemu.config.settings import Settings
     from falemu.gateway.keys import KeyStore
 
@@ -91,9 +90,12 @@ class CdnService:
 
     def bind(self) -> CdnService:
         """Open the store and the sockets; settle the file URLs' address. Raises OSError on failure."""
-        self.storage.store.root.mkdir(parents=True, exist_ok=True)
+        store = self.storage.store
+        store.root.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
-            self.storage.store.sweep()
+            store.clear_incoming()
+        # Expired files are never served (the store checks on every read): removing them can wait.
+        threading.Thread(target=_quietly, args=(store.sweep_expired,), name="falemu-cdn-sweep", daemon=True).start()
         self._bind_uploader()
         self._settle_files_base()
         return self
@@ -180,6 +182,9 @@ class CdnService:
 
         Uploads are authorized with the gateway's key store (any local user's key).
         """
+        from falemu.cdn.files_api import FilesApp
+        from falemu.cdn.rest_api import RestApp
+
         if self.storage.keys is None:
             self.storage.keys = getattr(gateway, "keys", None)
         gateway.mount(CDN_PREFIX + "/", FilesApp(self.storage, CDN_PREFIX))
@@ -193,11 +198,16 @@ class CdnService:
 
     def rest_app(self) -> RestApp:
         """fal's REST storage routes with no prefix (what a request for ``rest.fal.ai`` reaches)."""
+        from falemu.cdn.rest_api import RestApp
+
         return RestApp(self.storage)
 
     # -- serving ---------------------------------------------------------------------------------------
     async def start(self) -> None:
         """Serve the uploader socket and the file listener on the running loop."""
+        from falemu.cdn.files_api import FilesApp
+        from falemu.cdn.uploader import UploaderApp
+
         if self._uds is not None:
             await self._serve(UploaderApp(self.storage), self._uds)
         if self._listener is not None:
@@ -287,3 +297,8 @@ def _resolve(host: str) -> str | None:
     except OSError:
         return None
     return str(infos[0][4][0]) if infos else None
+
+
+def _quietly(work: Callable[[], object]) -> None:
+    with contextlib.suppress(OSError):
+        work()

@@ -204,9 +204,17 @@ class FileStore:
     # -- housekeeping --------------------------------------------------------------------------------
     def sweep(self, now: float | None = None) -> int:
         """Remove expired files and leftovers of interrupted uploads; returns how many files went."""
+        self.clear_incoming()
+        return self.sweep_expired(now)
+
+    def clear_incoming(self) -> None:
+        """Remove the leftovers of interrupted uploads (only before any upload of this process starts)."""
+        shutil.rmtree(self.incoming, ignore_errors=True)
+
+    def sweep_expired(self, now: float | None = None) -> int:
+        """Remove expired files (:meth:`get` never serves them either); returns how many went."""
         now = time.time() if now is None else now
         removed = 0
-        shutil.rmtree(self.incoming, ignore_errors=True)
         if not self.root.is_dir():
             return 0
         for meta_path in self.root.glob("*/.*.json"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -280,3 +281,21 @@ def test_socket_folders_of_killed_processes_are_removed(tmp_path: Path) -> None:
         assert stack_dir.exists()
     finally:
         live.close()
+
+
+def test_starting_clears_interrupted_uploads_at_once_and_expired_files_soon(tmp_path: Path) -> None:
+    from falemu.cdn.store import FileStore
+    from falemu.testing import wait_until
+
+    store = FileStore(tmp_path / "files")
+    expired = store.begin(file_name="old.txt", expires_at=time.time() + 0.2)
+    expired.write(b"old")
+    old = expired.commit()
+    kept = store.put(b"kept", file_name="kept.txt")
+    half = store.begin(file_name="half.bin")
+    half.write(b"interrupted")
+    time.sleep(0.3)  # now expired
+    with CdnStack(tmp_path) as stack:
+        assert not store.incoming.exists()  # before any upload of this run can start
+        wait_until(lambda: not old.path.exists(), timeout=20, what="the expired file's removal")
+        assert stack.cdn.storage.store.get(kept.key) is not None

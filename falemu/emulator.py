@@ -573,7 +573,10 @@ class Emulator:
         starting = asyncio.ensure_future(
             asyncio.gather(*(c.start(warm=1 if self.warm else 0) for c in self._controllers.values()))
         )
-        await asyncio.sleep(0)  # the runners' start tasks run first: their containers are created at once
+        # A few turns of the loop: each controller's start launches its runners' tasks, and each task hands
+        # the runtime's start to a thread, before the build (imports, which hold the GIL) begins.
+        for _ in range(3):
+            await asyncio.sleep(0)
         building = asyncio.ensure_future(asyncio.to_thread(self._asgi_app))
         try:
             if self.cdn is not None:

@@ -33,6 +33,9 @@ def main() -> None:
     # or in sleep() is woken only by signals delivered to it, and the runtime's log follower is a
     # second thread. The handler writes to the wakeup fd from any thread; Python then runs the
     # handler (KeyboardInterrupt, or falemu's SystemExit for SIGTERM) in this thread.
+    # Ctrl-C as `falemu up` takes it, also when started from a shell that ignores SIGINT for
+    # background jobs (CI scripts): an ignored disposition is inherited, and Python keeps it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     wake_r, wake_w = socket.socketpair()
     wake_w.setblocking(False)
     signal.set_wakeup_fd(wake_w.fileno())

@@ -537,6 +537,8 @@ class Emulator:
             if documents is not None:
                 self._documents = await documents
             self._ready.set()
+            if self.cdn is not None:
+                self.cdn.sweep_later()
             if self._stop_requested():  # stop() came while the server was starting
                 server.should_exit = True
             await serving

@@ -93,9 +93,7 @@ class CdnService:
         store = self.storage.store
         store.root.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
-            store.clear_incoming()
-        # Expired files are never served (the store checks on every read): removing them can wait.
-        threading.Thread(target=_quietly, args=(store.sweep_expired,), name="falemu-cdn-sweep", daemon=True).start()
+            store.clear_incoming()  # expired files wait for sweep_later(): the store never serves them
         self._bind_uploader()
         self._settle_files_base()
         return self
@@ -160,6 +158,11 @@ class CdnService:
         shown = f"[{address}]" if ":" in address else address
         self.storage.files_base = f"http://{shown}:{sock.getsockname()[1]}"
         self.files_address = address
+
+    def sweep_later(self) -> None:
+        """Remove expired files in a thread (called once the emulator serves: nothing waits for it)."""
+        store = self.storage.store
+        threading.Thread(target=_quietly, args=(store.sweep_expired,), name="falemu-cdn-sweep", daemon=True).start()
 
     # -- what runners get ------------------------------------------------------------------------------
     def runner_mounts(self) -> dict[str, str]:

@@ -283,8 +283,12 @@ def test_socket_folders_of_killed_processes_are_removed(tmp_path: Path) -> None:
         live.close()
 
 
-def test_starting_clears_interrupted_uploads_at_once_and_expired_files_soon(tmp_path: Path) -> None:
+def test_starting_clears_interrupted_uploads_at_once_and_expired_files_once_it_serves(tmp_path: Path) -> None:
     from falemu.cdn.store import FileStore
+    from falemu.config.model import AppConfig, AppShape, Project
+    from falemu.config.settings import Settings
+    from falemu.emulator import Emulator
+    from falemu.runtime.fake import FakeRuntime
     from falemu.testing import wait_until
 
     store = FileStore(tmp_path / "files")
@@ -297,5 +301,16 @@ def test_starting_clears_interrupted_uploads_at_once_and_expired_files_soon(tmp_
     time.sleep(0.3)  # now expired
     with CdnStack(tmp_path) as stack:
         assert not store.incoming.exists()  # before any upload of this run can start
+        assert old.path.exists()  # never served, removed later
+        assert stack.cdn.storage.store.get(old.key) is None
+    greeter = AppConfig(name="greeter", alias="greeter", shape=AppShape.DIRECT_SERVER, project_root=tmp_path)
+    project = Project(root=tmp_path, pyproject=tmp_path / "pyproject.toml", apps={"greeter": greeter})
+    settings = Settings(port=0, files_dir=tmp_path / "files", data_dir=tmp_path / "data")
+    expired = store.begin(file_name="old2.txt", expires_at=time.time() + 0.2)
+    expired.write(b"old")
+    old = expired.commit()
+    time.sleep(0.3)
+    with Emulator(project, settings, runtime=FakeRuntime()) as emu:
         wait_until(lambda: not old.path.exists(), timeout=20, what="the expired file's removal")
-        assert stack.cdn.storage.store.get(kept.key) is not None
+        assert emu.cdn is not None
+        assert emu.cdn.storage.store.get(kept.key) is not None

@@ -474,11 +474,15 @@ class Renderer:
         self._echo(text, err=True)
 
     def status(self, event: str, text: str, **data: Any) -> None:
-        """A lifecycle line of ``falemu up`` (Ready, Stopping, Stopped): text, or a JSON line in --json mode."""
+        """A lifecycle line of ``falemu up`` (Ready, Stopping, Stopped): text, or a JSON line in --json mode.
+
+        Flushed at once, also to a pipe: a script waits for these lines.
+        """
         if self.json_lines:
             self.json({"event": event, **data, "ts": time.time()})
         else:
             self._echo(text)
+        self.flush()
 
     def stopping(self) -> None:
         """``falemu up`` got Ctrl-C or SIGTERM: say so once, before the cleanup's own lines."""

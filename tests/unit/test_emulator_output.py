@@ -176,6 +176,17 @@ def test_lines_to_a_file_or_pipe_are_flushed_in_batches_yet_soon() -> None:
         r.flush()
 
 
+def test_lifecycle_lines_reach_a_pipe_at_once() -> None:
+    for json_lines in (True, False):
+        out = _CountingStream()
+        r = Renderer(stream=out, json_lines=json_lines)
+        r(RunnerLog("greeter", runner="g-1", line="GET /health"))  # batched: the output thread flushes it
+        r.status("Ready", "gateway at http://127.0.0.1:1", url="http://127.0.0.1:1")
+        assert out.flushes >= 1  # before status() returned, with the lines before it
+        assert "Ready" in out.getvalue().splitlines()[-1] or "gateway at" in out.getvalue().splitlines()[-1]
+        assert "GET /health" in out.getvalue()
+
+
 def test_a_failing_event_subscriber_never_fails_the_emitter(capsys: Any) -> None:
     from falemu.events import EventBus
 

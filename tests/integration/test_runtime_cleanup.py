@@ -54,7 +54,13 @@ def test_signal_to_falemu_removes_its_runners(
     assert container.labels[labels.PROJECT] == labels.project_label(tmp_path)  # the app's project folder
     assert container.labels[labels.VERSION]
     proc.send_signal(sig)
-    proc.wait(timeout=60)
+    try:
+        proc.wait(timeout=60)
+    finally:  # a stand-in that did not exit is not left running, nor its runner
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+            remove_containers(client, alias)
     assert rt_apps.containers(client, alias) == []
 
 

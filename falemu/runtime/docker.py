@@ -17,7 +17,6 @@ Every method may be called from several threads at once.
 
 from __future__ import annotations
 
-import concurrent.futures
 import math
 import os
 import re
@@ -39,6 +38,7 @@ from falemu.runtime.engine import arch_mismatch, connect, engine_address, engine
 from falemu.runtime.environment import data_binds, machine_for, resolve_secrets, runner_environment
 from falemu.runtime.falapp import FalAppImages, explain_startup_failure, readiness
 from falemu.runtime.gpu import GpuAllocator, GpuGrant, GpuPolicy, detect_gpu_count, is_no_gpu_error
+from falemu.runtime.gpu_probe import GpuProbe
 from falemu.runtime.images import build_image, ensure_image
 from falemu.runtime.readiness import (
     Exited,
@@ -107,11 +107,11 @@ class DockerRuntime:
         self._publish_ip = "127.0.0.1" if self._local else "0.0.0.0"
         total = gpu_count if gpu_count is not None else detect_gpu_count(self._local)
         self._gpus = GpuPolicy(GpuAllocator(total))
-        # A local engine on a host without NVIDIA driver is asked once, cheaply, whether it gives GPUs.
-        self._gpu_probe = probe_gpus and self._local and total is None
-        self._gpu_answer: concurrent.futures.Future[str | None] | None = None
-        self._gpu_thread: threading.Thread | None = None
-        self._gpu_probe_lock = threading.Lock()
+        # A local engine on a host without NVIDIA driver: whether it gives GPUs is learned before the first
+        # GPU runner starts (falemu.runtime.gpu_probe).
+        self._gpu_probe: GpuProbe | None = None
+        if probe_gpus and self._local and total is None:
+            self._gpu_probe = GpuProbe(self._client, self.engine_info, self._remove_quietly)
         self._poll = poll_interval
         # FALEMU_DIRECT_ROUTING=0 keeps runners behind their published ports (see _route_direct).
         self._direct_routing = os.environ.get("FALEMU_DIRECT_ROUTING", "1").strip().lower() not in ("0", "false", "no")
@@ -153,8 +153,8 @@ class DockerRuntime:
                 image, built, seconds = build_image(self._client, app, events, verbose)
             else:
                 image, built, seconds = ensure_image(self._client, app, events), False, 0.0
-        if app.wants_gpu and self._gpu_probe:
-            self._ask_gpus(app, image)  # answered while the caller gets ready to start runners
+        if app.wants_gpu and self._gpu_probe is not None:  # answered while the caller gets ready to start runners
+            self._gpu_probe.ask(app.alias, image, app.gpu_count, app.project_root)
         arch = self._check_arch(app, image, events)
         return PreparedApp(app=app, image=image, built=built, build_seconds=seconds, arch=arch)
 
@@ -170,8 +170,8 @@ class DockerRuntime:
                 self._falapps = FalAppImages(self._client, python_image=self._python_image)
         with build_lock:
             image, built, seconds, _python = self._falapps.prepare(app, events, verbose)
-        if app.wants_gpu and self._gpu_probe:
-            self._ask_gpus(app, image)  # answered while the caller gets ready to start runners
+        if app.wants_gpu and self._gpu_probe is not None:  # answered while the caller gets ready to start runners
+            self._gpu_probe.ask(app.alias, image, app.gpu_count, app.project_root)
         arch = self._check_arch(app, image, events)
         return PreparedApp(app=app, image=image, built=built, build_seconds=seconds if built else 0.0, arch=arch)
 
@@ -200,8 +200,8 @@ class DockerRuntime:
         port = app.exposed_port or DEFAULT_PORT
         # The container name keys this runner everywhere (runner ids are the caller's and need not be unique).
         name = container_name(app.alias, spec.runner_id)
-        if app.wants_gpu and spec.gpu != "off" and self._gpu_probe and not self._gpus.engine_refuses:
-            refused = self._ask_gpus(app, spec.prepared.image).result()
+        if app.wants_gpu and spec.gpu != "off" and self._gpu_probe is not None and not self._gpus.engine_refuses:
+            refused = self._gpu_probe.ask(app.alias, spec.prepared.image, app.gpu_count, app.project_root).result()
             if refused is not None:
                 self._gpus.refused(spec, events, refused, "")  # as the runner's own start would have
         grant = self._gpus.plan(spec, events, name)
@@ -253,60 +253,6 @@ class DockerRuntime:
             handle.log_thread.start()
         events(RunnerReady(app.alias, runner=runner.id, address=runner.url, timeline=dict(timeline)))
         return runner
-
-    def _ask_gpus(self, app: AppConfig, image: str) -> concurrent.futures.Future[str | None]:
-        """Whether the engine refuses GPUs (its reason) or not (None), asked once, in a thread.
-
-        The engine checks a container's GPU request only when it starts it, after it has set up the
-        container's network: a runner's own start would fail after that work and be started again on
-        CPU. A container without network, whose entrypoint does not exist, is refused as the runner would
-        be, in a few tens of milliseconds, and :meth:`prepare` asks as soon as it has the image, so the
-        answer is there when the first runner starts. Its reason then goes to the GPU policy as the
-        runner's would (a warning, or GpuUnavailable under ``--gpu require``). Any other answer leaves
-        the decision to the runner's own start.
-        """
-        with self._gpu_probe_lock:
-            answer = self._gpu_answer
-            if answer is None:
-                answer = self._gpu_answer = concurrent.futures.Future()
-                self._gpu_thread = threading.Thread(
-                    target=self._probe_gpus, args=(app, image, answer), name="falemu-gpu-probe", daemon=True
-                )
-                self._gpu_thread.start()
-            return answer
-
-    def _probe_gpus(self, app: AppConfig, image: str, answer: concurrent.futures.Future[str | None]) -> None:
-        from docker.errors import APIError
-
-        refused: str | None = None
-        container_id: str | None = None
-        try:
-            container_id = str(
-                self._client.api.create_container(
-                    image,
-                    name=container_name(app.alias, "gpu-probe"),
-                    entrypoint=["/falemu-gpu-probe"],
-                    command=[],
-                    labels=labels.runner_labels(app.alias, "gpu-probe", app.project_root),
-                    host_config=self._client.api.create_host_config(
-                        network_mode="none", device_requests=[GpuGrant(max(1, app.gpu_count)).device_request()]
-                    ),
-                )["Id"]
-            )
-            self._client.api.start(container_id)
-        except APIError as exc:
-            text = first_line(str(exc.explanation or exc))
-            if is_no_gpu_error(text):
-                refused = text
-        except Exception:
-            pass
-        finally:
-            answer.set_result(refused)  # before the clean-up: nobody waits for that
-            if container_id is not None:
-                try:
-                    self._remove_quietly(container_id)
-                except Exception:
-                    pass
 
     def _create(self, spec: RunnerSpec, name: str, port: int, grant: GpuGrant | None, events: EventSink) -> str:
         from docker.errors import APIError
@@ -672,8 +618,8 @@ class DockerRuntime:
             thread.start()
         for thread in threads:
             thread.join()
-        if self._gpu_thread is not None:
-            self._gpu_thread.join(30)  # it removes its container
+        if self._gpu_probe is not None:
+            self._gpu_probe.close()
         try:
             self._client.close()
         except Exception:

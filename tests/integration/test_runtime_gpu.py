@@ -96,7 +96,10 @@ def test_each_runner_gets_its_own_gpu_on_a_gpu_engine(
     assert rt_apps.containers(gpu_runtime.client, prepared.app.alias) == []
 
 
-def test_cpu_fallback_on_an_engine_without_gpus(prepared_example: Any, rt_apps: Any, tmp_path: Path):
+def test_cpu_fallback_on_an_engine_without_gpus(
+    prepared_example: Any, rt_apps: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nothing remembered about the engine yet
     runtime = DockerRuntime(reap=False)  # the main engine (local, no NVIDIA driver on this host): no NVIDIA runtime
     events = EventBus()
     alias = rt_apps.unique("gpu-fallback")
@@ -131,16 +134,32 @@ def test_cpu_fallback_on_an_engine_without_gpus(prepared_example: Any, rt_apps: 
         runtime.close()
     assert rt_apps.containers(runtime.client, alias) == []  # the probe container too
 
+    # The next runtime (the next `falemu up`) remembers the engine's answer: it asks no more, and says the same.
     fresh = DockerRuntime(reap=False)
     quiet = EventBus()
+    since = int(time.time()) - 1
     try:
-        off = fresh.start(RunnerSpec(prepared_example, "c4", "local", tmp_path, gpu="off"), quiet)
+        off = fresh.start(RunnerSpec(prepared, "c4", "local", tmp_path, gpu="off"), quiet)
         handle = off.handle
         assert isinstance(handle, ContainerHandle)
         assert not fresh.client.api.inspect_container(handle.id)["HostConfig"].get("DeviceRequests")
         assert not [e for e in quiet.history if isinstance(e, Notice)]
+        auto = fresh.start(RunnerSpec(prepared, "c5", "local", tmp_path, gpu="auto"), quiet)
+        assert auto.gpu_ids == ()
+        assert [e.message for e in quiet.history if isinstance(e, Notice)] == [warnings[0].message]
         with pytest.raises(GpuUnavailable, match="cannot give GPUs"):
-            fresh.start(RunnerSpec(prepared_example, "c5", "local", tmp_path, gpu="require"))
+            fresh.start(RunnerSpec(prepared, "c6", "local", tmp_path, gpu="require"))
+        probes = [
+            e["Actor"]["Attributes"]["name"]
+            for e in fresh.client.api.events(
+                since=since,
+                until=int(time.time()) + 1,
+                filters={"type": "container", "event": "create", "label": f"falemu.app={alias}"},
+                decode=True,
+            )
+            if "gpu-probe" in e["Actor"]["Attributes"]["name"]
+        ]
+        assert probes == []
     finally:
         fresh.close()
-    assert rt_apps.containers(fresh.client, prepared_example.app.alias) == []
+    assert rt_apps.containers(fresh.client, alias) == []

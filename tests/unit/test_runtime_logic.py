@@ -354,3 +354,26 @@ def test_image_repository_names_are_valid_for_any_app_name(tmp_path: Path):
     assert all(valid.fullmatch(repo) and len(repo) <= 255 for repo in names.values()), names
     assert names["x"] == "falemu/x"
     assert repo("a" * 299 + "b") != names["a" * 300]  # cut names stay apart
+
+
+def test_an_engines_gpu_refusal_is_remembered_for_a_day_while_it_describes_itself_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from falemu.runtime import gpu_probe
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    info = {"ID": "engine-1", "ServerVersion": "27.0.1", "Runtimes": {"runc": {}}, "KernelVersion": "6.1"}
+    reason = 'could not select device driver "" with capabilities: [[gpu]]'
+    assert gpu_probe.remembered_refusal(info) is None
+    gpu_probe.remember_refusal(info, reason)
+    assert gpu_probe.remembered_refusal(info) == reason
+    assert gpu_probe.remembered_refusal({**info, "Containers": 7}) == reason  # what changes all the time: ignored
+    for changed in ({"Runtimes": {"runc": {}, "nvidia": {}}}, {"ServerVersion": "28.0.0"}, {"ID": "engine-2"}):
+        assert gpu_probe.remembered_refusal({**info, **changed}) is None, changed
+    assert gpu_probe.remembered_refusal(info, now=time.time() + gpu_probe.REMEMBER_SECONDS + 1) is None
+    assert gpu_probe.remembered_refusal({}) is None  # an engine without id is never remembered
+    for entry in gpu_probe.memory_dir().glob("gpu-*.json"):
+        entry.write_text("{not json")
+    assert gpu_probe.remembered_refusal(info) is None

@@ -517,6 +517,10 @@ class Emulator:
             app = await self._start_runners_and_build()
             if self._stop_requested():
                 raise asyncio.CancelledError
+            # The documents `falemu up` shows are asked for while the server starts, not after.
+            documents = None
+            if self._openapi_at_start:
+                documents = asyncio.ensure_future(asyncio.to_thread(self._fetch_documents))
             import uvicorn
 
             from falemu.gateway.listener import GatewayServer
@@ -525,10 +529,6 @@ class Emulator:
             server = GatewayServer(uvicorn.Config(app, **gateway_server_options()))
             self._server = server
             serving = asyncio.create_task(server.serve(sockets=[sock]))
-            # The documents `falemu up` shows are asked for while the server starts, not after.
-            documents = None
-            if self._openapi_at_start:
-                documents = asyncio.ensure_future(asyncio.to_thread(self._fetch_documents))
             while not server.started and not serving.done():
                 await asyncio.sleep(0.005)
             if serving.done():

@@ -1,19 +1,31 @@
-"""Start-to-ready of the proxy fal.App example: falemu's runner against `docker run` of the same image.
+"""Start-to-ready of the proxy fal.App example: the whole `falemu up` against `docker run` of the same image.
 
-Both sides start the same image (examples/proxy-app, built once before timing: its Dockerfile string,
-the fal layer, the App's files) on the same engine in the same run, alternating, and are ready at the
-first 2xx of GET /health, which fal's server answers once setup() has returned (here: the image
-server started and answering). The baseline is what a user would script by hand::
+Headline: `falemu up proxy` (examples/proxy-app, its image already built and unchanged, so no rebuild)
+from the launch of the process to its "Ready" line, against what a user would script by hand with the
+same image on the same engine::
 
     docker run -d -p 127.0.0.1::8080 IMAGE; docker port ...; until curl -sf .../health; do sleep 0.02; done
 
-It also times what `falemu up` adds in front of a runner: loading the App with fal's loader (a child
-interpreter that imports fal and the app module, as `fal run` does) and finding the unchanged image,
-and the whole `falemu up proxy` command from launch to its "Ready" event.
+"Ready" is what a user of `falemu up` waits for: the line that says where the gateway is, printed once
+the gateway serves, the App's first runner has answered GET /health (fal's server answers it once
+setup() has returned: here, the image server started and answering) and its endpoints are listed. After
+each Ready line the script checks (untimed) that GET /health through the gateway's URL answers 2xx.
+The `falemu up` time therefore includes the interpreter and CLI start, fal's loader (its cache: the App
+is unchanged), finding the image, the runner's container start and the gateway; the baseline includes
+the docker CLI and the curl loop. The two sides alternate, the first round of each is a warm-up (it
+also writes falemu's bytecode when PYTHONDONTWRITEBYTECODE kept it from being written, as pip writes it
+when it installs falemu).
 
-Usage: python bench/falapp_startup.py [--runs 10] [--up-runs 3] [--poll 0.02]
+Secondary: the runner alone, `DockerRuntime.start` of the same prepared App to ready (no CLI, loader or
+gateway), alternating with the others; and a second prepare of the unchanged App, which must not rebuild.
+
+Every container is labelled (baseline: falemu.bench=falapp-startup; falemu's runners carry the owner
+label of the `falemu up` process that made them) and removed at the end, also after an error.
+
+Usage: python bench/falapp_startup.py [--runs 9] [--poll 0.02]
 Offline, the example's base image comes from FALEMU_BUILD_ARG_BASE_IMAGE (default falemu-base:bookworm).
-Prints medians and the ratio falemu / baseline (target: at most 1.15).
+Prints medians, the machine's load average with each figure, and the ratio falemu up / baseline
+(target: at most 1.15).
 """
 
 from __future__ import annotations
@@ -23,18 +35,27 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "proxy-app"
 sys.path.insert(0, str(ROOT))
 
 BENCH_LABEL = "falemu.bench=falapp-startup"  # baseline containers carry it, so only they are removed
+READY_TIMEOUT = 180.0  # a start that takes longer than this is a failure, not a figure
+MAX_POLLS = int(READY_TIMEOUT / 0.02)
+
+
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def _baseline(image: str, poll: float) -> float:
@@ -48,111 +69,185 @@ def _baseline(image: str, poll: float) -> float:
     try:
         port = (
             subprocess.run(["docker", "port", cid, "8080/tcp"], capture_output=True, text=True, check=True)
-            .stdout.split(":")[-1]
+            .stdout.splitlines()[0]
+            .rsplit(":", 1)[-1]
             .strip()
         )
         url = f"http://127.0.0.1:{port}/health"
-        while subprocess.run(["curl", "-sf", "-o", "/dev/null", url], check=False).returncode != 0:
+        for _ in range(MAX_POLLS):
+            if subprocess.run(["curl", "-sf", "-o", "/dev/null", url], check=False).returncode == 0:
+                return time.perf_counter() - started
             time.sleep(poll)
-        return time.perf_counter() - started
+        raise RuntimeError(f"the baseline container was not ready within {READY_TIMEOUT:g} s")
     finally:
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True, check=False)
 
 
-def _up_to_ready(env: dict[str, str]) -> float:
-    """`falemu up proxy` from launch to its Ready event (then Ctrl-C)."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "falemu", "up", "proxy", "--port", "0", "--json"],
-        cwd=EXAMPLE,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if '"event": "Ready"' in line:
-                return time.perf_counter() - started
-        raise RuntimeError("falemu up ended before it was ready")
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
+class Up:
+    """`falemu up proxy --port 0 --json` from launch to its Ready line, then Ctrl-C."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.owners: list[str] = []  # falemu.owner labels of every `falemu up` started here
+        self.image: str | None = None
+        self.builds = 0  # `falemu up` runs that built the image (after the first, there must be none)
+
+    def run(self) -> float:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "falemu", "up", "proxy", "--port", "0", "--json"],
+            cwd=EXAMPLE,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.owners.append(f"{proc.pid}@{socket.gethostname()}")
+        try:
+            assert proc.stdout is not None
+            deadline = started + READY_TIMEOUT
+            for line in proc.stdout:
+                if '"event": "Ready"' in line:
+                    elapsed = time.perf_counter() - started
+                    self._check(json.loads(line)["url"])
+                    return elapsed
+                if '"event": "BuildFinished"' in line:
+                    event = json.loads(line)
+                    self.image = event["image"]
+                    if not event.get("cached"):
+                        self.builds += 1
+                        print(f"  (falemu up built {self.image} in {event['seconds']:.1f} s)")
+                if time.perf_counter() > deadline:
+                    break
+            raise RuntimeError("falemu up ended before it was ready: " + (proc.stderr.read() if proc.stderr else ""))
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
+
+    @staticmethod
+    def _check(base_url: str) -> None:
+        with urllib.request.urlopen(f"{base_url}/local/proxy/health", timeout=30) as answer:
+            assert 200 <= answer.status < 300, answer.status
+
+
+def _cleanup(owners: list[str]) -> int:
+    filters = [["--filter", f"label={BENCH_LABEL}"]] + [["--filter", f"label=falemu.owner={o}"] for o in owners]
+    removed = 0
+    for flt in filters:
+        ids = subprocess.run(["docker", "ps", "-aq", *flt], capture_output=True, text=True, check=False).stdout.split()
+        if ids:
+            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
+            removed += len(ids)
+    return removed
+
+
+def _median_ms(values: list[float]) -> str:
+    low, high = min(values) * 1000, max(values) * 1000
+    return f"median {statistics.median(values) * 1000:.0f} ms (min {low:.0f}, max {high:.0f})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--up-runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=9, help="timed runs of each side (at least 7)")
     parser.add_argument("--poll", type=float, default=0.02, help="baseline curl poll interval (s)")
     args = parser.parse_args()
+    if args.runs < 7:
+        parser.error("--runs must be at least 7")
     os.environ.setdefault("FALEMU_BUILD_ARG_BASE_IMAGE", "falemu-base:bookworm")
+
+    home = Path(tempfile.mkdtemp(prefix="falemu-bench-up-"))
+    (home / "run").mkdir(mode=0o700)
+    # As an installed falemu, whose bytecode pip compiled: the warm-up run writes it when it is missing.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env = {
+        **env,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "pytest_plugin")]),
+        "FALEMU_CONFIG_DIR": str(home / "config"),
+        "FALEMU_DATA_DIR": str(home / "data"),
+        "XDG_RUNTIME_DIR": str(home / "run"),
+    }
+    up = Up(env)
 
     from falemu.config import load_project
     from falemu.config.falapp import resolve
     from falemu.runtime.base import RunnerSpec
     from falemu.runtime.docker import DockerRuntime
 
-    project = load_project(EXAMPLE / "pyproject.toml")
-    loads: list[float] = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        app = resolve(project, "proxy")
-        loads.append(time.perf_counter() - t0)
-    app = dataclasses.replace(app, alias="bench-proxy")
     runtime = DockerRuntime(reap=False)
     try:
+        print(f"load average at start: {load()}")
+        up.run()  # builds the image if needed, fills fal's loader cache; not counted
+        up.builds = 0
+        image = up.image
+        assert image is not None
+        project = load_project(EXAMPLE / "pyproject.toml")
+        app = resolve(project, "proxy")
         first = runtime.prepare(app)
         t0 = time.perf_counter()
         again = runtime.prepare(app)
         reprepare = time.perf_counter() - t0
-        assert first.image is not None
-        print(f"image {first.image}: built={first.built} ({first.build_seconds:.1f} s)")
-        print(f"second prepare of the unchanged App: built={again.built}, {reprepare * 1000:.0f} ms")
-        print(f"loading the App with fal's loader (child interpreter): median {statistics.median(loads) * 1000:.0f} ms")
-        data = Path(tempfile.mkdtemp(prefix="falemu-bench-"))
-        ours: list[float] = []
-        theirs: list[float] = []
-        _baseline(first.image, args.poll)  # warm-up of both paths, not counted
-        warm = runtime.start(RunnerSpec(first, "warm", "local", data, gpu="off"))
-        runtime.stop(warm, grace=0)
+        assert first.image == image, (first.image, image)
+        print(f"image {image}; a second prepare of the unchanged App: built={again.built}, {reprepare * 1000:.0f} ms")
+        runner_spec = dataclasses.replace(first, app=dataclasses.replace(first.app, alias="bench-proxy"))
+        data = home / "data"
+
+        def runner_only(i: int) -> float:
+            t = time.perf_counter()
+            runner = runtime.start(RunnerSpec(runner_spec, f"b{i}", "local", data))
+            elapsed = time.perf_counter() - t
+            runtime.stop(runner, grace=0)
+            return elapsed
+
+        _baseline(image, args.poll)  # warm-up, not counted
+        runner_only(-1)
+        times: dict[str, list[float]] = {"up": [], "docker": [], "runner": []}
+        loads: list[str] = []
+        sides: list[tuple[str, Any]] = [
+            ("up", up.run),
+            ("docker", lambda: _baseline(image, args.poll)),
+            ("runner", lambda: runner_only(i)),
+        ]
         for i in range(args.runs):
-            order = ("falemu", "docker") if i % 2 == 0 else ("docker", "falemu")
-            for side in order:
-                if side == "docker":
-                    theirs.append(_baseline(first.image, args.poll))
-                    continue
-                t0 = time.perf_counter()
-                runner = runtime.start(RunnerSpec(first, f"b{i}", "local", data, gpu="off"))
-                ours.append(time.perf_counter() - t0)
-                runtime.stop(runner, grace=0)
-        med_ours, med_theirs = statistics.median(ours), statistics.median(theirs)
-        print(f"runs: {args.runs} each, alternating; baseline poll every {args.poll * 1000:.0f} ms")
-        print(f"falemu runner start -> ready  : median {med_ours * 1000:.0f} ms (min {min(ours) * 1000:.0f})")
-        print(f"docker run + curl loop -> ready: median {med_theirs * 1000:.0f} ms (min {min(theirs) * 1000:.0f})")
-        ratio = med_ours / med_theirs
-        print(f"ratio falemu/baseline: {ratio:.2f} (target <= 1.15) {'OK' if ratio <= 1.15 else 'ABOVE TARGET'}")
+            loads.append(load())
+            order = sides[i % 3 :] + sides[: i % 3]
+            for side, fn in order:
+                times[side].append(fn())
+        loads.append(load())
     finally:
         runtime.close()
+        removed = _cleanup(up.owners)
+        if removed:
+            print(f"removed {removed} leftover container(s)")
 
-    if args.up_runs:
-        home = Path(tempfile.mkdtemp(prefix="falemu-bench-up-"))
-        (home / "run").mkdir(mode=0o700)
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "pytest_plugin")]),
-            "FALEMU_CONFIG_DIR": str(home / "config"),
-            "FALEMU_DATA_DIR": str(home / "data"),
-            "XDG_RUNTIME_DIR": str(home / "run"),
-        }
-        ups = [_up_to_ready(env) for _ in range(args.up_runs)]
-        median = statistics.median(ups) * 1000
-        print(
-            f"`falemu up proxy` launch -> Ready (unchanged App, no rebuild): median {median:.0f} ms over "
-            f"{len(ups)} runs; that is the CLI, fal's loader, the image lookup, the runner and the gateway"
+    med = {side: statistics.median(values) for side, values in times.items()}
+    ratio = med["up"] / med["docker"]
+    print(f"runs: {args.runs} of each side, alternating; baseline polls every {args.poll * 1000:.0f} ms")
+    print(f"load average (1, 5, 15 min) before each round: {'; '.join(loads)}")
+    print(f"falemu up proxy, launch -> Ready : {_median_ms(times['up'])}")
+    print(f"docker run + curl loop -> ready  : {_median_ms(times['docker'])}")
+    print(f"ratio falemu up / baseline: {ratio:.2f} (target <= 1.15) {'OK' if ratio <= 1.15 else 'ABOVE TARGET'}")
+    print(f"rebuilds in the timed `falemu up` runs of the unchanged App: {up.builds}")
+    print(
+        f"runner alone (DockerRuntime.start -> ready): {_median_ms(times['runner'])}, "
+        f"ratio {med['runner'] / med['docker']:.2f}"
+    )
+    print(
+        json.dumps(
+            {
+                "ratio": round(ratio, 3),
+                "runner_ratio": round(med["runner"] / med["docker"], 3),
+                "rebuilds": up.builds,
+                "up": [round(u, 2) for u in times["up"]],
+                "docker": [round(u, 2) for u in times["docker"]],
+                "runner": [round(u, 2) for u in times["runner"]],
+                "load": loads,
+            }
         )
-        print(json.dumps({"ratio": round(ratio, 3), "up_seconds": [round(u, 2) for u in ups]}))
+    )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any
 from falemu.clock import Clock, MonotonicClock
 from falemu.config.model import AppConfig, Project, ScalingConfig
 from falemu.config.settings import Settings
-from falemu.devloop.reload import Reloader
 from falemu.errors import FalemuError, UsageError
 from falemu.events import EventBus, Notice
 from falemu.runtime.base import PreparedApp, RunnerSpec, Runtime
@@ -53,6 +52,7 @@ if TYPE_CHECKING:
     from falemu.cdn.service import CdnService
     from falemu.chaos.injector import Chaos
     from falemu.dashboard import Dashboard
+    from falemu.devloop.reload import Reloader
     from falemu.gateway.app import Gateway
     from falemu.queue import QueueStore
 
@@ -117,7 +117,8 @@ class Emulator:
         self._stopped = False
         self._runner_env: dict[str, str] = {}  # what every runner gets besides fal's environment (the CDN's)
         self._runner_mounts: dict[str, str] = {}
-        self.reloader = Reloader(self)  # falemu.devloop: the revisions of each app
+        self._reloader: Reloader | None = None
+        self._reloader_lock = threading.Lock()
         self._chaos: Chaos | None = None
         self._openapi_at_start = openapi_at_start
         self._documents: dict[str, dict[str, Any] | None] = {}  # each app's /openapi.json at start
@@ -192,6 +193,16 @@ class Emulator:
             self.cdn.close_sockets()
         if self.queue_store is not None and (thread is None or not thread.is_alive()):
             self.queue_store.close()
+
+    @property
+    def reloader(self) -> Reloader:
+        """falemu.devloop's record and rollouts of each app's revisions (made on first use)."""
+        with self._reloader_lock:
+            if self._reloader is None:
+                from falemu.devloop.reload import Reloader
+
+                self._reloader = Reloader(self)
+            return self._reloader
 
     @property
     def stopping(self) -> bool:

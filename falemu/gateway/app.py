@@ -508,11 +508,20 @@ class Gateway:
                     await asyncio.sleep(plan.delay)  # falemu.chaos: latency
                 method = scope["method"]
                 if whole is not None:
-                    resp = await self.upstream.request(runner.host, runner.port, method, target, headers, whole)
+                    resp = await self.upstream.request(
+                        runner.host, runner.port, method, target, headers, whole, holder=runner.holder
+                    )
                 else:  # spooled to a file: sent in parts, with its length
                     spooled, size = body.stream(), body.size
                     resp = await self.upstream.request(
-                        runner.host, runner.port, method, target, headers, spooled, content_length=size
+                        runner.host,
+                        runner.port,
+                        method,
+                        target,
+                        headers,
+                        spooled,
+                        content_length=size,
+                        holder=runner.holder,
                     )
                 status = exchange.status = resp.status
                 if status == 503:

@@ -258,7 +258,7 @@ class FastExchange:
     def _send(self) -> None:
         assert self.lease is not None
         runner = self.lease.runner
-        conn = self.gateway.upstream.take_idle(runner.host, runner.port)
+        conn = self.gateway.upstream.take_idle(runner.host, runner.port, runner.holder)
         if conn is None:
             self._connecting = asyncio.ensure_future(self._connect_and_send())
         else:
@@ -268,7 +268,7 @@ class FastExchange:
         assert self.lease is not None
         runner = self.lease.runner
         try:
-            conn = await self.gateway.upstream.connect(runner.host, runner.port)
+            conn = await self.gateway.upstream.connect(runner.host, runner.port, runner.holder)
         except UpstreamError as exc:
             self._retried = True
             self.upstream_error(exc)

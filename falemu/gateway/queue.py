@@ -294,7 +294,7 @@ class QueueManager:
             rec.attempts += 1
             rec.status = IN_PROGRESS
             rec.runner = lease.runner.id
-            rec.runner_host = (lease.runner.host, lease.runner.port)
+            rec.runner_host = (lease.runner.host, lease.runner.port, lease.runner.holder)
             rec.started = time.time()
             self.store.started(rec.id, rec.attempts, lease.runner.id, rec.started)
             self._logs.attach(rec)
@@ -446,13 +446,13 @@ class QueueManager:
         """fal tells the app with ``POST <endpoint>/cancel`` carrying the request's ``x-fal-request-id``."""
         if rec.runner_host is None:
             return
-        host, port = rec.runner_host
+        host, port, holder = rec.runner_host
         path, _, _ = rec.target.partition(b"?")
         target = path.rstrip(b"/") + b"/cancel"
         headers = identity_headers(rec.id, rec.endpoint, rec.caller)
         with contextlib.suppress(UpstreamError, OSError, TimeoutError):
             async with asyncio.timeout(30):
-                resp = await self.gateway.upstream.request(host, port, "POST", target, headers, b"")
+                resp = await self.gateway.upstream.request(host, port, "POST", target, headers, b"", holder=holder)
                 try:
                     await resp.read()
                 finally:

@@ -61,6 +61,7 @@ async def exchange(
                 headers,
                 rec.body.chunks() if rec.body.in_file else rec.body.data,
                 content_length=rec.body.size if rec.body.in_file else None,
+                holder=lease.runner.holder,
             )
             try:
                 cut_after = plan.cut_after if plan is not None else None

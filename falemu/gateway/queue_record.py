@@ -46,7 +46,7 @@ class QueuedRequest:
     started: float | None = None
     finished: float | None = None
     runner: str | None = None
-    runner_host: tuple[str, int] | None = None
+    runner_host: tuple[str, int, int] | None = None  # host, port, holder of the runner it ran on
     logs: list[dict[str, Any]] = field(default_factory=list)
     stored_logs: int = 0  # how many of ``logs`` the store has
     response_status: int | None = None

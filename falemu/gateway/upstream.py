@@ -17,7 +17,7 @@ import collections
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Protocol, cast
 
-from falemu.runtime.addresses import holder_alive
+from falemu.runtime.addresses import holds
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -61,7 +61,7 @@ class Connection(asyncio.Protocol):
     :meth:`begin_sink`, straight to a :class:`Sink`'s callbacks as the bytes arrive.
     """
 
-    def __init__(self, pool: UpstreamPool, key: tuple[str, int]) -> None:
+    def __init__(self, pool: UpstreamPool, key: tuple[str, int, int]) -> None:
         self.pool = pool
         self.key = key
         self.transport: asyncio.Transport | None = None
@@ -468,10 +468,11 @@ class UpstreamResponse:
 
 
 class UpstreamPool:
-    """Kept-alive connections to runners, keyed by (host, port)."""
+    """Kept-alive connections to runners, keyed by (host, port, holder): a runner's connections are never
+    another runner's, even one that holds the same address later."""
 
     def __init__(self, *, max_idle_per_host: int = 256, connect_timeout: float = 10.0) -> None:
-        self._idle: dict[tuple[str, int], list[Connection]] = {}
+        self._idle: dict[tuple[str, int, int], list[Connection]] = {}
         self._all: set[Connection] = set()
         self.max_idle_per_host = max_idle_per_host
         self.connect_timeout = connect_timeout
@@ -489,11 +490,12 @@ class UpstreamPool:
             return
         idle.append(conn)
 
-    async def connect(self, host: str, port: int) -> Connection:
-        """A new connection to ``host:port``; raises :class:`UpstreamError` with fal's error type."""
+    async def connect(self, host: str, port: int, holder: int = 0) -> Connection:
+        """A new connection to ``host:port`` for the runner whose process is ``holder`` (see
+        :mod:`falemu.runtime.addresses`); raises :class:`UpstreamError` with fal's error type."""
         loop = asyncio.get_running_loop()
-        key = (host, port)
-        if not holder_alive(host, port):  # the runner's container is gone; its address may be another's now
+        key = (host, port, holder)
+        if not holds(host, port, holder):  # the runner's container is gone; its address may be another's now
             raise UpstreamError(f"the runner at {host}:{port} is gone", "runner_connection_refused")
         try:
             async with asyncio.timeout(self.connect_timeout):
@@ -518,9 +520,9 @@ class UpstreamPool:
         else:
             conn.close()
 
-    def take_idle(self, host: str, port: int) -> Connection | None:
-        """A kept-alive connection to ``host:port`` that is free, if there is one."""
-        idle = self._idle.get((host, port))
+    def take_idle(self, host: str, port: int, holder: int = 0) -> Connection | None:
+        """A kept-alive connection to ``host:port`` (of the runner ``holder``) that is free, if there is one."""
+        idle = self._idle.get((host, port, holder))
         while idle:
             conn = idle.pop()
             transport = conn.transport
@@ -545,8 +547,9 @@ class UpstreamPool:
         body: bytes | AsyncIterable[bytes] = b"",
         *,
         content_length: int | None = None,
+        holder: int = 0,
     ) -> UpstreamResponse:
-        """Send one request and return once the response head is in.
+        """Send one request (to the runner whose process is ``holder``) and return once the head is in.
 
         ``headers`` must not carry ``host``, ``content-length``, ``transfer-encoding`` or ``connection``:
         the framing is decided here. A streamed body without ``content_length`` goes out chunked.
@@ -561,10 +564,10 @@ class UpstreamPool:
         no_body = method == "HEAD"
 
         for attempt in (0, 1):
-            conn = self.take_idle(host, port)
+            conn = self.take_idle(host, port, holder)
             fresh = conn is None
             if conn is None:
-                conn = await self.connect(host, port)
+                conn = await self.connect(host, port, holder)
             waiter = conn.begin(no_body)
             transport = conn.transport
             assert transport is not None

@@ -24,6 +24,7 @@ from falemu.gateway.asgi import acquire, new_request_id, start_timeout
 from falemu.gateway.errors import PlatformError
 from falemu.gateway.headers import identity_headers, split_headers
 from falemu.gateway.upstream import Headers
+from falemu.runtime.addresses import holds
 from falemu.scaling.pool import Outcome
 
 if TYPE_CHECKING:
@@ -71,8 +72,11 @@ async def forward(
     target: str,
     headers: Headers,
     request_id: str,
+    holder: int = 0,
 ) -> int:
     """Connect to the runner, accept the caller, pump messages both ways; returns the close code."""
+    if not holds(host, port, holder):  # the runner's container is gone; its address may be another's now
+        raise PlatformError(f"the runner at {host}:{port} is gone", "runner_connection_refused")
     try:
         from websockets.asyncio.client import connect
         from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -187,6 +191,7 @@ async def serve(gateway: Gateway, scope: MutableMapping[str, Any], receive: Rece
             send,
             host=runner.host,
             port=runner.port,
+            holder=runner.holder,
             target=target,
             headers=headers + incoming.forward,
             request_id=request_id,

@@ -4,10 +4,12 @@ A runner reached at its container's bridge address (see ``DockerRuntime._route_d
 address with whichever container the engine starts next once the runner has died: Docker gives a
 freed address to the next container at once. A request leased to a runner that died a moment ago
 would then open its connection to another app's server listening on the same port. The runtime
-claims each direct address with the container's init process (its host PID and start time); before
-the gateway opens a new connection to an address it asks :func:`holder_alive`, which answers from
-``/proc`` in microseconds. Kept-alive connections need no check: a dead container's sockets are gone
-with it, so they fail and never reach another container.
+claims each direct address with the container's init process (its host PID and start time) and gives
+the runner that PID as its ``holder``; before the gateway opens a new connection for a runner it asks
+:func:`holds`, which answers from ``/proc`` in microseconds: the address must still be claimed by that
+runner's process, and the process alive. A runner that died, even one whose address a later runner of
+this falemu now holds, is refused. Kept-alive connections are kept apart per holder, and a dead
+container's sockets are gone with it.
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ def release(host: str, port: int, pid: int) -> None:
             del _claims[(host, port)]
 
 
-def holder_alive(host: str, port: int) -> bool:
-    """False when ``host:port`` was claimed by a process that has exited; True otherwise."""
-    holder = _claims.get((host, port))
-    return holder is None or process_start(holder.pid) == holder.started
+def holds(host: str, port: int, holder: int) -> bool:
+    """Whether the process ``holder`` (0: a runner reached by other means) still holds ``host:port``."""
+    if not holder:
+        return True
+    claimed = _claims.get((host, port))
+    return claimed is not None and claimed.pid == holder and process_start(holder) == claimed.started

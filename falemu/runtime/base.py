@@ -62,6 +62,7 @@ class Runner:
     timeline: dict[str, float] = field(default_factory=dict)  # phase -> seconds taken
     gpu_ids: tuple[str, ...] = ()
     handle: object = None  # the runtime's own handle (container, Popen)
+    holder: int = 0  # the process that holds host:port (falemu.runtime.addresses); 0: not checked
 
     @property
     def url(self) -> str:

@@ -506,7 +506,7 @@ class DockerRuntime:
             except OSError:
                 continue
             if addresses.claim(address, port, pid):
-                runner.host, runner.port = address, port
+                runner.host, runner.port, runner.holder = address, port, pid
                 handle = runner.handle
                 if isinstance(handle, ContainerHandle):
                     handle.direct = (address, port, pid)

@@ -429,57 +429,41 @@ def test_a_local_engines_runners_are_reached_at_their_container_address(
         published.close()
 
 
-def test_a_dead_runners_address_is_refused_even_when_another_container_holds_it_now(
-    rt_apps: Any, docker_runtime: Any, prepared_example: Any, tmp_path: Path
+def test_a_dead_runners_address_is_refused_even_when_another_runner_holds_it_now(
+    docker_runtime: Any, prepared_example: Any, tmp_path: Path
 ):
     """The engine hands a dead container's bridge address to the next container at once: a request still
-    leased to the dead runner must not open a connection to whatever listens there now."""
+    leased to the dead runner must not reach whatever listens there now, another app's runner included."""
     import asyncio
 
     from falemu.gateway.upstream import UpstreamError, UpstreamPool
     from falemu.runtime import addresses
 
-    runner = docker_runtime.start(_spec(prepared_example, "gone", tmp_path))
-    handle = runner.handle
+    first = docker_runtime.start(_spec(prepared_example, "gone", tmp_path))
+    assert first.holder > 0
+    assert addresses.holds(first.host, first.port, first.holder)
+    handle = first.handle
     assert isinstance(handle, ContainerHandle)
-    assert handle.direct is not None
-    assert addresses.holder_alive(runner.host, runner.port)
-    client = docker_runtime.client
-    other = None
+    docker_runtime.client.api.kill(handle.id)  # dies without the runtime's knowledge ...
+    assert not addresses.holds(first.host, first.port, first.holder)
+    docker_runtime.stop(first, grace=0)  # ... then is let go, while a request may still hold its lease
+    second = docker_runtime.start(_spec(prepared_example, "next", tmp_path))
     try:
-        client.api.kill(handle.id)  # dies without the runtime's knowledge
-        assert not addresses.holder_alive(runner.host, runner.port)
-        # Another app's container starts and, on an engine nothing else uses, takes the freed address.
-        other = client.containers.run(
-            prepared_example.image, detach=True, labels={"falemu.app": rt_apps.unique("squatter")}
-        )
-        other.reload()
-        squatter = other.attrs["NetworkSettings"]["IPAddress"]
 
-        async def connect() -> str:
+        async def outcome(runner: Any) -> str:
             pool = UpstreamPool(connect_timeout=5)
             try:
-                await pool.connect(runner.host, runner.port)
+                conn = await pool.connect(runner.host, runner.port, runner.holder)
             except UpstreamError as exc:
                 return exc.error_type
+            conn.close()
             return "connected"
 
-        listening = False
-        for _ in range(100):  # wait until the other container's server listens, when it has the address
-            if squatter != runner.host:
-                break
-            try:
-                listening = httpx.get(f"{runner.url}/health", timeout=2).status_code == 200
-            except httpx.TransportError:
-                pass
-            if listening:
-                break
-            time.sleep(0.1)
-        # Where the other container took the address, a plain connection reaches it; falemu's does not.
-        assert listening or squatter != runner.host
-        assert asyncio.run(connect()) == "runner_connection_refused"
+        # On an engine nothing else uses, the next runner takes the freed address: a plain connection to
+        # the first runner's address reaches it, falemu's connection for the first runner does not.
+        if second.host == first.host:
+            assert httpx.post(f"{first.url}/greet", json={"name": "x"}, timeout=10).json()["runner"] == "next"
+        assert asyncio.run(outcome(first)) == "runner_connection_refused"
+        assert asyncio.run(outcome(second)) == "connected"
     finally:
-        if other is not None:
-            other.remove(force=True)
-        docker_runtime.stop(runner, grace=0)
-    assert addresses.holder_alive(runner.host, runner.port)  # released with the runner: the address is free
+        docker_runtime.stop(second, grace=0)

@@ -181,7 +181,7 @@ def test_rolling_starts_the_new_runner_before_the_old_one_drains() -> None:
 
 def test_rolling_keeps_serving_requests_on_the_old_revision_until_the_switch() -> None:
     async def body(rig: Rig) -> None:
-        rig.runtime.start_delay = 0.4
+        rig.runtime.start_delay = 2.0  # far longer than the request below takes, also on a loaded machine
         (old,) = rig.ctl.runners()
         rollout = asyncio.ensure_future(rig.roll(2))
         await asyncio.sleep(0.1)

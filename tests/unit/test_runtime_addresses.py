@@ -1,4 +1,4 @@
-"""Claims on runner addresses: held while the claiming process lives, refused once it has exited."""
+"""Claims on runner addresses: held by the claiming process while it lives, never by another runner."""
 
 from __future__ import annotations
 
@@ -9,28 +9,32 @@ import sys
 from falemu.runtime import addresses
 
 
-def test_an_address_is_alive_while_its_process_runs_and_refused_after_it_exits() -> None:
+def test_an_address_is_held_while_its_process_runs_and_refused_after_it_exits() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         assert addresses.claim("10.255.0.7", 8000, proc.pid)
-        assert addresses.holder_alive("10.255.0.7", 8000)
-        assert addresses.holder_alive("10.255.0.7", 8001)  # never claimed: nothing to check
+        assert addresses.holds("10.255.0.7", 8000, proc.pid)
+        assert addresses.holds("10.255.0.7", 8001, 0)  # a runner reached otherwise: nothing to check
+        assert not addresses.holds("10.255.0.7", 8001, proc.pid)  # never claimed by it
     finally:
         proc.kill()
         proc.wait()
-    assert not addresses.holder_alive("10.255.0.7", 8000)
+    assert not addresses.holds("10.255.0.7", 8000, proc.pid)
     addresses.release("10.255.0.7", 8000, proc.pid)
-    assert addresses.holder_alive("10.255.0.7", 8000)
+    assert not addresses.holds("10.255.0.7", 8000, proc.pid)  # released: still not its address
 
 
-def test_a_process_this_host_cannot_see_is_no_claim_and_release_keeps_a_later_claim() -> None:
+def test_a_later_claim_of_the_address_is_not_the_earlier_runners() -> None:
     assert not addresses.claim("10.255.0.8", 8000, 0)
     assert not addresses.claim("10.255.0.8", 8000, 2**22 + 12345)  # above pid_max: no such process
-    assert addresses.claim("10.255.0.8", 8000, os.getpid())
-    addresses.release("10.255.0.8", 8000, os.getppid())  # an earlier holder's release leaves this claim
-    assert addresses._claims[("10.255.0.8", 8000)].pid == os.getpid()
+    assert addresses.claim("10.255.0.8", 8000, os.getppid())
+    assert addresses.claim("10.255.0.8", 8000, os.getpid())  # the address went to a later runner
+    assert not addresses.holds("10.255.0.8", 8000, os.getppid())
+    assert addresses.holds("10.255.0.8", 8000, os.getpid())
+    addresses.release("10.255.0.8", 8000, os.getppid())  # the earlier runner's release keeps the later claim
+    assert addresses.holds("10.255.0.8", 8000, os.getpid())
     addresses.release("10.255.0.8", 8000, os.getpid())
-    assert ("10.255.0.8", 8000) not in addresses._claims
+    assert not addresses.holds("10.255.0.8", 8000, os.getpid())
 
 
 def test_the_start_time_tells_a_process_from_a_later_one_with_its_pid() -> None:
@@ -38,4 +42,3 @@ def test_the_start_time_tells_a_process_from_a_later_one_with_its_pid() -> None:
     assert started is not None
     assert started.isdigit()
     assert addresses.process_start(os.getpid()) == started
-    assert addresses.process_start(1) != started or os.getpid() == 1

@@ -34,6 +34,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -222,6 +223,7 @@ def main() -> None:
         removed = _cleanup(up.owners)
         if removed:
             print(f"removed {removed} leftover container(s)")
+        shutil.rmtree(home, ignore_errors=True)
 
     med = {side: statistics.median(values) for side, values in times.items()}
     ratio = med["up"] / med["docker"]

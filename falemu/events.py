@@ -12,7 +12,7 @@ import dataclasses
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -260,31 +260,53 @@ class BodyRecorder(Protocol):
     def response_body(self, request_id: str, headers: list[tuple[bytes, bytes]], body: bytes) -> None: ...
 
 
+_Subscription = tuple[Callable[[Event], None], tuple[type[Event], ...] | None]  # (fn, kinds or None: all)
+
+
 class EventBus:
-    """Fan-out of events to subscribers; thread-safe, keeps the last ``history`` events."""
+    """Fan-out of events to subscribers; thread-safe, keeps the last ``history`` events.
+
+    A subscriber takes every event, or only those of the ``kinds`` it names (and their subclasses):
+    an event then costs nothing for subscribers that do not take it. Who takes which kind is worked
+    out once per kind.
+    """
 
     def __init__(self, history: int = 10_000) -> None:
-        self._subscribers: tuple[Callable[[Event], None], ...] = ()  # replaced, never changed in place
+        self._entries: tuple[_Subscription, ...] = ()  # in the order they came; replaced, never changed in place
+        self._routes: dict[type[Event], tuple[Callable[[Event], None], ...]] = {}  # kind -> its subscribers
         self._lock = threading.Lock()
         self._history: collections.deque[Event] = collections.deque(maxlen=history)
         self._reported: set[Callable[[Event], None]] = set()
 
-    def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
+    def subscribe(self, fn: Callable[[Event], None], kinds: Iterable[type[Event]] | None = None) -> Callable[[], None]:
+        """Call ``fn`` with every event (or only those of ``kinds``); returns the unsubscribe."""
+        entry = (fn, None if kinds is None else tuple(kinds))
         with self._lock:
-            self._subscribers = (*self._subscribers, fn)
+            self._set_entries((*self._entries, entry))
 
         def unsubscribe() -> None:
             with self._lock:
-                subscribers = list(self._subscribers)
-                if fn in subscribers:
-                    subscribers.remove(fn)
-                    self._subscribers = tuple(subscribers)
+                if any(e is entry for e in self._entries):
+                    self._set_entries(tuple(e for e in self._entries if e is not entry))
 
         return unsubscribe
 
+    def _set_entries(self, entries: tuple[_Subscription, ...]) -> None:
+        # entries first, then a fresh route table: a route worked out meanwhile lands in the old table
+        self._entries = entries
+        self._routes = {}
+
+    def _route(self, kind: type[Event]) -> tuple[Callable[[Event], None], ...]:
+        return tuple(fn for fn, kinds in self._entries if kinds is None or issubclass(kind, kinds))
+
     def __call__(self, event: Event) -> None:
         self._history.append(event)  # one C call (atomic under the GIL); readers copy it in one too
-        for fn in self._subscribers:
+        routes = self._routes
+        kind = type(event)
+        subscribers = routes.get(kind)
+        if subscribers is None:
+            subscribers = routes[kind] = self._route(kind)
+        for fn in subscribers:
             try:
                 fn(event)
             except OSError as exc:
@@ -296,9 +318,9 @@ class EventBus:
 
     def _drop(self, fn: Callable[[Event], None], exc: Exception) -> None:
         with self._lock:
-            if fn not in self._subscribers:
+            if not any(f is fn for f, _ in self._entries):
                 return
-            self._subscribers = tuple(s for s in self._subscribers if s is not fn)
+            self._set_entries(tuple(e for e in self._entries if e[0] is not fn))
         _warn(f"an event subscriber's output failed, it gets no more events: {exc!r}")
 
     def _report(self, fn: Callable[[Event], None], exc: Exception) -> None:

@@ -214,3 +214,31 @@ def test_a_failing_event_subscriber_never_fails_the_emitter(capsys: Any) -> None
     assert err.count("gets no more events") == 1
     assert err.count("KeyError") == 1
     assert bus.history == [first, second]
+
+
+def test_a_subscriber_may_take_only_some_kinds_of_events() -> None:
+    from falemu.events import Event, EventBus, RequestCompleted, RequestStarted
+
+    class Special(Notice):
+        pass
+
+    bus = EventBus()
+    notices: list[Event] = []
+    everything: list[Event] = []
+    stop = bus.subscribe(notices.append, kinds=[Notice])
+    bus.subscribe(everything.append)
+    note = Notice("a", level="info", message="m")
+    started = RequestStarted("a", request_id="r1", runner="a-0")
+    special = Special("a", level="warning", message="s")
+    for event in (note, started, special):
+        bus(event)
+    assert notices == [note, special]  # a subclass of a kind it takes, too
+    assert everything == [note, started, special]
+    late: list[Event] = []
+    bus.subscribe(late.append, kinds=(RequestStarted, RequestCompleted))  # routes change with subscriptions
+    stop()
+    bus(note)
+    bus(started)
+    assert notices == [note, special]
+    assert late == [started]
+    assert everything[-2:] == [note, started]

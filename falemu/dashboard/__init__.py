@@ -6,7 +6,8 @@
     dashboard.mount(gateway)                        # /, /_falemu/api/, /_falemu/dashboard/, /metrics
 
 Rooms: :mod:`~falemu.dashboard.history` (the request and runner store, fed by events and the
-gateway's body recorder), :mod:`~falemu.dashboard.analytics` (pure aggregations),
+gateway's body recorder; its records in :mod:`~falemu.dashboard.records`, the per-app figures it
+counts in :mod:`~falemu.dashboard.counters`), :mod:`~falemu.dashboard.analytics` (pure aggregations),
 :mod:`~falemu.dashboard.advisor` (the keep_alive what-if on the scaling policy),
 :mod:`~falemu.dashboard.pricing` (the price table), :mod:`~falemu.dashboard.views` (what each page
 shows, as data), :mod:`~falemu.dashboard.api` (the JSON API and its OpenAPI document),

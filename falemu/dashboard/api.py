@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from falemu.dashboard import models as m
 from falemu.dashboard import views
-from falemu.dashboard.history import Body
+from falemu.dashboard.records import Body
 from falemu.dashboard.views import Board
 
 PREFIX = "/_falemu/api"

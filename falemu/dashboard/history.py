@@ -23,16 +23,16 @@ of the headers.
 
 from __future__ import annotations
 
-import bisect
 import collections
 import contextlib
 import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+from falemu.dashboard.counters import LATENCY_BUCKETS, Counters
+from falemu.dashboard.records import LOG_LINES, AppInfo, Body, RequestRecord, RunnerRecord
 from falemu.events import (
     Event,
     FaultApplied,
@@ -52,6 +52,16 @@ from falemu.events import (
     RunnerStopped,
 )
 
+__all__ = [  # the records and counters are their own modules; they are taken from here too
+    "LATENCY_BUCKETS",
+    "AppInfo",
+    "Body",
+    "Counters",
+    "History",
+    "RequestRecord",
+    "RunnerRecord",
+]
+
 Headers = list[tuple[bytes, bytes]]
 
 CAPACITY = 50_000
@@ -59,10 +69,8 @@ BODY_CAP = 64 * 1024
 BODY_BUDGET = 64 * 1024 * 1024
 RUNNER_CAPACITY = 500
 JOURNAL_BATCH = 256  # journal entries applied at once (bodies in it are capped: a few MiB at most)
-LOG_LINES = 5_000
 ACTIVITY = 1_000  # fault and rollout events kept (falemu chaos, falemu up --watch)
 LOG_GRACE = 1.0  # a runner's lines this long after a request ended still belong to it (log readers lag)
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
 _CONTENT_TYPES: dict[bytes, str] = {}  # header value -> str: the few an app answers with, decoded once
@@ -81,185 +89,6 @@ def _content_type(headers: Headers) -> str:
 
 
 _INPUT, _OUTPUT, _NO_STORE = "input", "output", "no-store"  # journal entries of bodies
-
-
-@dataclass(slots=True)
-class Body:
-    """The first ``body_cap`` bytes of a request's or response's body."""
-
-    data: bytes
-    size: int  # every byte seen, also those past the cap
-    content_type: str = ""
-
-    @property
-    def truncated(self) -> bool:
-        return self.size > len(self.data)
-
-
-@dataclass(slots=True)
-class RequestRecord:
-    """One request as the dashboard shows it. Times are wall-clock seconds (``time.time()``)."""
-
-    id: str
-    app: str
-    endpoint: str  # the path after /{owner}/{app}, with a leading slash
-    method: str
-    mode: str  # sync | queue
-    received_at: float
-    seq: int = 0  # the order in which the history took it (1, 2, ...)
-    started_at: float | None = None
-    finished_at: float | None = None
-    queue_wait: float | None = None  # receipt to the start of execution: queue, cold start, retries
-    execution: float | None = None  # on the runner (the last attempt)
-    status: int | None = None
-    error_type: str | None = None
-    runner: str = ""
-    attempts: int = 0
-    store_io: bool = True
-    # The bodies as the gateway handed them (the first ``body_cap`` bytes, by reference, never parsed);
-    # ``input`` and ``output`` show them as :class:`Body`.
-    input_data: bytes | None = None
-    input_size: int = 0  # every byte seen, also those past the cap
-    input_type: str = ""
-    output_data: bytes | None = None
-    output_size: int = 0
-    output_type: str = ""
-    bodies_dropped: bool = False  # the body budget ran out and this request's bodies were let go
-
-    @property
-    def input(self) -> Body | None:
-        data = self.input_data
-        return None if data is None else Body(data, self.input_size, self.input_type)
-
-    @property
-    def output(self) -> Body | None:
-        data = self.output_data
-        return None if data is None else Body(data, self.output_size, self.output_type)
-
-    @property
-    def state(self) -> str:
-        if self.finished_at is not None:
-            return "done"
-        return "running" if self.started_at is not None else "queued"
-
-    @property
-    def total(self) -> float | None:
-        return None if self.finished_at is None else max(0.0, self.finished_at - self.received_at)
-
-    @property
-    def startup(self) -> float | None:
-        """fal's request startup: gateway receipt to execution start (queue wait plus any cold start)."""
-        return self.queue_wait
-
-
-@dataclass(slots=True)
-class RunnerRecord:
-    """One runner of an app: its states over time, its start-up stages and its recent log lines."""
-
-    id: str
-    app: str
-    machine_type: str
-    gpus: int
-    created_at: float
-    states: list[tuple[str, float]] = field(default_factory=list)  # (state, since), in order
-    timeline: dict[str, float] = field(default_factory=dict)  # start-up stage -> seconds
-    cold_start: bool = False  # started while a request waited for it
-    ready_at: float | None = None
-    stopped_at: float | None = None
-    stop_reason: str = ""
-    error_type: str | None = None
-    error: str = ""
-    revision: int = 1  # the app revision it runs (falemu up --watch)
-    logs: collections.deque[tuple[float, str, str]] = field(
-        default_factory=lambda: collections.deque(maxlen=LOG_LINES)
-    )  # (ts, stream, line)
-
-    @property
-    def state(self) -> str:
-        return self.states[-1][0] if self.states else "PENDING"
-
-    def log_lines(self, since: float | None = None, until: float | None = None) -> list[tuple[float, str, str]]:
-        lines = list(self.logs)  # one C call: safe against appends from the log threads
-        if since is None and until is None:
-            return lines
-        keys = [ts for ts, _, _ in lines]
-        lo = 0 if since is None else bisect.bisect_left(keys, since)
-        hi = len(lines) if until is None else bisect.bisect_right(keys, until)
-        return lines[lo:hi]
-
-
-@dataclass(frozen=True)
-class AppInfo:
-    """What the history needs to know of an app's config."""
-
-    machine_type: str = "XS"
-    gpus: int = 0
-
-
-class _AppCounts:
-    __slots__ = ("latency", "latency_sum", "recent")
-
-    def __init__(self) -> None:
-        self.latency = [0] * (len(LATENCY_BUCKETS) + 1)  # cumulative bucket counts (+Inf last)
-        self.latency_sum = 0.0
-        self.recent: dict[int, list[int]] = {}  # second of receipt -> [finished, 2xx]
-
-
-class Counters:
-    """Per-app figures kept as requests end, so readers never scan the history for them.
-
-    - the end-to-end latency histogram since falemu started (``/metrics``);
-    - the last hour's finished requests and successes (2xx), in one-second buckets of their receipt
-      time (the dashboard's "last hour" tiles): at most ``WINDOW`` + 60 buckets per app.
-    """
-
-    WINDOW = 3600
-
-    def __init__(self) -> None:
-        self._apps: dict[str, _AppCounts] = {}
-
-    def observe(self, app: str, status: int, received_at: float, seconds: float) -> None:
-        counts = self._apps.get(app)
-        if counts is None:
-            counts = self._apps[app] = _AppCounts()
-        counts.latency[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        counts.latency_sum += seconds
-        recent = counts.recent
-        second = int(received_at)
-        bucket = recent.get(second)
-        if bucket is None:
-            bucket = recent[second] = [0, 0]
-            if len(recent) > self.WINDOW + 60:
-                _prune(recent, second - self.WINDOW)
-        bucket[0] += 1
-        if 200 <= status < 300:
-            bucket[1] += 1
-
-    def latency(self, app: str) -> tuple[list[int], float]:
-        """``app``'s latency histogram: (count per bucket of LATENCY_BUCKETS and +Inf, sum of seconds)."""
-        counts = self._apps.get(app)
-        if counts is None:
-            return [0] * (len(LATENCY_BUCKETS) + 1), 0.0
-        return list(counts.latency), counts.latency_sum
-
-    def recent(self, app: str, since: float) -> tuple[int, int]:
-        """(finished, 2xx) of ``app``'s requests received since ``since`` (to the second; the last hour
-        at most)."""
-        counts = self._apps.get(app)
-        if counts is None:
-            return 0, 0
-        first = int(since)
-        total = success = 0
-        for second, (n, ok) in list(counts.recent.items()):  # one C call: safe against other threads
-            if second >= first:
-                total += n
-                success += ok
-        return total, success
-
-
-def _prune(recent: dict[int, list[int]], before: int) -> None:
-    for second in [s for s in recent if s < before]:
-        del recent[second]
 
 
 class History:

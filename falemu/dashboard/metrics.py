@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from falemu.dashboard.history import LATENCY_BUCKETS
+from falemu.dashboard.counters import LATENCY_BUCKETS
 from falemu.dashboard.views import Board
 
 BASE_STATES = ("idle", "running", "pending", "setup")

@@ -18,8 +18,9 @@ from falemu.config.model import AppConfig
 from falemu.config.report import app_entries, jsonable
 from falemu.dashboard import advisor as adv
 from falemu.dashboard import analytics
-from falemu.dashboard.history import Body, History, RequestRecord, RunnerRecord
+from falemu.dashboard.history import History
 from falemu.dashboard.pricing import Prices
+from falemu.dashboard.records import Body, RequestRecord, RunnerRecord
 
 # fal's cold-start stages as falemu's runtimes time them (build or pull, create, start, setup, ready).
 STAGES = (

@@ -100,7 +100,7 @@ class Dashboard:
             for config in emulator.configs.values()
         }
         history = History(apps)
-        emulator.events.subscribe(history)
+        history.follow(emulator.events)
 
         def pool(alias: str) -> Any:
             for name, config in emulator.configs.items():

@@ -10,12 +10,16 @@ completed; runner states, readiness, failures and log lines) and is the gateway'
 - the last ``runner_capacity`` runners, each with its states over time, its start-up timeline and its
   last ``log_lines`` log lines (a request's logs are its runner's lines while it ran).
 
-Recording is cheap by design. The gateway's calls (events and bodies) only append to a journal: a
-body is capped first and kept by reference, never copied, parsed or decoded (that happens when a
-page shows it); no lock is taken. Every ``JOURNAL_BATCH`` entries, or when anything reads the
-history, the journal is applied to the records in one go. Past the body budget a walk from where the
-last one stopped takes the oldest bodies (down to 7/8 of the budget). Per-app figures that pages show
-without scanning (the last hour's counts, the latency histogram) are counted as requests end.
+Recording is cheap by design (``bench/dashboard.py`` measures it). The gateway's calls do little and
+take no lock: a request's events go into a journal, most of them without a call into Python
+(:meth:`History.follow`); its bodies, capped and kept by reference (never copied, parsed or decoded:
+that happens when a page shows them), wait under its id. Every ``JOURNAL_BATCH`` events, or when
+anything reads the history, the journal is applied in one go: each request is noted under its id
+(its events and bodies in a list) and requests that ended are counted, in a few passes of C code per
+batch. The :class:`RequestRecord` a page shows is built from a note when something first reads it,
+so a request nobody looks at never gets one. Past the body budget a walk from where the last one
+stopped takes the oldest bodies (down to 7/8 of the budget). Per-app figures that pages show without
+scanning (the last hour's counts, the latency histogram) are counted as requests end.
 ``X-Fal-Store-IO: 0`` keeps a request's bodies out, as on fal. Nothing here holds a key or a secret:
 the gateway consumes fal keys before the headers reach the recorder, and only content types are kept
 of the headers.
@@ -35,6 +39,7 @@ from falemu.dashboard.counters import LATENCY_BUCKETS, Counters
 from falemu.dashboard.records import LOG_LINES, AppInfo, Body, RequestRecord, RunnerRecord
 from falemu.events import (
     Event,
+    EventBus,
     FaultApplied,
     FaultEnded,
     FaultStarted,
@@ -76,25 +81,34 @@ LOG_GRACE = 1.0  # a runner's lines this long after a request ended still belong
 _CONTENT_TYPES: dict[bytes, str] = {}  # header value -> str: the few an app answers with, decoded once
 
 
-def _content_type(headers: Headers) -> str:
-    for name, value in headers:
-        if name == b"content-type":
-            text = _CONTENT_TYPES.get(value)
-            if text is None:
-                text = value.decode("latin-1")
-                if len(_CONTENT_TYPES) < 256:
-                    _CONTENT_TYPES[value] = text
-            return text
-    return ""
+def _content_type_text(value: bytes) -> str:
+    text = value.decode("latin-1")
+    if len(_CONTENT_TYPES) < 256:
+        _CONTENT_TYPES[value] = text
+    return text
 
 
-_INPUT, _OUTPUT, _NO_STORE = "input", "output", "no-store"  # journal entries of bodies
+_NOT_SENT: Any = object()  # no body yet
+_JOURNALED = frozenset((RequestQueued, RequestStarted, RequestCompleted, RunnerStateChanged))  # applied in flush
+_APPENDED = (RequestQueued, RequestStarted, RunnerStateChanged)  # History.follow: into the journal by the bus
+_TOLD_STATES = frozenset(("TERMINATED", "FAILURE_DELAY", "PENDING", "SETUP"))  # readers hear of these at once
+_POPLEFT = collections.deque.popleft
+_NOT_REQUEST_EVENTS = frozenset((RunnerStateChanged, tuple))  # in the journal: a state change, an answer's part
+_INPUT, _OUTPUT = "input", "output"
+Kept = tuple[str, bytes, int]  # a body: content type, its first body_cap bytes, every byte's count
+_NO_STORE: Kept = ("", b"", 0)  # a note's input when the caller sent X-Fal-Store-IO: 0
+# A request the history took but has not built a record of yet (a "note") is a list:
+#   [seq, received_at, body bytes counted, input or None, output or None, its events in order...]
+# with each body (content type, the first body_cap bytes, size). Its record is built when read.
+_SEQ, _RECEIVED, _BYTES, _IN, _OUT, _EVENTS = range(6)
+Note = list[Any]
+Ended = tuple[list[RequestCompleted], list[float]]  # requests that ended and when they were received, to count
 
 
 class History:
     """Requests and runners of one emulator, for the dashboard, ``falemu report`` and ``/metrics``.
 
-    Call it with events (subscribe it to the bus); hand it to the gateway as its body recorder.
+    Call it with events (or let it :meth:`follow` a bus); hand it to the gateway as its body recorder.
     """
 
     def __init__(
@@ -117,24 +131,24 @@ class History:
         self._counters = Counters()
         self._version = 0  # bumped on every change a reader may want to see
         # insertion-ordered, oldest first; _order has the same ids for eviction (no per-entry node)
-        self._requests: dict[str, RequestRecord] = {}
+        self._requests: dict[str, RequestRecord | Note] = {}
         self._order: collections.deque[str] = collections.deque()
         self._runners: collections.OrderedDict[str, RunnerRecord] = collections.OrderedDict()
-        self._pending: dict[str, tuple[Any, ...]] = {}  # bodies that came before their request's event
+        # bodies handed over and not applied yet, by request id (None: X-Fal-Store-IO: 0)
+        self._inputs: dict[str, Kept | None] = {}
+        self._outputs: dict[str, Kept] = {}
         self._journal: collections.deque[Any] = collections.deque()  # see "feeding" below
-        self._flush_lock = threading.Lock()
+        self._flush_lock = threading.Lock()  # applying the journal and building records
+        self._shedding = False
         self._body_bytes = 0
         self._shed_from = 0  # requests at the front of the history whose bodies the budget took
         self._shed_seq = 0  # the newest of them
-        self._seq = 0  # requests recorded so far
+        self._seqs = itertools.count(1)  # a request's seq: the order in which the history took it
+        self._built_seq = 0  # every request up to this seq has its record (see _build_all)
         self._listeners: tuple[Callable[[str, Any], None], ...] = ()
         self._lock = threading.Lock()
-        self._handlers: dict[type[Event], Callable[[Any], None]] = {
-            RequestQueued: self._queued,
-            RequestStarted: self._started,
-            RequestCompleted: self._completed,
+        self._handlers: dict[type[Event], Callable[[Any], None]] = {  # events applied as they come
             RunnerLog: self._log,
-            RunnerStateChanged: self._state,
             RunnerReady: self._ready,
             RunnerFailed: self._failed,
             RunnerStopped: self._stopped,
@@ -150,14 +164,33 @@ class History:
         self._faults: collections.OrderedDict[tuple[str, str], dict[str, Any]] = collections.OrderedDict()
 
     # -- feeding -------------------------------------------------------------------------------------
-    # The gateway calls these in the middle of each request, on its event loop. They only note what
-    # happened in a journal (bodies capped first, kept by reference, never parsed; no lock), and
-    # every JOURNAL_BATCH entries, or when anything reads the history, the journal is applied in one
-    # go: far cheaper per request than updating the records between the gateway's other work.
+    # The gateway calls these in the middle of each request, on its event loop, and they do little: a
+    # request's events go into a journal (most of them without a call into Python, see follow); its
+    # bodies, capped and kept by reference (never copied, parsed or decoded), wait under its id. No
+    # lock is taken. Every JOURNAL_BATCH events, or when anything reads the history, the journal is
+    # applied in one go, which notes each request's events and bodies under its id and counts the
+    # requests that ended. The record a page shows is built from those notes when something first
+    # reads it: a request nobody looks at costs its notes and its count.
+
+    def follow(self, events: EventBus) -> Callable[[], None]:
+        """Take ``events``' events from now on, as ``events.subscribe(history)`` does but for less: a
+        request's queueing and start and a runner's state changes go into the journal without a call
+        into Python; a request's end still comes here, which applies the journal every JOURNAL_BATCH
+        events. Returns the unsubscribe."""
+        stops = (
+            events.subscribe(self._journal.append, kinds=_APPENDED),
+            events.subscribe(self, kinds=(RequestCompleted, *self._handlers)),
+        )
+
+        def stop() -> None:
+            for unsubscribe in stops:
+                unsubscribe()
+
+        return stop
 
     def __call__(self, event: Event) -> None:
         kind = type(event)
-        if kind is RequestStarted or kind is RequestCompleted or kind is RequestQueued:
+        if kind in _JOURNALED:
             journal = self._journal
             journal.append(event)
             if len(journal) >= JOURNAL_BATCH:
@@ -168,97 +201,257 @@ class History:
             handler(event)
 
     def request_body(self, request_id: str, headers: Headers, body: bytes, store: bool) -> None:
-        if store:
-            if type(body) is not bytes:
-                body = bytes(body)  # a buffer the caller may reuse: kept as a copy
-            size = len(body)
-            kept = body if size <= self.body_cap else body[: self.body_cap]
-            entry: tuple[Any, ...] = (_INPUT, request_id, _content_type(headers), kept, size)
-        else:
-            entry = (_NO_STORE, request_id)
-        journal = self._journal
-        journal.append(entry)
-        if len(journal) >= JOURNAL_BATCH:
-            self.flush()
+        if not store:
+            self._inputs[request_id] = None
+            return
+        if type(body) is not bytes:
+            body = bytes(body)  # a buffer the caller may reuse: kept as a copy
+        size = len(body)
+        content_type = ""
+        for name, value in headers:
+            if name == b"content-type":
+                content_type = _CONTENT_TYPES.get(value) or _content_type_text(value)
+                break
+        self._inputs[request_id] = (content_type, body if size <= self.body_cap else body[: self.body_cap], size)
 
     def response_body(self, request_id: str, headers: Headers, body: bytes) -> None:
         if type(body) is not bytes:
             body = bytes(body)
         size = len(body)
         kept = body if size <= self.body_cap else body[: self.body_cap]
-        journal = self._journal
-        journal.append((_OUTPUT, request_id, _content_type(headers) if headers else "", kept, size))
+        if headers:  # the answer's head, with its whole body or the first part of a stream
+            content_type = ""
+            for name, value in headers:
+                if name == b"content-type":
+                    content_type = _CONTENT_TYPES.get(value) or _content_type_text(value)
+                    break
+            self._outputs[request_id] = (content_type, kept, size)
+            return
+        journal = self._journal  # a streamed answer's next part: in order, after the first
+        journal.append((request_id, ("", kept, size)))
         if len(journal) >= JOURNAL_BATCH:
             self.flush()
 
     def flush(self) -> None:
-        """Apply the journal to the records (readers call this first; it is cheap when it is empty)."""
+        """Apply the journal (readers call this first; it is cheap when it is empty)."""
         journal = self._journal
         if not journal:
             return
         with self._flush_lock:
-            popleft = journal.popleft
-            handlers = self._handlers
             while journal:  # another thread may append meanwhile: deque's appends and pops are atomic
-                entry = popleft()
-                if type(entry) is tuple:
-                    self._apply_body(entry)
-                else:
-                    handlers[type(entry)](entry)
+                n = len(journal)
+                self._version += n  # first: ``version`` never goes back while these are applied
+                self._apply(list(map(_POPLEFT, itertools.repeat(journal, n))))
+            for waiting in (self._inputs, self._outputs):  # bodies no event came for: kept within bounds
+                if len(waiting) > self.capacity:
+                    for request_id in list(itertools.islice(waiting, len(waiting) - self.capacity)):
+                        waiting.pop(request_id, None)
 
-    def _apply_body(self, entry: tuple[Any, ...]) -> None:
-        self._version += 1
-        kind, request_id = entry[0], entry[1]
-        rec = self._requests.get(request_id)
-        if rec is not None and rec.seq <= self._shed_seq and kind is not _NO_STORE:
-            rec.bodies_dropped = True  # the budget took the bodies of requests up to this one already
-            return
-        if kind is _OUTPUT:
-            if rec is None or not rec.store_io:
-                return
-            _, _, content_type, kept, size = entry
-            data = rec.output_data
-            if data is None:
-                rec.output_data = kept
-                rec.output_size = size
-                rec.output_type = content_type
-                self._body_bytes += len(kept)
+    def _apply(self, entries: list[Any]) -> None:
+        """Apply journal entries, in order (with the flush lock held).
+
+        This runs for every request, so the common cases are written out here: a request's events
+        and bodies are noted under its id (a new one evicts the oldest when the history is full) and
+        a runner's state change that readers need not hear of at once is added to its states. The
+        rest takes the general way (:meth:`_apply_entry`).
+        """
+        requests = self._requests
+        find = requests.get
+        take_input = self._inputs.pop
+        take_output = self._outputs.pop
+        capacity, budget = self.capacity, self.body_budget
+        noting = not self._listeners  # listeners hear of each change: they get records at once
+        runners = self._runners
+        next_seq = self._seqs.__next__
+        order_append = self._order.append
+        ended: Ended = ([], [])
+        end, received_at = ended[0].append, ended[1].append
+        for entry in entries:
+            kind = type(entry)
+            if kind in _NOT_REQUEST_EVENTS:
+                if kind is tuple:  # a streamed answer's next part
+                    self._apply_entry(entry, self._built(entry[0]), ended)
+                    continue
+                runner = runners.get(entry.runner)  # a runner's state change
+                if runner is None or entry.state in _TOLD_STATES or len(runner.states) <= 2:
+                    self._state(entry)
+                elif runner.states[-1][0] != entry.state:
+                    runner.states.append((entry.state, entry.ts))
+                continue
+            request_id = entry.request_id
+            note = find(request_id)
+            if note is None and noting:  # a new request: noted with the input that came for it
+                if kind is RequestStarted:
+                    received = entry.ts - entry.queue_wait
+                elif kind is RequestCompleted:
+                    received = entry.ts - entry.seconds - entry.queue_wait
+                else:
+                    received = entry.ts
+                if len(requests) >= capacity:  # the oldest goes
+                    old = requests.pop(self._order.popleft())
+                    if type(old) is list and not self._shed_from:
+                        self._body_bytes -= old[_BYTES]
+                    else:
+                        self._let_go(old)
+                seq = next_seq()
+                kept = take_input(request_id, _NOT_SENT)
+                if kept is _NOT_SENT:
+                    note = requests[request_id] = [seq, received, 0, None, None, entry]  # one C call
+                elif kept is None:
+                    note = requests[request_id] = [seq, received, 0, _NO_STORE, None, entry]
+                else:
+                    size = len(kept[1])
+                    note = requests[request_id] = [seq, received, size, kept, None, entry]
+                    self._body_bytes += size
+                    if self._body_bytes > budget:
+                        self._shed_bodies(note)
+                order_append(request_id)
+                if kind is not RequestCompleted:
+                    continue
+            elif type(note) is list:
+                note.append(entry)
+                if kind is not RequestCompleted:
+                    continue
             else:
-                rec.output_size += size  # a streamed answer's next part
-                room = self.body_cap - len(data)
-                if room <= 0 or not kept:
-                    return
-                piece = kept[:room]
-                rec.output_data = data + piece
-                self._body_bytes += len(piece)
-        elif rec is None:  # the body came before its request's event
-            if len(self._pending) < 10_000:
-                self._pending[request_id] = entry
+                self._apply_entry(entry, note, ended)  # type: ignore[arg-type]  # a record, or a new one
+                continue
+            kept = take_output(request_id, None)  # a request's end, with its answer
+            if kept is not None and note[_IN] is not _NO_STORE:
+                if note[_OUT] is None:
+                    note[_OUT] = kept
+                    size = len(kept[1])
+                    note[_BYTES] += size
+                    self._body_bytes += size
+                    if self._body_bytes > budget:
+                        self._shed_bodies(note)
+                else:  # answered twice: the second one as a next part
+                    self._apply_entry((request_id, kept), self._built(request_id), ended)
+            end(entry)
+            received_at(note[_RECEIVED])
+        if ended[0]:
+            self._counters.observe_ended(*ended)
+
+    def _apply_entry(self, entry: Any, rec: RequestRecord | None, ended: Ended | None) -> None:
+        """A journal entry for a built record (or a request to record at once), and the bodies that
+        came for it; ``ended`` None: a request that ends is not counted."""
+        if type(entry) is tuple:  # a streamed answer's next part: after the first
+            if rec is not None:
+                self._take_bodies(entry[0], rec)
+                self._apply_body(rec, _OUTPUT, entry[1])
             return
-        elif kind is _NO_STORE:
+        self._take_bodies(entry.request_id, self._apply_event(entry, rec, ended))
+
+    def _apply_event(self, event: Any, rec: RequestRecord | None, ended: Ended | None) -> RequestRecord:
+        kind = type(event)
+        if kind is RequestCompleted:
+            return self._completed(event, rec, ended)
+        if kind is RequestStarted:
+            return self._started(event, rec)
+        return self._queued(event, rec)
+
+    def _take_bodies(self, request_id: str, rec: RequestRecord) -> None:
+        """Apply the bodies that came for ``rec`` since (the input first)."""
+        kept = self._inputs.pop(request_id, _NOT_SENT)
+        if kept is not _NOT_SENT:
+            self._apply_body(rec, _INPUT, kept)
+        kept = self._outputs.pop(request_id, None)
+        if kept is not None:
+            self._apply_body(rec, _OUTPUT, kept)
+
+    def _built(self, request_id: str) -> RequestRecord | None:
+        found = self._requests.get(request_id)
+        if type(found) is list:
+            return self._build(request_id, found)
+        return found  # type: ignore[return-value]  # a record or None
+
+    def _build(self, request_id: str, note: Note) -> RequestRecord:
+        """The record of a noted request, in its place (with the flush lock held)."""
+        first = note[_EVENTS]
+        mode = "queue" if type(first) is RequestQueued else first.mode
+        rec = RequestRecord(
+            request_id, first.app, first.endpoint or "/", first.method, mode, note[_RECEIVED], note[_SEQ]
+        )
+        self._requests[request_id] = rec  # the same key: its place in the order stays
+        self._body_bytes -= note[_BYTES]  # counted again as its bodies are applied
+        for event in note[_EVENTS:]:
+            self._apply_event(event, rec, None)  # counted already
+        if note[_IN] is not None:
+            self._apply_body(rec, _INPUT, None if note[_IN] is _NO_STORE else note[_IN])
+        if note[_OUT] is not None:
+            self._apply_body(rec, _OUTPUT, note[_OUT])
+        self._take_bodies(request_id, rec)
+        return rec
+
+    def _build_all(self) -> None:
+        """Build every noted request still kept, and apply the bodies waiting for built ones (with the
+        flush lock held). Notes are among the requests taken since the last time: only those are seen."""
+        requests = self._requests
+        if requests:
+            newest = next(reversed(requests.values()))
+            newest_seq = newest[_SEQ] if type(newest) is list else newest.seq  # type: ignore[union-attr]
+            for request_id in itertools.islice(reversed(self._order), newest_seq - self._built_seq):
+                note = requests[request_id]
+                if type(note) is list:
+                    self._build(request_id, note)
+            self._built_seq = newest_seq
+        for request_id in [*self._inputs, *self._outputs]:
+            rec = requests.get(request_id)
+            if rec is not None:
+                self._take_bodies(request_id, rec)  # type: ignore[arg-type]  # built above
+
+    def _apply_body(self, rec: RequestRecord, what: str, kept: Kept | None) -> None:
+        """A body for a built record: ``kept`` None is an input kept out (X-Fal-Store-IO: 0)."""
+        if kept is None:
             rec.store_io = False
             return
-        else:
-            _, _, content_type, kept, size = entry
-            rec.input_data = kept
-            rec.input_size = size
-            rec.input_type = content_type
-            self._body_bytes += len(kept)
+        if rec.seq <= self._shed_seq:
+            rec.bodies_dropped = True  # the budget took the bodies of requests up to this one already
+            return
+        if not rec.store_io:
+            return
+        content_type, data, size = kept
+        if what is _INPUT:
+            if rec.input_data is not None:  # sent again: the last one counts
+                self._body_bytes -= len(rec.input_data)
+            rec.input_type, rec.input_data, rec.input_size = content_type, data, size
+            self._body_bytes += len(data)
+        elif rec.output_data is None:
+            rec.output_type, rec.output_data, rec.output_size = content_type, data, size
+            self._body_bytes += len(data)
+        else:  # a streamed answer's next part: counted, and kept up to the cap
+            rec.output_size += size
+            room = self.body_cap - len(rec.output_data)
+            if room <= 0 or not data:
+                return
+            piece = data[:room]
+            rec.output_data += piece
+            self._body_bytes += len(piece)
         if self._body_bytes > self.body_budget:
             self._shed_bodies(rec)
 
-    def _shed_bodies(self, rec: RequestRecord) -> None:
+    def _shed_bodies(self, newest: RequestRecord | Note) -> None:
         """Past the budget, the oldest requests lose their bodies (down to 7/8 of it, so this runs
         seldom): a walk from where the last one stopped."""
+        if self._shedding:  # building a record on the way: its bodies were counted already
+            return
+        self._shedding = True
+        try:
+            self._shed_walk(newest)
+        finally:
+            self._shedding = False
+
+    def _shed_walk(self, newest: RequestRecord | Note) -> None:
         target = self.body_budget - self.body_budget // 8
         passed = 0
-        for old in itertools.islice(self._requests.values(), self._shed_from, None):
-            if old is rec:  # the newest keeps its bodies (the budget is far above one request's)
+        for request_id, old in itertools.islice(self._requests.items(), self._shed_from, None):
+            if old is newest:  # the newest keeps its bodies (the budget is far above one request's)
                 break
             passed += 1
-            self._shed_seq = old.seq
-            if old.input_data is not None or old.output_data is not None:
-                self._drop_bodies(old)
+            rec = self._build(request_id, old) if type(old) is list else old  # replaces a value, adds no key
+            assert isinstance(rec, RequestRecord)
+            self._shed_seq = rec.seq
+            if rec.input_data is not None or rec.output_data is not None:
+                self._drop_bodies(rec)
                 if self._body_bytes <= target:
                     break
         self._shed_from += passed
@@ -277,48 +470,48 @@ class History:
             rec.bodies_dropped = True
 
     # -- events -------------------------------------------------------------------------------------
-    def _record(self, request_id: str, app: str, endpoint: str, method: str, mode: str, at: float) -> RequestRecord:
-        """A new request's record (the caller checked that there is none)."""
-        requests = self._requests
-        if len(requests) >= self.capacity:
-            old = requests.pop(self._order.popleft())  # first, so the new record may reuse its memory
+    def _let_go(self, old: RequestRecord | Note) -> None:
+        """The oldest request, taken out of the full history: its bodies no longer count."""
+        if type(old) is list:
+            self._body_bytes -= old[_BYTES]
+        else:
+            assert isinstance(old, RequestRecord)
             if old.input_data is not None:
                 self._body_bytes -= len(old.input_data)
             if old.output_data is not None:
                 self._body_bytes -= len(old.output_data)
-            if self._shed_from:
-                self._shed_from -= 1
-        self._seq = seq = self._seq + 1
-        rec = RequestRecord(request_id, app, endpoint or "/", method, mode, at, seq)
-        requests[request_id] = rec  # one C call: readers in other threads copy the dict in one too
+        if self._shed_from:
+            self._shed_from -= 1
+
+    def _record(self, request_id: str, app: str, endpoint: str, method: str, mode: str, at: float) -> RequestRecord:
+        """A new request's record, built at once (the caller checked that there is none)."""
+        if len(self._requests) >= self.capacity:
+            self._let_go(self._requests.pop(self._order.popleft()))  # first: the new record may reuse its memory
+        rec = RequestRecord(request_id, app, endpoint or "/", method, mode, at, next(self._seqs))
+        self._requests[request_id] = rec  # one C call: readers in other threads copy the dict in one too
         self._order.append(request_id)
-        if self._pending:
-            pending = self._pending.pop(request_id, None)
-            if pending is not None:
-                self._apply_body(pending)
         return rec
 
-    def _queued(self, event: RequestQueued) -> None:
-        rec = self._requests.get(event.request_id)  # a retry's
+    def _queued(self, event: RequestQueued, rec: RequestRecord | None) -> RequestRecord:
         if rec is None:
             rec = self._record(event.request_id, event.app, event.endpoint, event.method, "queue", event.ts)
         rec.started_at = None  # a retry waits in the queue again
-        self._changed("request", rec)
+        if self._listeners:
+            self._notify("request", rec)
+        return rec
 
-    def _started(self, event: RequestStarted) -> None:
-        rec = self._requests.get(event.request_id)
+    def _started(self, event: RequestStarted, rec: RequestRecord | None) -> RequestRecord:
         if rec is None:
             received = event.ts - event.queue_wait
             rec = self._record(event.request_id, event.app, event.endpoint, event.method, event.mode, received)
         rec.runner = event.runner
         rec.started_at = event.ts
         rec.attempts += 1
-        self._version += 1
         if self._listeners:
             self._notify("request", rec)
+        return rec
 
-    def _completed(self, event: RequestCompleted) -> None:
-        rec = self._requests.get(event.request_id)
+    def _completed(self, event: RequestCompleted, rec: RequestRecord | None, ended: Ended | None) -> RequestRecord:
         ts = event.ts
         if rec is None:
             received = ts - event.seconds - event.queue_wait
@@ -340,10 +533,12 @@ class History:
         rec.finished_at = ts
         rec.status = event.status_code
         rec.error_type = event.error_type
-        self._counters.observe(event.app, event.status_code, rec.received_at, total)
-        self._version += 1
+        if ended is not None:
+            ended[0].append(event)
+            ended[1].append(rec.received_at)
         if self._listeners:
             self._notify("request", rec)
+        return rec
 
     def _runner(self, app: str, runner_id: str, at: float) -> RunnerRecord:
         found = self._runners.get(runner_id)
@@ -372,6 +567,7 @@ class History:
             self._changed("runner", runner)
 
     def _ready(self, event: RunnerReady) -> None:
+        self.flush()  # the runner's earlier states may wait in the journal
         runner = self._runner(event.app, event.runner, event.ts)
         runner.timeline = dict(event.timeline)
         runner.cold_start = event.cold_start
@@ -380,6 +576,7 @@ class History:
         self._changed("runner", runner)
 
     def _failed(self, event: RunnerFailed) -> None:
+        self.flush()  # the runner's earlier states may wait in the journal
         runner = self._runner(event.app, event.runner, event.ts)
         runner.error_type = event.error_type
         runner.error = event.message
@@ -389,6 +586,7 @@ class History:
         self._changed("runner", runner)
 
     def _stopped(self, event: RunnerStopped) -> None:
+        self.flush()  # the runner's earlier states may wait in the journal
         runner = self._runner(event.app, event.runner, event.ts)
         runner.stop_reason = event.reason
         if runner.stopped_at is None:
@@ -398,6 +596,7 @@ class History:
     def _log(self, event: RunnerLog) -> None:
         runner = self._runners.get(event.runner)
         if runner is None:
+            self.flush()  # its first states may wait in the journal
             runner = self._runner(event.app, event.runner, event.ts)
         runner.logs.append((event.ts, event.stream, event.line))
         if self._listeners:
@@ -438,9 +637,14 @@ class History:
 
     # -- listeners (live updates) ---------------------------------------------------------------------
     def listen(self, fn: Callable[[str, Any], None]) -> Callable[[], None]:
-        """Call ``fn(kind, item)`` on every change ("request", "runner", "log"); returns the unsubscribe."""
-        with self._lock:
-            self._listeners = (*self._listeners, fn)
+        """Call ``fn(kind, item)`` on every change ("request", "runner", "log"); returns the unsubscribe.
+
+        While anything listens, requests get their records at once (a listener hears of each change)."""
+        self.flush()
+        with self._flush_lock:
+            self._build_all()
+            with self._lock:
+                self._listeners = (*self._listeners, fn)
 
         def stop() -> None:
             with self._lock:
@@ -459,7 +663,8 @@ class History:
                 fn(kind, item)
 
     # -- reading ----------------------------------------------------------------------------------------
-    # Each reader applies the journal first, so it sees every request the gateway has handed over.
+    # Each reader applies the journal first, so it sees every request the gateway has handed over, and
+    # builds the records it returns (under the flush lock: no other thread adds notes meanwhile).
 
     @property
     def version(self) -> int:
@@ -473,24 +678,33 @@ class History:
 
     def request(self, request_id: str) -> RequestRecord | None:
         self.flush()
-        return self._requests.get(request_id)
+        with self._flush_lock:
+            rec = self._built(request_id)
+            if rec is not None:
+                self._take_bodies(request_id, rec)
+            return rec
 
     def requests(self) -> list[RequestRecord]:
-        """Every kept request, oldest first (a snapshot).
-
-        Copied in one C call, which no other thread's write can interleave with (writes take no lock).
-        """
+        """Every kept request, oldest first (a snapshot)."""
         self.flush()
-        return list(self._requests.values())
+        with self._flush_lock:
+            self._build_all()
+            return list(self._requests.values())  # type: ignore[arg-type]  # all built
 
     def newest(self) -> Iterator[RequestRecord]:
         """Kept requests, newest first (a snapshot taken now)."""
         return reversed(self.requests())
 
     def latest(self, limit: int) -> list[RequestRecord]:
-        """The ``limit`` newest requests, newest first, without copying the rest (a snapshot)."""
+        """The ``limit`` newest requests, newest first, without copying (or building) the rest."""
         self.flush()
-        return list(itertools.islice(reversed(self._requests.values()), max(0, limit)))
+        with self._flush_lock:
+            ids = list(itertools.islice(reversed(self._requests), max(0, limit)))
+            found = [self._built(request_id) for request_id in ids]
+            for request_id, rec in zip(ids, found, strict=True):
+                if rec is not None:
+                    self._take_bodies(request_id, rec)
+            return [rec for rec in found if rec is not None]
 
     def recent(self, app: str, since: float) -> tuple[int, int]:
         """(finished, 2xx) of ``app``'s requests received since ``since`` (at most an hour back; counted
@@ -498,6 +712,7 @@ class History:
         return self.counters.recent(app, since)
 
     def runner(self, runner_id: str) -> RunnerRecord | None:
+        self.flush()
         return self._runners.get(runner_id)
 
     def faults(self, app: str | None = None) -> list[dict[str, Any]]:
@@ -512,6 +727,7 @@ class History:
         return found[-limit:] if limit > 0 else []
 
     def runners(self, app: str | None = None) -> list[RunnerRecord]:
+        self.flush()
         with self._lock:
             found = list(self._runners.values())
         return [r for r in found if app is None or r.app == app]

@@ -12,7 +12,7 @@ from falemu.config.model import AppConfig, AppShape, ScalingConfig
 from falemu.dashboard import views
 from falemu.dashboard.history import JOURNAL_BATCH, History
 from falemu.dashboard.pricing import load_prices
-from falemu.events import RequestCompleted, RequestQueued, RequestStarted
+from falemu.events import EventBus, RequestCompleted, RequestQueued, RequestStarted, RunnerStateChanged
 
 JSON = [(b"content-type", b"application/json")]
 
@@ -156,15 +156,21 @@ def test_paging_lists_every_request_once_newest_first() -> None:
 def test_the_journal_applies_in_batches_and_from_any_reader_thread() -> None:
     history = History()
     start = history.version
-    for i in range(JOURNAL_BATCH // 4 + 3):
+    count = JOURNAL_BATCH // 2 + 3  # two events each: the journal is applied once on the way
+    for i in range(count):
         sync_request(history, f"r{i}", 1.0 + i)
-    assert history.version - start == 4 * (JOURNAL_BATCH // 4 + 3)  # every call counts, applied or not
-    seen: list[int] = []
-    reader = threading.Thread(target=lambda: seen.append(len(history.requests())))
+    assert history.version - start == 2 * count  # every event counts, applied or not
+    seen: list[tuple[int, bytes | None]] = []
+
+    def read() -> None:
+        rec = history.request(f"r{count - 1}")
+        seen.append((len(history.requests()), rec.output.data if rec is not None and rec.output else None))
+
+    reader = threading.Thread(target=read)
     reader.start()
     reader.join()
-    assert seen == [JOURNAL_BATCH // 4 + 3]
-    assert history.version - start == 4 * (JOURNAL_BATCH // 4 + 3)
+    assert seen == [(count, b'{"ok": true}')]  # bodies wait under their request's id until read
+    assert history.version - start == 2 * count
 
 
 def test_the_page_preloads_every_module() -> None:
@@ -178,3 +184,62 @@ def test_the_page_preloads_every_module() -> None:
         if node.name.endswith((".js", ".mjs"))
     }
     assert preloaded == modules
+
+
+def test_a_followed_bus_records_retries_streams_and_unserved_requests_as_they_happened() -> None:
+    bus = EventBus()
+    history = History(body_cap=8)
+    stop = history.follow(bus)
+    q = "q1"
+    bus(RequestQueued("app", request_id=q, queue_position=0, endpoint="/job", ts=100.0))
+    history.request_body(q, JSON, b'{"n": 1}', True)
+    bus(RunnerStateChanged("app", runner="r1", state="PENDING", ts=100.5))
+    bus(RunnerStateChanged("app", runner="r1", state="IDLE", ts=101.0))
+    bus(RequestStarted("app", request_id=q, runner="r1", endpoint="/job", method="POST", mode="queue", ts=102.0))
+    bus(RequestQueued("app", request_id=q, queue_position=0, endpoint="/job", ts=103.0))  # a retry
+    assert history.request(q) is not None  # read in flight: built now, later events still apply
+    bus(RequestStarted("app", request_id=q, runner="r1", endpoint="/job", method="POST", mode="queue", ts=104.0))
+    history.response_body(q, JSON, b'{"done": true}')
+    bus(RequestCompleted("app", request_id=q, runner="r1", status_code=200, seconds=1.0, mode="queue", ts=105.0))
+    s = "s1"  # a streamed answer, never read until it ended
+    bus(RequestStarted("app", request_id=s, runner="r1", endpoint="/stream", method="GET", ts=106.0))
+    history.request_body(s, [], b"", True)
+    history.response_body(s, [(b"content-type", b"text/event-stream")], b"")
+    for chunk in (b"data: 1\n\n", b"data: 2\n\n"):
+        history.response_body(s, [], chunk)
+    bus(RequestCompleted("app", request_id=s, runner="r1", status_code=200, seconds=0.5, ts=106.5))
+    bus(RequestCompleted("app", request_id="u1", runner="", status_code=503, seconds=0.0, queue_wait=2.0, ts=110.0))
+    stop()
+    bus(RequestStarted("app", request_id="late", runner="r1", ts=111.0))  # no longer followed
+    job, stream, unserved = history.request(q), history.request(s), history.request("u1")
+    assert job is not None
+    assert stream is not None
+    assert unserved is not None
+    assert (job.mode, job.attempts, job.started_at, job.received_at, job.finished_at) == (
+        "queue",
+        2,
+        104.0,
+        100.0,
+        105.0,
+    )
+    assert (job.queue_wait, job.execution, job.status, job.state) == (4.0, 1.0, 200, "done")
+    assert job.input is not None
+    assert job.input.data == b'{"n": 1}'
+    assert job.output is not None
+    assert (job.output.data, job.output.size) == (b'{"done":', 14)
+    assert stream.output is not None
+    assert (stream.output.data, stream.output.size, stream.output.content_type) == (
+        b"data: 1\n",
+        18,
+        "text/event-stream",
+    )
+    assert (unserved.runner, unserved.received_at, unserved.queue_wait, unserved.status) == ("", 108.0, 2.0, 503)
+    assert history.request("late") is None
+    assert [r.seq for r in history.requests()] == [1, 2, 3]
+    runner = history.runner("r1")
+    assert runner is not None
+    assert [s for s, _ in runner.states] == ["PENDING", "IDLE"]
+    assert history.recent("app", 0.0) == (3, 2)
+    buckets, seconds = history.counters.latency("app")
+    assert sum(buckets) == 3
+    assert abs(seconds - (5.0 + 0.5 + 2.0)) < 1e-9

@@ -12,6 +12,11 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 _SUCCESS = range(200, 300).__contains__
 _APP, _STATUS, _TS = operator.attrgetter("app"), operator.attrgetter("status_code"), operator.attrgetter("ts")
+_SECONDS, _WAITED, _RUNNER = (
+    operator.attrgetter("seconds"),
+    operator.attrgetter("queue_wait"),
+    operator.attrgetter("runner"),
+)
 
 
 def _add_counts(counts: list[int], ordered: list[float], bounds: Sequence[float]) -> None:
@@ -67,6 +72,17 @@ class Counters:
 
     def observe(self, app: str, status: int, received_at: float, seconds: float) -> None:
         self._count(app, [status], [received_at], [seconds])
+
+    def observe_ends(self, ended: Sequence[Any]) -> None:
+        """Count requests that ended from their :class:`~falemu.events.RequestCompleted` events alone:
+        a request took its ``seconds`` on a runner plus its ``queue_wait`` before (both the time it
+        waited when it never reached one) and was received that long before its end."""
+        seconds = list(map(operator.add, map(_SECONDS, ended), map(_WAITED, ended)))
+        if "" in map(_RUNNER, ended):
+            for i, event in enumerate(ended):
+                if not event.runner:
+                    seconds[i] = max(event.seconds, event.queue_wait)
+        self.observe_ended(ended, list(map(operator.sub, map(_TS, ended), seconds)))
 
     def observe_ended(self, ended: Sequence[Any], received: Sequence[float]) -> None:
         """Count requests that ended: their :class:`~falemu.events.RequestCompleted` events (app,

@@ -13,13 +13,17 @@ completed; runner states, readiness, failures and log lines) and is the gateway'
 Recording is cheap by design (``bench/dashboard.py`` measures it). The gateway's calls do little and
 take no lock: a request's events go into a journal, most of them without a call into Python
 (:meth:`History.follow`); its bodies, capped and kept by reference (never copied, parsed or decoded:
-that happens when a page shows them), wait under its id. Every ``JOURNAL_BATCH`` events, or when
-anything reads the history, the journal is applied in one go: each request is noted under its id
-(its events and bodies in a list) and requests that ended are counted, in a few passes of C code per
-batch. The :class:`RequestRecord` a page shows is built from a note when something first reads it,
-so a request nobody looks at never gets one. Past the body budget a walk from where the last one
-stopped takes the oldest bodies (down to 7/8 of the budget). Per-app figures that pages show without
-scanning (the last hour's counts, the latency histogram) are counted as requests end.
+that happens when a page shows them), wait under its id. The work is left to readers: when anything
+reads the history, the journal is applied in one go (each request noted under its id, requests that
+ended counted), and the :class:`RequestRecord` a page shows is built from a note when something
+first reads it. With nobody reading, the journal grows to ``UNREAD`` times the capacity; then its
+oldest quarter is let go unapplied, its requests counted (they would have left the history before
+anyone saw them), so a request nobody looks at costs its journal entries and its count. The first
+read after a long unread stretch pays for the rest: it applies up to that many entries at once.
+Bodies waiting count against the body budget too (past it the journal is applied). Past the budget a
+walk from where the last one stopped takes the oldest bodies (down to 7/8 of the budget). Per-app
+figures that pages show without scanning (the last hour's counts, the latency histogram) are
+counted as requests end.
 ``X-Fal-Store-IO: 0`` keeps a request's bodies out, as on fal. Nothing here holds a key or a secret:
 the gateway consumes fal keys before the headers reach the recorder, and only content types are kept
 of the headers.
@@ -29,7 +33,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import itertools
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -73,7 +79,8 @@ CAPACITY = 50_000
 BODY_CAP = 64 * 1024
 BODY_BUDGET = 64 * 1024 * 1024
 RUNNER_CAPACITY = 500
-JOURNAL_BATCH = 256  # journal entries applied at once (bodies in it are capped: a few MiB at most)
+JOURNAL_BATCH = 256  # while anything listens, or a streamed answer's parts come after a read: applied at once
+UNREAD = 4  # journal entries kept unread, times ``capacity``, before the oldest quarter is let go
 ACTIVITY = 1_000  # fault and rollout events kept (falemu chaos, falemu up --watch)
 LOG_GRACE = 1.0  # a runner's lines this long after a request ended still belong to it (log readers lag)
 
@@ -89,11 +96,12 @@ def _content_type_text(value: bytes) -> str:
 
 
 _NOT_SENT: Any = object()  # no body yet
-_JOURNALED = frozenset((RequestQueued, RequestStarted, RequestCompleted, RunnerStateChanged))  # applied in flush
-_APPENDED = (RequestQueued, RequestStarted, RunnerStateChanged)  # History.follow: into the journal by the bus
+_JOURNALED = frozenset((RequestQueued, RequestStarted, RequestCompleted))  # applied when read
+_APPENDED = (RequestQueued, RequestStarted)  # History.follow: into the journal by the bus itself
+_REQUEST_ID = operator.attrgetter("request_id")
+_IS_PART = functools.partial(type.__instancecheck__, tuple)  # a streamed answer's next part, in the journal
 _TOLD_STATES = frozenset(("TERMINATED", "FAILURE_DELAY", "PENDING", "SETUP"))  # readers hear of these at once
 _POPLEFT = collections.deque.popleft
-_NOT_REQUEST_EVENTS = frozenset((RunnerStateChanged, tuple))  # in the journal: a state change, an answer's part
 _INPUT, _OUTPUT = "input", "output"
 Kept = tuple[str, bytes, int]  # a body: content type, its first body_cap bytes, every byte's count
 _NO_STORE: Kept = ("", b"", 0)  # a note's input when the caller sent X-Fal-Store-IO: 0
@@ -103,6 +111,7 @@ _NO_STORE: Kept = ("", b"", 0)  # a note's input when the caller sent X-Fal-Stor
 _SEQ, _RECEIVED, _BYTES, _IN, _OUT, _EVENTS = range(6)
 Note = list[Any]
 Ended = tuple[list[RequestCompleted], list[float]]  # requests that ended and when they were received, to count
+_DATA = operator.itemgetter(1)  # a body's kept bytes
 
 
 class History:
@@ -138,6 +147,11 @@ class History:
         self._inputs: dict[str, Kept | None] = {}
         self._outputs: dict[str, Kept] = {}
         self._journal: collections.deque[Any] = collections.deque()  # see "feeding" below
+        self._limit = max(16, UNREAD * capacity)
+        self._states: collections.deque[Any] = collections.deque()  # runners' state changes, to apply
+        self._waiting = 0  # bytes of the bodies waiting under their ids, about (recounted now and then)
+        self._open: set[str] = set()  # requests the history noted or recorded that have not ended
+        self._parts = False  # the journal may hold a streamed answer's parts
         self._flush_lock = threading.Lock()  # applying the journal and building records
         self._shedding = False
         self._body_bytes = 0
@@ -167,18 +181,20 @@ class History:
     # The gateway calls these in the middle of each request, on its event loop, and they do little: a
     # request's events go into a journal (most of them without a call into Python, see follow); its
     # bodies, capped and kept by reference (never copied, parsed or decoded), wait under its id. No
-    # lock is taken. Every JOURNAL_BATCH events, or when anything reads the history, the journal is
-    # applied in one go, which notes each request's events and bodies under its id and counts the
-    # requests that ended. The record a page shows is built from those notes when something first
-    # reads it: a request nobody looks at costs its notes and its count.
+    # lock is taken. When anything reads the history, the journal is applied in one go: each request
+    # is noted under its id (its events and bodies) and requests that ended are counted; the record a
+    # page shows is built from a note when something first reads it. With nobody reading, the journal
+    # grows to UNREAD times the capacity and its oldest quarter is then let go unapplied, counted:
+    # those requests would have left the history before anyone saw them.
 
     def follow(self, events: EventBus) -> Callable[[], None]:
         """Take ``events``' events from now on, as ``events.subscribe(history)`` does but for less: a
-        request's queueing and start and a runner's state changes go into the journal without a call
-        into Python; a request's end still comes here, which applies the journal every JOURNAL_BATCH
-        events. Returns the unsubscribe."""
+        request's queueing and start and a runner's state changes are noted without a call into
+        Python; a request's end still comes here, which keeps the journal within its bound. Returns
+        the unsubscribe."""
         stops = (
             events.subscribe(self._journal.append, kinds=_APPENDED),
+            events.subscribe(self._states.append, kinds=(RunnerStateChanged,)),
             events.subscribe(self, kinds=(RequestCompleted, *self._handlers)),
         )
 
@@ -193,8 +209,11 @@ class History:
         if kind in _JOURNALED:
             journal = self._journal
             journal.append(event)
-            if len(journal) >= JOURNAL_BATCH:
-                self.flush()
+            if len(journal) >= self._limit:
+                self._let_go_unread()
+            return
+        if kind is RunnerStateChanged:
+            self._states.append(event)
             return
         handler = self._handlers.get(kind)
         if handler is not None:
@@ -212,7 +231,11 @@ class History:
             if name == b"content-type":
                 content_type = _CONTENT_TYPES.get(value) or _content_type_text(value)
                 break
-        self._inputs[request_id] = (content_type, body if size <= self.body_cap else body[: self.body_cap], size)
+        kept = body if size <= self.body_cap else body[: self.body_cap]
+        self._inputs[request_id] = (content_type, kept, size)
+        self._waiting += len(kept)
+        if self._waiting > self.body_budget:
+            self._bodies_over_budget()
 
     def response_body(self, request_id: str, headers: Headers, body: bytes) -> None:
         if type(body) is not bytes:
@@ -226,34 +249,109 @@ class History:
                     content_type = _CONTENT_TYPES.get(value) or _content_type_text(value)
                     break
             self._outputs[request_id] = (content_type, kept, size)
-            return
-        journal = self._journal  # a streamed answer's next part: in order, after the first
-        journal.append((request_id, ("", kept, size)))
-        if len(journal) >= JOURNAL_BATCH:
-            self.flush()
+        else:  # a streamed answer's next part
+            first = self._outputs.get(request_id)
+            if first is None:  # taken by a reader already: in order, after the first
+                journal = self._journal
+                journal.append((request_id, ("", kept, size)))
+                self._parts = True
+                if len(journal) >= JOURNAL_BATCH:
+                    self.flush()
+                return
+            content_type, data, seen = first  # joins the first, kept up to the cap
+            kept = kept[: self.body_cap - len(data)]
+            self._outputs[request_id] = (content_type, data + kept, seen + size)
+        self._waiting += len(kept)
+        if self._waiting > self.body_budget:
+            self._bodies_over_budget()
 
     def flush(self) -> None:
         """Apply the journal (readers call this first; it is cheap when it is empty)."""
         journal = self._journal
-        if not journal:
+        if not journal and not self._states:
             return
         with self._flush_lock:
+            self._apply_states()
             while journal:  # another thread may append meanwhile: deque's appends and pops are atomic
                 n = len(journal)
                 self._version += n  # first: ``version`` never goes back while these are applied
                 self._apply(list(map(_POPLEFT, itertools.repeat(journal, n))))
-            for waiting in (self._inputs, self._outputs):  # bodies no event came for: kept within bounds
-                if len(waiting) > self.capacity:
-                    for request_id in list(itertools.islice(waiting, len(waiting) - self.capacity)):
-                        waiting.pop(request_id, None)
+            self._parts = False
+            self._recount_waiting()
+
+    def _let_go_unread(self) -> None:
+        """Nobody read the history for ``UNREAD`` times its capacity in journal entries: the oldest
+        quarter is let go without being applied (their requests would leave the history before anyone
+        saw them), after counting the requests that ended in it. Entries of requests the history
+        already noted (someone read it meanwhile) are applied. A few passes of C code each."""
+        if self._listeners:  # they hear of every change: nothing is let go
+            self.flush()
+            return
+        with self._flush_lock:
+            self._apply_states()
+            journal = self._journal
+            n = min(len(journal), self._limit // 4)
+            self._version += n
+            events = list(map(_POPLEFT, itertools.repeat(journal, n)))
+            if self._parts:  # a streamed answer's parts, after a read: they go
+                self._parts = False
+                events = list(itertools.filterfalse(_IS_PART, events))
+            known = self._requests.keys() & set(map(_REQUEST_ID, events)) if self._open else ()
+            if known:
+                mine = list(map(known.__contains__, map(_REQUEST_ID, events)))
+                self._apply(list(itertools.compress(events, mine)))
+                events = list(itertools.compress(events, map(operator.not_, mine)))
+            ended = list(
+                itertools.compress(events, map(operator.is_, map(type, events), itertools.repeat(RequestCompleted)))
+            )
+            if not ended:
+                return
+            ids = list(map(_REQUEST_ID, ended))  # their bodies go (still counted in _waiting until a recount)
+            collections.deque(map(self._inputs.pop, ids, itertools.repeat(None)), maxlen=0)
+            collections.deque(map(self._outputs.pop, ids, itertools.repeat(None)), maxlen=0)
+            collections.deque(itertools.islice(self._seqs, len(ended)), maxlen=0)  # their places in the order
+            self._counters.observe_ends(ended)
+
+    def _bodies_over_budget(self) -> None:
+        """The bodies waiting may pass the budget (those of requests let go are counted until now)."""
+        self._recount_waiting()
+        if self._waiting > self.body_budget:
+            self.flush()  # the budget takes the oldest bodies as the journal is applied
+
+    def _recount_waiting(self) -> None:
+        """Count the bytes of the bodies still waiting; bodies no event came for are kept within bounds."""
+        if len(self._open) > self.capacity:  # requests that never ended and left the history
+            self._open.intersection_update(self._requests.keys())
+        for waiting in (self._inputs, self._outputs):
+            if len(waiting) > self._limit:
+                for request_id in list(itertools.islice(waiting, len(waiting) - self._limit)):
+                    waiting.pop(request_id, None)
+        self._waiting = sum(map(len, map(_DATA, filter(None, [*self._inputs.values(), *self._outputs.values()]))))
+
+    def _settle_states(self) -> None:
+        if self._states:
+            with self._flush_lock:
+                self._apply_states()
+
+    def _apply_states(self) -> None:
+        """Apply the runners' state changes that came since (with the flush lock held)."""
+        states = self._states
+        runners = self._runners
+        n = len(states)
+        self._version += n
+        for entry in map(_POPLEFT, itertools.repeat(states, n)):
+            runner = runners.get(entry.runner)
+            if runner is None or entry.state in _TOLD_STATES or len(runner.states) <= 2:
+                self._state(entry)
+            elif runner.states[-1][0] != entry.state:
+                runner.states.append((entry.state, entry.ts))
 
     def _apply(self, entries: list[Any]) -> None:
         """Apply journal entries, in order (with the flush lock held).
 
         This runs for every request, so the common cases are written out here: a request's events
-        and bodies are noted under its id (a new one evicts the oldest when the history is full) and
-        a runner's state change that readers need not hear of at once is added to its states. The
-        rest takes the general way (:meth:`_apply_entry`).
+        and bodies are noted under its id (a new one evicts the oldest when the history is full);
+        the rest takes the general way (:meth:`_apply_entry`).
         """
         requests = self._requests
         find = requests.get
@@ -261,22 +359,15 @@ class History:
         take_output = self._outputs.pop
         capacity, budget = self.capacity, self.body_budget
         noting = not self._listeners  # listeners hear of each change: they get records at once
-        runners = self._runners
         next_seq = self._seqs.__next__
+        open_add, open_discard = self._open.add, self._open.discard
         order_append = self._order.append
         ended: Ended = ([], [])
         end, received_at = ended[0].append, ended[1].append
         for entry in entries:
             kind = type(entry)
-            if kind in _NOT_REQUEST_EVENTS:
-                if kind is tuple:  # a streamed answer's next part
-                    self._apply_entry(entry, self._built(entry[0]), ended)
-                    continue
-                runner = runners.get(entry.runner)  # a runner's state change
-                if runner is None or entry.state in _TOLD_STATES or len(runner.states) <= 2:
-                    self._state(entry)
-                elif runner.states[-1][0] != entry.state:
-                    runner.states.append((entry.state, entry.ts))
+            if kind is tuple:  # a streamed answer's next part
+                self._apply_entry(entry, self._built(entry[0]), ended)
                 continue
             request_id = entry.request_id
             note = find(request_id)
@@ -307,6 +398,7 @@ class History:
                         self._shed_bodies(note)
                 order_append(request_id)
                 if kind is not RequestCompleted:
+                    open_add(request_id)
                     continue
             elif type(note) is list:
                 note.append(entry)
@@ -315,6 +407,7 @@ class History:
             else:
                 self._apply_entry(entry, note, ended)  # type: ignore[arg-type]  # a record, or a new one
                 continue
+            open_discard(request_id)
             kept = take_output(request_id, None)  # a request's end, with its answer
             if kept is not None and note[_IN] is not _NO_STORE:
                 if note[_OUT] is None:
@@ -488,6 +581,7 @@ class History:
         if len(self._requests) >= self.capacity:
             self._let_go(self._requests.pop(self._order.popleft()))  # first: the new record may reuse its memory
         rec = RequestRecord(request_id, app, endpoint or "/", method, mode, at, next(self._seqs))
+        self._open.add(request_id)
         self._requests[request_id] = rec  # one C call: readers in other threads copy the dict in one too
         self._order.append(request_id)
         return rec
@@ -533,6 +627,7 @@ class History:
         rec.finished_at = ts
         rec.status = event.status_code
         rec.error_type = event.error_type
+        self._open.discard(rec.id)
         if ended is not None:
             ended[0].append(event)
             ended[1].append(rec.received_at)
@@ -567,7 +662,7 @@ class History:
             self._changed("runner", runner)
 
     def _ready(self, event: RunnerReady) -> None:
-        self.flush()  # the runner's earlier states may wait in the journal
+        self._settle_states()  # the runner's earlier states may wait
         runner = self._runner(event.app, event.runner, event.ts)
         runner.timeline = dict(event.timeline)
         runner.cold_start = event.cold_start
@@ -576,7 +671,7 @@ class History:
         self._changed("runner", runner)
 
     def _failed(self, event: RunnerFailed) -> None:
-        self.flush()  # the runner's earlier states may wait in the journal
+        self._settle_states()  # the runner's earlier states may wait
         runner = self._runner(event.app, event.runner, event.ts)
         runner.error_type = event.error_type
         runner.error = event.message
@@ -586,7 +681,7 @@ class History:
         self._changed("runner", runner)
 
     def _stopped(self, event: RunnerStopped) -> None:
-        self.flush()  # the runner's earlier states may wait in the journal
+        self._settle_states()  # the runner's earlier states may wait
         runner = self._runner(event.app, event.runner, event.ts)
         runner.stop_reason = event.reason
         if runner.stopped_at is None:
@@ -596,7 +691,7 @@ class History:
     def _log(self, event: RunnerLog) -> None:
         runner = self._runners.get(event.runner)
         if runner is None:
-            self.flush()  # its first states may wait in the journal
+            self._settle_states()  # its first states may wait
             runner = self._runner(event.app, event.runner, event.ts)
         runner.logs.append((event.ts, event.stream, event.line))
         if self._listeners:
@@ -639,16 +734,20 @@ class History:
     def listen(self, fn: Callable[[str, Any], None]) -> Callable[[], None]:
         """Call ``fn(kind, item)`` on every change ("request", "runner", "log"); returns the unsubscribe.
 
-        While anything listens, requests get their records at once (a listener hears of each change)."""
+        While anything listens, requests get their records at once (a listener hears of each change)
+        and the journal is applied every JOURNAL_BATCH entries."""
         self.flush()
         with self._flush_lock:
             self._build_all()
             with self._lock:
                 self._listeners = (*self._listeners, fn)
+                self._limit = JOURNAL_BATCH  # applied in batches while anything listens
 
         def stop() -> None:
             with self._lock:
                 self._listeners = tuple(f for f in self._listeners if f is not fn)
+                if not self._listeners:
+                    self._limit = max(16, UNREAD * self.capacity)
 
         return stop
 
@@ -669,7 +768,7 @@ class History:
     @property
     def version(self) -> int:
         """Bumped on every change a reader may want to see (those still in the journal included)."""
-        return self._version + len(self._journal)
+        return self._version + len(self._journal) + len(self._states)
 
     @property
     def counters(self) -> Counters:

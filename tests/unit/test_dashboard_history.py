@@ -10,7 +10,7 @@ from pathlib import Path
 
 from falemu.config.model import AppConfig, AppShape, ScalingConfig
 from falemu.dashboard import views
-from falemu.dashboard.history import JOURNAL_BATCH, History
+from falemu.dashboard.history import History
 from falemu.dashboard.pricing import load_prices
 from falemu.events import EventBus, RequestCompleted, RequestQueued, RequestStarted, RunnerStateChanged
 
@@ -153,24 +153,34 @@ def test_paging_lists_every_request_once_newest_first() -> None:
     assert older_errors["matched"] == 15
 
 
-def test_the_journal_applies_in_batches_and_from_any_reader_thread() -> None:
-    history = History()
+def test_unread_requests_are_counted_and_let_go_and_a_read_from_any_thread_sees_the_rest() -> None:
+    history = History(capacity=20)  # the journal holds 80 entries unread, then lets the oldest 20 go
     start = history.version
-    count = JOURNAL_BATCH // 2 + 3  # two events each: the journal is applied once on the way
-    for i in range(count):
-        sync_request(history, f"r{i}", 1.0 + i)
-    assert history.version - start == 2 * count  # every event counts, applied or not
-    seen: list[tuple[int, bytes | None]] = []
-
-    def read() -> None:
-        rec = history.request(f"r{count - 1}")
-        seen.append((len(history.requests()), rec.output.data if rec is not None and rec.output else None))
-
-    reader = threading.Thread(target=read)
+    history(RequestStarted("app", request_id="long", runner="r1", endpoint="/run", ts=0.5))
+    history.request_body("long", JSON, b'{"long": 1}', True)
+    running = history.request("long")
+    assert running is not None
+    assert running.state == "running"
+    history(RequestCompleted("app", request_id="long", runner="r1", status_code=200, seconds=300.0, ts=300.5))
+    for i in range(150):  # the end above is let go with the oldest, yet reaches the record read before
+        sync_request(history, f"r{i}", 1.0 + i, status=500 if i % 4 == 0 else 200)
+    assert history.version - start == 2 + 2 * 150  # every event counts: applied, let go or waiting
+    assert len(history._inputs) <= 80  # the bodies of requests let go went with them
+    seen: list[list[tuple[str, int]]] = []
+    reader = threading.Thread(target=lambda: seen.append([(r.id, r.seq) for r in history.requests()]))
     reader.start()
     reader.join()
-    assert seen == [(count, b'{"ok": true}')]  # bodies wait under their request's id until read
-    assert history.version - start == 2 * count
+    assert seen == [[(f"r{i}", i + 2) for i in range(130, 150)]]  # the newest 20, numbered as they came
+    assert history.version - start == 2 + 2 * 150
+    newest = history.request("r149")
+    assert newest is not None
+    assert newest.input is not None
+    assert newest.input.data == b'{"a": 1}'
+    assert history.body_bytes == 20 * len(b'{"a": 1}{"ok": true}')
+    assert history.recent("app", 0.0) == (151, 113)  # all counted, those let go too
+    buckets, seconds = history.counters.latency("app")
+    assert sum(buckets) == 151
+    assert abs(seconds - (300.0 + 150 * 0.01)) < 1e-6
 
 
 def test_the_page_preloads_every_module() -> None:

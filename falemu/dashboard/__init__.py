@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import mimetypes
 import threading
 from collections.abc import Awaitable, Callable
@@ -101,6 +102,7 @@ class Dashboard:
         }
         history = History(apps)
         history.follow(emulator.events)
+        roomy_young_generation()
 
         def pool(alias: str) -> Any:
             for name, config in emulator.configs.items():
@@ -232,6 +234,25 @@ class LazyApp:
         if app is None:
             app = await asyncio.to_thread(self.get)
         await app(scope, receive, send)
+
+
+YOUNG_GENERATION = 20_000  # objects allocated before the collector looks at the young ones (Python: 700)
+
+
+def roomy_young_generation(threshold: int = YOUNG_GENERATION) -> None:
+    """Let Python's cyclic collector look at new objects less often (at most ``threshold`` at a time).
+
+    The history keeps many objects for a long while (a request's events and bodies until a reader
+    applies them or they are let go, records until the capacity lets them go). With the default
+    threshold of 700 the collector walks them again and again as requests come (young, then older
+    generations, then everything): in ``bench/dashboard.py`` that cost the gateway more CPU per
+    request than recording itself. A larger young generation lets short-lived objects go uncollected
+    and moves the rest on seldom. Without the dashboard the gateway keeps nothing for long and the
+    collector hardly runs; a threshold already larger (or 0: off) is left as it is.
+    """
+    first, second, third = gc.get_threshold()
+    if 0 < first < threshold:
+        gc.set_threshold(threshold, second, third)
 
 
 def _static_root() -> Any:

@@ -16,17 +16,16 @@ take no lock: a request's events go into a journal, most of them without a call 
 that happens when a page shows them), wait under its id. The work is left to readers: when anything
 reads the history, the journal is applied in one go (each request noted under its id, requests that
 ended counted), and the :class:`RequestRecord` a page shows is built from a note when something
-first reads it. With nobody reading, the journal grows to ``UNREAD`` times the capacity; then its
-oldest quarter is let go unapplied, its requests counted (they would have left the history before
-anyone saw them), so a request nobody looks at costs its journal entries and its count. The first
-read after a long unread stretch pays for the rest: it applies up to that many entries at once.
-Bodies waiting count against the body budget too (past it the journal is applied). Past the budget a
+first reads it. With nobody reading, the journal grows to ``UNREAD`` times the capacity; past that
+its oldest entries are let go unapplied as new ones come, their requests counted (they would have
+left the history before anyone saw them): a request nobody looks at costs its journal entries and
+its count. The first read after a long unread stretch applies up to that many entries at once.
+Bodies waiting count against the body budget (past it the journal is applied), and past the budget a
 walk from where the last one stopped takes the oldest bodies (down to 7/8 of the budget). Per-app
-figures that pages show without scanning (the last hour's counts, the latency histogram) are
-counted as requests end.
-``X-Fal-Store-IO: 0`` keeps a request's bodies out, as on fal. Nothing here holds a key or a secret:
-the gateway consumes fal keys before the headers reach the recorder, and only content types are kept
-of the headers.
+figures that pages show without scanning (the last hour's counts, the latency histogram) are counted
+as requests end. ``X-Fal-Store-IO: 0`` keeps a request's bodies out, as on fal. Nothing here holds a
+key or a secret: the gateway consumes fal keys before the headers reach the recorder, and only content
+types are kept of the headers.
 """
 
 from __future__ import annotations
@@ -80,7 +79,7 @@ BODY_CAP = 64 * 1024
 BODY_BUDGET = 64 * 1024 * 1024
 RUNNER_CAPACITY = 500
 JOURNAL_BATCH = 256  # while anything listens, or a streamed answer's parts come after a read: applied at once
-UNREAD = 4  # journal entries kept unread, times ``capacity``, before the oldest quarter is let go
+UNREAD = 4  # journal entries kept unread, times ``capacity``, before the oldest are let go
 ACTIVITY = 1_000  # fault and rollout events kept (falemu chaos, falemu up --watch)
 LOG_GRACE = 1.0  # a runner's lines this long after a request ended still belong to it (log readers lag)
 
@@ -181,11 +180,9 @@ class History:
     # The gateway calls these in the middle of each request, on its event loop, and they do little: a
     # request's events go into a journal (most of them without a call into Python, see follow); its
     # bodies, capped and kept by reference (never copied, parsed or decoded), wait under its id. No
-    # lock is taken. When anything reads the history, the journal is applied in one go: each request
-    # is noted under its id (its events and bodies) and requests that ended are counted; the record a
-    # page shows is built from a note when something first reads it. With nobody reading, the journal
-    # grows to UNREAD times the capacity and its oldest quarter is then let go unapplied, counted:
-    # those requests would have left the history before anyone saw them.
+    # lock is taken. When anything reads the history, the journal is applied in one go; with nobody
+    # reading, it grows to UNREAD times the capacity and then lets its oldest entries go as new ones
+    # come, counted (see the module's docstring).
 
     def follow(self, events: EventBus) -> Callable[[], None]:
         """Take ``events``' events from now on, as ``events.subscribe(history)`` does but for less: a
@@ -195,7 +192,8 @@ class History:
         stops = (
             events.subscribe(self._journal.append, kinds=_APPENDED),
             events.subscribe(self._states.append, kinds=(RunnerStateChanged,)),
-            events.subscribe(self, kinds=(RequestCompleted, *self._handlers)),
+            events.subscribe(self._ended, kinds=(RequestCompleted,)),
+            events.subscribe(self, kinds=tuple(self._handlers)),
         )
 
         def stop() -> None:
@@ -218,6 +216,12 @@ class History:
         handler = self._handlers.get(kind)
         if handler is not None:
             handler(event)
+
+    def _ended(self, event: Event) -> None:  # a request's end, from a followed bus
+        journal = self._journal
+        journal.append(event)
+        if len(journal) >= self._limit:
+            self._let_go_unread()
 
     def request_body(self, request_id: str, headers: Headers, body: bytes, store: bool) -> None:
         if not store:
@@ -281,8 +285,9 @@ class History:
 
     def _let_go_unread(self) -> None:
         """Nobody read the history for ``UNREAD`` times its capacity in journal entries: the oldest
-        quarter is let go without being applied (their requests would leave the history before anyone
-        saw them), after counting the requests that ended in it. Entries of requests the history
+        JOURNAL_BATCH entries are let go without being applied (their requests would leave the history
+        before anyone saw them), after counting the requests that ended in them (the journal slides:
+        as many entries go as come, so the collector has no new objects to walk). Entries of requests the history
         already noted (someone read it meanwhile) are applied. A few passes of C code each."""
         if self._listeners:  # they hear of every change: nothing is let go
             self.flush()
@@ -290,7 +295,7 @@ class History:
         with self._flush_lock:
             self._apply_states()
             journal = self._journal
-            n = min(len(journal), self._limit // 4)
+            n = min(len(journal), JOURNAL_BATCH, self._limit // 4)
             self._version += n
             events = list(map(_POPLEFT, itertools.repeat(journal, n)))
             if self._parts:  # a streamed answer's parts, after a read: they go

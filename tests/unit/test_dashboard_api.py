@@ -4,6 +4,7 @@ the Origin check, replay, and `falemu report --json` equal to the plugin's repor
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import json
 import math
 import time
@@ -19,6 +20,7 @@ from falemu import state
 from falemu.cli import cli as cli_main
 from falemu.config.model import AppConfig, AppShape, Project, ScalingConfig
 from falemu.config.settings import Settings
+from falemu.dashboard import YOUNG_GENERATION
 from falemu.dashboard import report as report_mod
 from falemu.emulator import Emulator
 from falemu.runtime.fake import FakeRuntime
@@ -235,3 +237,22 @@ def test_the_api_is_built_on_its_first_request_or_ahead_by_warm_up(emu: Emulator
         other.warm_up()  # what `falemu up` does once it is ready
         other.dashboard.api.settle(60)
         assert other.dashboard.api.built
+
+
+def test_the_collector_looks_at_new_objects_less_often_only_with_the_dashboard(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    config = AppConfig(name="app", alias="app", shape=AppShape.DIRECT_SERVER, project_root=tmp_path, exposed_port=8000)
+    project = Project(root=tmp_path, pyproject=tmp_path / "pyproject.toml", apps={"app": config})
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        off = Settings(port=0, data_dir=isolated_home / "data", dashboard=False)
+        with Emulator(project, off, runtime=FakeRuntime()) as emulator:
+            assert emulator.dashboard is None
+            assert gc.get_threshold() == (700, 10, 10)
+        with Emulator(project, Settings(port=0, data_dir=isolated_home / "data"), runtime=FakeRuntime()) as emulator:
+            assert emulator.dashboard is not None
+            assert gc.get_threshold() == (YOUNG_GENERATION, 10, 10)
+    finally:
+        gc.set_threshold(*before)

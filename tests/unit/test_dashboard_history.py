@@ -3,13 +3,14 @@ counts, the newest page and paging, and the journal the gateway's calls go throu
 
 from __future__ import annotations
 
+import gc
 import re
 import threading
 from importlib import resources
 from pathlib import Path
 
 from falemu.config.model import AppConfig, AppShape, ScalingConfig
-from falemu.dashboard import views
+from falemu.dashboard import YOUNG_GENERATION, roomy_young_generation, views
 from falemu.dashboard.history import History
 from falemu.dashboard.pricing import load_prices
 from falemu.events import EventBus, RequestCompleted, RequestQueued, RequestStarted, RunnerStateChanged
@@ -253,3 +254,19 @@ def test_a_followed_bus_records_retries_streams_and_unserved_requests_as_they_ha
     buckets, seconds = history.counters.latency("app")
     assert sum(buckets) == 3
     assert abs(seconds - (5.0 + 0.5 + 2.0)) < 1e-9
+
+
+def test_the_collector_looks_at_new_objects_less_often_with_a_history_but_keeps_a_setting_given() -> None:
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        roomy_young_generation()
+        assert gc.get_threshold() == (YOUNG_GENERATION, 10, 10)
+        gc.set_threshold(100_000, 5, 5)  # larger already
+        roomy_young_generation()
+        assert gc.get_threshold() == (100_000, 5, 5)
+        gc.set_threshold(0, 10, 10)  # off
+        roomy_young_generation()
+        assert gc.get_threshold() == (0, 10, 10)
+    finally:
+        gc.set_threshold(*before)

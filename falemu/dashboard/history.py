@@ -79,7 +79,7 @@ BODY_CAP = 64 * 1024
 BODY_BUDGET = 64 * 1024 * 1024
 RUNNER_CAPACITY = 500
 JOURNAL_BATCH = 256  # while anything listens, or a streamed answer's parts come after a read: applied at once
-UNREAD = 4  # journal entries kept unread, times ``capacity``, before the oldest are let go
+UNREAD = 3  # journal entries kept unread, times ``capacity`` (a queued request has three), then the oldest go
 ACTIVITY = 1_000  # fault and rollout events kept (falemu chaos, falemu up --watch)
 LOG_GRACE = 1.0  # a runner's lines this long after a request ended still belong to it (log readers lag)
 

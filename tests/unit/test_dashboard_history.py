@@ -155,7 +155,7 @@ def test_paging_lists_every_request_once_newest_first() -> None:
 
 
 def test_unread_requests_are_counted_and_let_go_and_a_read_from_any_thread_sees_the_rest() -> None:
-    history = History(capacity=20)  # the journal holds 80 entries unread, then lets the oldest 20 go
+    history = History(capacity=20)  # the journal holds 60 entries unread, then lets the oldest go
     start = history.version
     history(RequestStarted("app", request_id="long", runner="r1", endpoint="/run", ts=0.5))
     history.request_body("long", JSON, b'{"long": 1}', True)
@@ -166,7 +166,7 @@ def test_unread_requests_are_counted_and_let_go_and_a_read_from_any_thread_sees_
     for i in range(150):  # the end above is let go with the oldest, yet reaches the record read before
         sync_request(history, f"r{i}", 1.0 + i, status=500 if i % 4 == 0 else 200)
     assert history.version - start == 2 + 2 * 150  # every event counts: applied, let go or waiting
-    assert len(history._inputs) <= 80  # the bodies of requests let go went with them
+    assert len(history._inputs) <= 60  # the bodies of requests let go went with them
     seen: list[list[tuple[str, int]]] = []
     reader = threading.Thread(target=lambda: seen.append([(r.id, r.seq) for r in history.requests()]))
     reader.start()

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import operator
 from collections.abc import Sequence
-from typing import Any
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 _SUCCESS = range(200, 300).__contains__
-_APP, _STATUS, _TS = operator.attrgetter("app"), operator.attrgetter("status_code"), operator.attrgetter("ts")
-_SECONDS, _WAITED, _RUNNER = (
-    operator.attrgetter("seconds"),
-    operator.attrgetter("queue_wait"),
-    operator.attrgetter("runner"),
-)
 
 
 def _add_counts(counts: list[int], ordered: list[float], bounds: Sequence[float]) -> None:
@@ -62,7 +54,7 @@ class Counters:
     - the last hour's finished requests and successes (2xx), in one-second buckets of their receipt
       time (the dashboard's "last hour" tiles): at most ``WINDOW`` + 60 buckets per app.
 
-    Requests are counted in batches (:meth:`observe_ended`), each figure in one pass of C code.
+    Requests are counted in batches (:meth:`count`), each figure from sorted values (no call per request).
     """
 
     WINDOW = 3600
@@ -71,39 +63,12 @@ class Counters:
         self._apps: dict[str, _AppCounts] = {}
 
     def observe(self, app: str, status: int, received_at: float, seconds: float) -> None:
-        self._count(app, [status], [received_at], [seconds])
+        self.count(app, [(status, received_at, seconds)])
 
-    def observe_ends(self, ended: Sequence[Any]) -> None:
-        """Count requests that ended from their :class:`~falemu.events.RequestCompleted` events alone:
-        a request took its ``seconds`` on a runner plus its ``queue_wait`` before (both the time it
-        waited when it never reached one) and was received that long before its end."""
-        seconds = list(map(operator.add, map(_SECONDS, ended), map(_WAITED, ended)))
-        if "" in map(_RUNNER, ended):
-            for i, event in enumerate(ended):
-                if not event.runner:
-                    seconds[i] = max(event.seconds, event.queue_wait)
-        self.observe_ended(ended, list(map(operator.sub, map(_TS, ended), seconds)))
-
-    def observe_ended(self, ended: Sequence[Any], received: Sequence[float]) -> None:
-        """Count requests that ended: their :class:`~falemu.events.RequestCompleted` events (app,
-        status_code, ts) and the times they were received, in the same order."""
-        seconds = list(map(operator.sub, map(_TS, ended), received))
-        if seconds and min(seconds) < 0.0:  # a clock that went back
-            seconds = [max(s, 0.0) for s in seconds]
-        statuses = list(map(_STATUS, ended))
-        names = set(map(_APP, ended))
-        if len(names) == 1:
-            self._count(names.pop(), statuses, list(received), seconds)
-            return
-        apps = list(map(_APP, ended))
-        for app in names:
-            mine = list(map(app.__eq__, apps))
-            self._count(
-                app,
-                list(itertools.compress(statuses, mine)),
-                list(itertools.compress(received, mine)),
-                list(itertools.compress(seconds, mine)),
-            )
+    def count(self, app: str, ended: list[tuple[int, float, float]]) -> None:
+        """Count ``app``'s requests that ended: (status, received_at, seconds) each."""
+        statuses, received, seconds = (list(column) for column in zip(*ended, strict=True))
+        self._count(app, statuses, received, seconds)
 
     def _count(self, app: str, statuses: list[int], received: list[float], seconds: list[float]) -> None:
         """Count one app's requests. Each figure comes from sorted values and where the bounds fall in

@@ -6,8 +6,9 @@
     dashboard.mount(gateway)                        # /, /_falemu/api/, /_falemu/dashboard/, /metrics
 
 Rooms: :mod:`~falemu.dashboard.history` (the request and runner store, fed by events and the
-gateway's body recorder; its records in :mod:`~falemu.dashboard.records`, the per-app figures it
-counts in :mod:`~falemu.dashboard.counters`), :mod:`~falemu.dashboard.analytics` (pure aggregations),
+gateway's body recorder; its runner side in :mod:`~falemu.dashboard.runners`, its records in
+:mod:`~falemu.dashboard.records`, the per-app figures it counts in :mod:`~falemu.dashboard.counters`),
+:mod:`~falemu.dashboard.analytics` (pure aggregations),
 :mod:`~falemu.dashboard.advisor` (the keep_alive what-if on the scaling policy),
 :mod:`~falemu.dashboard.pricing` (the price table), :mod:`~falemu.dashboard.views` (what each page
 shows, as data), :mod:`~falemu.dashboard.api` (the JSON API and its OpenAPI document),

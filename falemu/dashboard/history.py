@@ -31,35 +31,23 @@ types are kept of the headers.
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
 import itertools
 import operator
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from falemu.dashboard.counters import LATENCY_BUCKETS, Counters
-from falemu.dashboard.records import LOG_LINES, AppInfo, Body, RequestRecord, RunnerRecord
+from falemu.dashboard.records import AppInfo, Body, RequestRecord, RunnerRecord
+from falemu.dashboard.runners import RUNNER_CAPACITY, RunnerHistory, activity_text
 from falemu.events import (
     Event,
     EventBus,
-    FaultApplied,
-    FaultEnded,
-    FaultStarted,
-    ReloadStarted,
     RequestCompleted,
     RequestQueued,
     RequestStarted,
-    RolloutFailed,
-    RolloutFinished,
-    RolloutStarted,
-    RunnerFailed,
-    RunnerLog,
-    RunnerReady,
     RunnerStateChanged,
-    RunnerStopped,
 )
 
 __all__ = [  # the records and counters are their own modules; they are taken from here too
@@ -70,6 +58,7 @@ __all__ = [  # the records and counters are their own modules; they are taken fr
     "History",
     "RequestRecord",
     "RunnerRecord",
+    "activity_text",
 ]
 
 Headers = list[tuple[bytes, bytes]]
@@ -77,10 +66,8 @@ Headers = list[tuple[bytes, bytes]]
 CAPACITY = 50_000
 BODY_CAP = 64 * 1024
 BODY_BUDGET = 64 * 1024 * 1024
-RUNNER_CAPACITY = 500
 JOURNAL_BATCH = 256  # while anything listens, or a streamed answer's parts come after a read: applied at once
 UNREAD = 3  # journal entries kept unread, times ``capacity`` (a queued request has three), then the oldest go
-ACTIVITY = 1_000  # fault and rollout events kept (falemu chaos, falemu up --watch)
 LOG_GRACE = 1.0  # a runner's lines this long after a request ended still belong to it (log readers lag)
 
 
@@ -99,7 +86,6 @@ _JOURNALED = frozenset((RequestQueued, RequestStarted, RequestCompleted))  # app
 _APPENDED = (RequestQueued, RequestStarted)  # History.follow: into the journal by the bus itself
 _REQUEST_ID = operator.attrgetter("request_id")
 _IS_PART = functools.partial(type.__instancecheck__, tuple)  # a streamed answer's next part, in the journal
-_TOLD_STATES = frozenset(("TERMINATED", "FAILURE_DELAY", "PENDING", "SETUP"))  # readers hear of these at once
 _POPLEFT = collections.deque.popleft
 _INPUT, _OUTPUT = "input", "output"
 Kept = tuple[str, bytes, int]  # a body: content type, its first body_cap bytes, every byte's count
@@ -113,7 +99,7 @@ Ended = dict[str, list[tuple[int, float, float]]]  # app -> (status, received_at
 _DATA = operator.itemgetter(1)  # a body's kept bytes
 
 
-class History:
+class History(RunnerHistory):
     """Requests and runners of one emulator, for the dashboard, ``falemu report`` and ``/metrics``.
 
     Call it with events (or let it :meth:`follow` a bus); hand it to the gateway as its body recorder.
@@ -129,52 +115,30 @@ class History:
         runner_capacity: int = RUNNER_CAPACITY,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.apps: dict[str, AppInfo] = dict(apps or {})
+        super().__init__(apps, runner_capacity=runner_capacity)
         self.capacity = capacity
         self.body_cap = body_cap
         self.body_budget = body_budget
-        self.runner_capacity = runner_capacity
         self.clock = clock
         self.started_at = clock()
         self._counters = Counters()
-        self._version = 0  # bumped on every change a reader may want to see
         # insertion-ordered, oldest first; _order has the same ids for eviction (no per-entry node)
         self._requests: dict[str, RequestRecord | Note] = {}
         self._order: collections.deque[str] = collections.deque()
-        self._runners: collections.OrderedDict[str, RunnerRecord] = collections.OrderedDict()
         # bodies handed over and not applied yet, by request id (None: X-Fal-Store-IO: 0)
         self._inputs: dict[str, Kept | None] = {}
         self._outputs: dict[str, Kept] = {}
         self._journal: collections.deque[Any] = collections.deque()  # see "feeding" below
         self._limit = max(16, UNREAD * capacity)
-        self._states: collections.deque[Any] = collections.deque()  # runners' state changes, to apply
         self._waiting = 0  # bytes of the bodies waiting under their ids, about (recounted now and then)
         self._open: set[str] = set()  # requests the history noted or recorded that have not ended
         self._parts = False  # the journal may hold a streamed answer's parts
-        self._flush_lock = threading.Lock()  # applying the journal and building records
         self._shedding = False
         self._body_bytes = 0
         self._shed_from = 0  # requests at the front of the history whose bodies the budget took
         self._shed_seq = 0  # the newest of them
         self._seqs = itertools.count(1)  # a request's seq: the order in which the history took it
         self._built_seq = 0  # every request up to this seq has its record (see _build_all)
-        self._listeners: tuple[Callable[[str, Any], None], ...] = ()
-        self._lock = threading.Lock()
-        self._handlers: dict[type[Event], Callable[[Any], None]] = {  # events applied as they come
-            RunnerLog: self._log,
-            RunnerReady: self._ready,
-            RunnerFailed: self._failed,
-            RunnerStopped: self._stopped,
-            FaultStarted: self._fault,
-            FaultApplied: self._fault,
-            FaultEnded: self._fault,
-            ReloadStarted: self._activity_event,
-            RolloutStarted: self._activity_event,
-            RolloutFinished: self._activity_event,
-            RolloutFailed: self._activity_event,
-        }
-        self._activity: collections.deque[dict[str, Any]] = collections.deque(maxlen=ACTIVITY)
-        self._faults: collections.OrderedDict[tuple[str, str], dict[str, Any]] = collections.OrderedDict()
 
     # -- feeding -------------------------------------------------------------------------------------
     # The gateway calls these in the middle of each request, on its event loop, and they do little: a
@@ -342,24 +306,6 @@ class History:
                 for request_id in list(itertools.islice(waiting, len(waiting) - self._limit)):
                     waiting.pop(request_id, None)
         self._waiting = sum(map(len, map(_DATA, filter(None, [*self._inputs.values(), *self._outputs.values()]))))
-
-    def _settle_states(self) -> None:
-        if self._states:
-            with self._flush_lock:
-                self._apply_states()
-
-    def _apply_states(self) -> None:
-        """Apply the runners' state changes that came since (with the flush lock held)."""
-        states = self._states
-        runners = self._runners
-        n = len(states)
-        self._version += n
-        for entry in map(_POPLEFT, itertools.repeat(states, n)):
-            runner = runners.get(entry.runner)
-            if runner is None or entry.state in _TOLD_STATES or len(runner.states) <= 2:
-                self._state(entry)
-            elif runner.states[-1][0] != entry.state:
-                runner.states.append((entry.state, entry.ts))
 
     def _apply(self, entries: list[Any]) -> None:
         """Apply journal entries, in order (with the flush lock held).
@@ -650,101 +596,6 @@ class History:
             self._notify("request", rec)
         return rec
 
-    def _runner(self, app: str, runner_id: str, at: float) -> RunnerRecord:
-        found = self._runners.get(runner_id)
-        if found is not None:
-            return found
-        info = self.apps.get(app, AppInfo())
-        found = RunnerRecord(runner_id, app, info.machine_type, info.gpus, at)
-        with self._lock:
-            self._runners[runner_id] = found
-            if len(self._runners) > self.runner_capacity:
-                for rid, old in list(self._runners.items()):
-                    if old.stopped_at is not None:
-                        del self._runners[rid]
-                        break
-                else:
-                    self._runners.popitem(last=False)
-        return found
-
-    def _state(self, event: RunnerStateChanged) -> None:
-        runner = self._runner(event.app, event.runner, event.ts)
-        if not runner.states or runner.states[-1][0] != event.state:
-            runner.states.append((event.state, event.ts))
-        if event.state == "TERMINATED" and runner.stopped_at is None:
-            runner.stopped_at = event.ts
-        if event.state in ("TERMINATED", "FAILURE_DELAY", "PENDING", "SETUP") or len(runner.states) <= 2:
-            self._changed("runner", runner)
-
-    def _ready(self, event: RunnerReady) -> None:
-        self._settle_states()  # the runner's earlier states may wait
-        runner = self._runner(event.app, event.runner, event.ts)
-        runner.timeline = dict(event.timeline)
-        runner.cold_start = event.cold_start
-        runner.ready_at = event.ts
-        runner.revision = event.revision
-        self._changed("runner", runner)
-
-    def _failed(self, event: RunnerFailed) -> None:
-        self._settle_states()  # the runner's earlier states may wait
-        runner = self._runner(event.app, event.runner, event.ts)
-        runner.error_type = event.error_type
-        runner.error = event.message
-        if event.logs and not runner.logs:
-            for line in event.logs.splitlines()[-LOG_LINES:]:
-                runner.logs.append((event.ts, "stdout", line))
-        self._changed("runner", runner)
-
-    def _stopped(self, event: RunnerStopped) -> None:
-        self._settle_states()  # the runner's earlier states may wait
-        runner = self._runner(event.app, event.runner, event.ts)
-        runner.stop_reason = event.reason
-        if runner.stopped_at is None:
-            runner.stopped_at = event.ts
-        self._changed("runner", runner)
-
-    def _log(self, event: RunnerLog) -> None:
-        runner = self._runners.get(event.runner)
-        if runner is None:
-            self._settle_states()  # its first states may wait
-            runner = self._runner(event.app, event.runner, event.ts)
-        runner.logs.append((event.ts, event.stream, event.line))
-        if self._listeners:
-            self._changed("log", (event.runner, event.ts, event.stream, event.line))
-
-    def _fault(self, event: FaultStarted | FaultApplied | FaultEnded) -> None:
-        key = (event.app, event.fault)
-        with self._lock:
-            row = self._faults.get(key)
-            if isinstance(event, FaultStarted):
-                row = self._faults[key] = {
-                    "id": event.fault,
-                    "app": event.app,
-                    "kind": event.fault_kind,
-                    "description": event.description,
-                    "started": event.ts,
-                    "ended": None,
-                    "reason": None,
-                    "applied": 0,
-                    "targets": [],
-                }
-                while len(self._faults) > ACTIVITY:
-                    self._faults.popitem(last=False)
-            elif row is not None and isinstance(event, FaultApplied):
-                row["applied"] += 1
-                if event.fault_kind in ("kill", "starts", "data") and len(row["targets"]) < 100:
-                    row["targets"].append(event.target)
-            elif row is not None and isinstance(event, FaultEnded):
-                row["ended"], row["reason"], row["applied"] = event.ts, event.reason, event.applied
-        if not isinstance(event, FaultApplied) or event.fault_kind in ("kill", "starts", "data"):
-            self._activity_event(event)
-        else:
-            self._changed("fault", key)
-
-    def _activity_event(self, event: Event) -> None:
-        self._activity.append({"ts": event.ts, "app": event.app, "event": event.kind, "text": activity_text(event)})
-        self._changed("activity", event)
-
     # -- listeners (live updates) ---------------------------------------------------------------------
     def listen(self, fn: Callable[[str, Any], None]) -> Callable[[], None]:
         """Call ``fn(kind, item)`` on every change ("request", "runner", "log"); returns the unsubscribe.
@@ -765,16 +616,6 @@ class History:
                     self._limit = max(16, UNREAD * self.capacity)
 
         return stop
-
-    def _changed(self, kind: str, item: Any) -> None:
-        self._version += 1
-        if self._listeners:
-            self._notify(kind, item)
-
-    def _notify(self, kind: str, item: Any) -> None:
-        for fn in self._listeners:
-            with contextlib.suppress(Exception):
-                fn(kind, item)
 
     # -- reading ----------------------------------------------------------------------------------------
     # Each reader applies the journal first, so it sees every request the gateway has handed over, and
@@ -825,27 +666,6 @@ class History:
         as they end, so also those the history no longer keeps)."""
         return self.counters.recent(app, since)
 
-    def runner(self, runner_id: str) -> RunnerRecord | None:
-        self.flush()
-        return self._runners.get(runner_id)
-
-    def faults(self, app: str | None = None) -> list[dict[str, Any]]:
-        """Faults injected so far (falemu chaos), oldest first, each a copy."""
-        with self._lock:
-            rows = [dict(row, targets=list(row["targets"])) for row in self._faults.values()]
-        return [r for r in rows if app is None or r["app"] == app]
-
-    def activity(self, app: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """The latest fault and rollout events (newest last)."""
-        found = [a for a in list(self._activity) if app is None or a["app"] == app]
-        return found[-limit:] if limit > 0 else []
-
-    def runners(self, app: str | None = None) -> list[RunnerRecord]:
-        self.flush()
-        with self._lock:
-            found = list(self._runners.values())
-        return [r for r in found if app is None or r.app == app]
-
     def request_logs(
         self, rec: RequestRecord, before: float = 0.0, after: float = LOG_GRACE
     ) -> list[tuple[float, str, str]]:
@@ -872,24 +692,3 @@ def load(history: History, events: Iterable[Event]) -> History:
     for event in events:
         history(event)
     return history
-
-
-def activity_text(event: Event) -> str:
-    """One line about a fault or rollout event, as the dashboard shows it."""
-    if isinstance(event, FaultStarted):
-        return f"fault {event.fault} in effect: {event.description}"
-    if isinstance(event, FaultApplied):
-        return f"fault {event.fault}: {event.target}: {event.detail}"
-    if isinstance(event, FaultEnded):
-        return f"fault {event.fault} ended ({event.reason}); it hit {event.applied}"
-    if isinstance(event, ReloadStarted):
-        changed = ", ".join(event.changes[:3]) + (" ..." if len(event.changes) > 3 else "")
-        return f"making revision r{event.revision}" + (f" ({changed} changed)" if changed else "")
-    if isinstance(event, RolloutStarted):
-        return f"rolling out r{event.revision} ({event.strategy}, {event.runners} runner(s)); r{event.previous} serves"
-    if isinstance(event, RolloutFinished):
-        gap = f", {event.unavailable:.1f} s without a runner" if event.unavailable else ""
-        return f"r{event.revision} serves ({event.strategy}, {event.seconds:.1f} s after the change{gap})"
-    if isinstance(event, RolloutFailed):
-        return f"r{event.revision} failed ({event.stage}): {event.message}; r{event.serving} keeps serving"
-    return event.kind

@@ -1,6 +1,6 @@
 """The dashboard under a full history: first-page time in Chromium, and what recording costs the gateway.
 
-    python bench/dashboard.py [--requests 10000] [--loads 9] [--rounds 9] [--seconds 3]
+    python bench/dashboard.py [--requests 10000] [--loads 9] [--rounds 25] [--seconds 3]
                               [--connections 16] [--only page cpu]
 
 Everything runs on 127.0.0.1: a probe runner (``falemu.gateway.probe``, uvicorn, its own process) and
@@ -26,9 +26,10 @@ Target: under 1 s with 10,000 requests (the median of ``--loads`` loads).
 runner; ``wrk`` loads them in alternating rounds, POSTing a small JSON body (sync: the runner's
 ``/fast``; queue: ``/queue/.../fast``, each round then waits until its queue has run dry). The CPU time
 (user + system, from ``/proc``) the gateway process spent per request is the figure, median of
-``--rounds``; unlike req/s it barely moves with other work on the machine. The verdict takes each on
-round against the off round next to it (the median of those ratios), so slow drifts of a shared
-machine cancel out. Target: on <= 1.10 x off.
+``--rounds`` (25: on a shared 2-core machine one round's figure moves by a quarter either way, and
+nine rounds left the verdict 1.00 to 1.16 for the same code); unlike req/s it moves little with other
+work on the machine. The verdict takes each on round against the off round next to it (the median of
+those ratios), so slow drifts of a shared machine cancel out. Target: on <= 1.10 x off.
 Every loop is bounded by ``--seconds``, ``--loads``, ``--rounds`` and timeouts.
 """
 
@@ -435,7 +436,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=10_000, help="requests in the full history")
     parser.add_argument("--loads", type=int, default=9, help="page loads per page and history (median shown)")
-    parser.add_argument("--rounds", type=int, default=9, help="CPU rounds per mode and setting (median shown)")
+    parser.add_argument("--rounds", type=int, default=25, help="CPU rounds per mode and setting (median shown)")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each CPU round")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections in the CPU rounds")
     parser.add_argument("--only", nargs="*", choices=("page", "cpu"), help="run only these parts")

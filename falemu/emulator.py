@@ -121,7 +121,7 @@ class Emulator:
         self._reloader_lock = threading.Lock()
         self._chaos: Chaos | None = None
         self._openapi_at_start = openapi_at_start
-        self._documents: dict[str, dict[str, Any] | None] = {}  # each app's /openapi.json at start
+        self._documents: dict[str, dict[str, Any] | None] = {}  # each app's last /openapi.json
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -256,15 +256,31 @@ class Emulator:
         return self._call(coro, timeout)
 
     def openapi(self, app: str, timeout: float = 5.0) -> dict[str, Any] | None:
-        """The app's ``/openapi.json`` from one of its ready runners; None when it has none."""
-        return self._runner_openapi(self._config(app).name, timeout)
+        """The app's ``/openapi.json`` from one of its ready runners, or, when none is ready (scaled to zero,
+        still starting), the last document a runner gave, as fal keeps an app's document between runners.
+
+        None when no runner ever gave one, or the last runner asked answered without one.
+        """
+        self._controller(app)  # raises for an app that has not started
+        name = self._config(app).name
+        if not self._serving_urls(name):
+            return self._documents.get(name)
+        document = self._runner_openapi(name, timeout)
+        self._documents[name] = document
+        return document
+
+    def _serving_urls(self, name: str) -> list[str]:
+        controller = self._controllers.get(name)
+        if controller is None:
+            return []
+        return [r.url for r in controller.runners() if r.url and r.state in ("IDLE", "RUNNING")]
 
     def _runner_openapi(self, name: str, timeout: float) -> dict[str, Any] | None:
         import http.client
         import json
         from urllib.parse import urlsplit
 
-        urls = [r.url for r in self._controller(name).runners() if r.url and r.state in ("IDLE", "RUNNING")]
+        urls = self._serving_urls(name)
         if not urls:
             return None
         where = urlsplit(urls[0])
@@ -546,7 +562,7 @@ class Emulator:
                 serving.result()
                 raise FalemuError("the gateway stopped during start-up", hint="run with --debug for details")
             if documents is not None:
-                self._documents = await documents
+                self._documents.update(await documents)
             self._ready.set()
             if self.cdn is not None:
                 self.cdn.sweep_later()

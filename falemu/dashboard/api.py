@@ -141,11 +141,11 @@ def create_api(
 
     @api.get(f"{PREFIX}/apps/{{app}}/openapi", response_model=m.OpenAPIView, dependencies=reads, responses=ERRORS)
     async def app_openapi(app: str) -> dict[str, Any]:
-        """The app's own /openapi.json (from a ready runner), or fal's message when it serves none."""
+        """The app's /openapi.json (from a ready runner, else the last one a runner gave), or why there is none."""
         config = app_or_404(app)
         document = await asyncio.to_thread(board.openapi, config.alias)
         if document is None:
-            return {"app": config.alias, "available": False, "message": views.NO_OPENAPI}
+            return {"app": config.alias, "available": False, "message": views.openapi_missing(board, config.alias)}
         return {"app": config.alias, "available": True, "document": document}
 
     @api.get(f"{PREFIX}/runners", response_model=list[m.Runner], dependencies=reads, responses=ERRORS)

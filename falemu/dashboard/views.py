@@ -36,6 +36,18 @@ NO_OPENAPI = (
     "without it fal shows no Playground. Serve the document at /openapi.json (FastAPI does by default)."
 )
 
+NO_RUNNER_YET = (
+    "No runner of this app has been ready yet to ask for its /openapi.json (still starting, or it never "
+    "started). The Playground shows once a runner answers: call the app, or see its runners and logs."
+)
+
+
+def openapi_missing(board: Board, alias: str) -> str:
+    """Why the Playground has no document for ``alias``: the app serves none, or no runner could be asked."""
+    pool = board.pools(alias)
+    serving = pool is not None and any(r.state in ("IDLE", "RUNNING") for r in pool.runners())
+    return NO_OPENAPI if serving else NO_RUNNER_YET
+
 
 class PoolView(Protocol):
     """What the dashboard reads of an app's runner pool (the scaling controller)."""

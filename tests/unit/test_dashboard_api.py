@@ -22,6 +22,7 @@ from falemu.config.model import AppConfig, AppShape, Project, ScalingConfig
 from falemu.config.settings import Settings
 from falemu.dashboard import YOUNG_GENERATION
 from falemu.dashboard import report as report_mod
+from falemu.dashboard.views import NO_RUNNER_YET
 from falemu.emulator import Emulator
 from falemu.runtime.fake import FakeRuntime
 
@@ -237,6 +238,28 @@ def test_the_api_is_built_on_its_first_request_or_ahead_by_warm_up(emu: Emulator
         other.warm_up()  # what `falemu up` does once it is ready
         other.dashboard.api.settle(60)
         assert other.dashboard.api.built
+
+
+def test_the_playground_keeps_the_apps_document_after_its_runners_scaled_to_zero(
+    emu: Emulator, client: httpx.Client
+) -> None:
+    # min_concurrency 0 and no warm runner: nothing could be asked yet, which is not "serves no document"
+    first = client.get("/_falemu/api/apps/greeter/openapi").json()
+    assert first["available"] is False
+    assert first["message"] == NO_RUNNER_YET
+
+    assert client.post("/local/greeter/echo", json={"a": 1}).status_code == 200  # a runner starts
+    served = client.get("/_falemu/api/apps/greeter/openapi").json()
+    assert served["available"] is True
+    assert "/echo" in served["document"]["paths"]
+
+    emu.expire_idle("greeter")  # keep_alive runs out: the app has no runner now, as on fal after idling
+    deadline = time.monotonic() + 10
+    while emu.runners("greeter") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert emu.runners("greeter") == []
+    kept = client.get("/_falemu/api/apps/greeter/openapi").json()
+    assert kept == served  # the last document a runner gave: the Playground still has its form
 
 
 def test_the_collector_looks_at_new_objects_less_often_only_with_the_dashboard(

@@ -251,6 +251,7 @@ def test_image_upload_renders_the_output_image(env: dict[str, str], browser: Any
         page.wait_for_selector(".drop img.preview")
         page.click("[data-testid=run-queue]")
         page.wait_for_selector("[data-testid=results] .result[data-state=done] .gallery img", timeout=120_000)
+        page.wait_for_function("document.querySelector('nav.side .foot').innerText.includes('1 request kept')")
         shot(page, "08-proxy-app-image")
     finally:
         stop_up(up)

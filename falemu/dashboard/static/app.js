@@ -84,7 +84,7 @@ function App() {
       <div class="brand"><span class="dot"></span>falemu</div>
       ${NAV.map(([href, label]) => html`<a href=${href} class=${current === href || (href !== "#/" && current.startsWith(href)) ? "active" : ""}>${label}</a>`)}
       <div class="foot"><span class=${"live" + (live.online ? "" : " off")}></span>${live.online ? "live" : "reconnecting"}
-        ${overview ? html`<div>${overview.requests_kept} requests kept</div><div class="mono">owner ${overview.owner}</div>` : null}
+        ${overview ? html`<div>${overview.requests_kept} ${overview.requests_kept === 1 ? "request" : "requests"} kept</div><div class="mono">owner ${overview.owner}</div>` : null}
         <div><a href="/metrics">/metrics</a> · <a href="/_falemu/api/openapi.json">API</a></div></div>
     </nav>
     <main>${body}</main>

@@ -229,11 +229,11 @@ class CdnService:
         )
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve(sockets=[sock]))
+        self._servers.append((server, task))  # first: a start cancelled while it waits still gets it stopped
         while not server.started and not task.done():
             await asyncio.sleep(0.01)
         if task.done():
             task.result()
-        self._servers.append((server, task))
 
     async def aclose(self) -> None:
         for server, _ in self._servers:
@@ -241,9 +241,11 @@ class CdnService:
         tasks = [task for _, task in self._servers]
         if tasks:
             await asyncio.wait(tasks, timeout=5)
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
+            late = [task for task in tasks if not task.done()]
+            for task in late:
+                task.cancel()
+            if late:  # let them end before the loop closes (a pending task is destroyed with it)
+                await asyncio.wait(late, timeout=1)
         self._servers.clear()
         self.close_sockets()
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -222,7 +224,10 @@ def test_openapi_at_start_is_fetched_while_the_gateway_starts(tmp_path: Path, se
         assert "/echo" in document["paths"]
 
 
-def test_stop_during_start_up_leaves_no_runner(tmp_path: Path, settings: Settings) -> None:
+def test_stop_during_start_up_leaves_no_runner(
+    tmp_path: Path, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="asyncio")
     runtime = FakeRuntime(start_delay=1.0)
     emu = Emulator(make_project(tmp_path), settings, apps=["greeter"], runtime=runtime, warm=True)
     errors: list[BaseException] = []
@@ -242,6 +247,9 @@ def test_stop_during_start_up_leaves_no_runner(tmp_path: Path, settings: Setting
     assert not thread.is_alive()
     assert len(errors) == 1  # start() did not complete
     assert runtime.running() == []
+    gc.collect()
+    # every server task (the gateway's, the local CDN's) ended before its loop closed
+    assert [r.getMessage() for r in caplog.records if "destroyed but it is pending" in r.getMessage()] == []
 
 
 def test_logs_follow_streams_new_lines_and_ends_when_the_emulator_stops(tmp_path: Path, settings: Settings) -> None:

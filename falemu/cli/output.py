@@ -135,6 +135,7 @@ class Renderer:
         self.color = color
         self._lock = threading.RLock()  # re-entrant: `stopping()` runs in a signal handler of the main thread
         self._in_flight: dict[str, int] = {}
+        self._on_runner: dict[str, str] = {}  # request id -> app, of requests a runner has now (a retry: once)
         self._ready: set[str] = set()  # runners that were IDLE once: later RUNNING/IDLE flips are per request
         self._stopping = False  # after Ctrl-C, a start that ends is cancelled, not failed
         try:
@@ -279,7 +280,9 @@ class Renderer:
             return f"[{event.runner}] {event.line}"
         if type(event) is RequestStarted:
             with self._lock:
-                self._in_flight[app] = self._in_flight.get(app, 0) + 1
+                if event.request_id not in self._on_runner:  # a retry's new attempt is still one request
+                    self._on_runner[event.request_id] = app
+                    self._in_flight[app] = self._in_flight.get(app, 0) + 1
                 if self.verbose:
                     return self._start_line(app, event.request_id, event.runner)
                 # Quick requests get one line, when they end; a long one is shown once it has run a while.
@@ -290,7 +293,8 @@ class Renderer:
             summaries: list[str] = []
             with self._lock:
                 n = self._in_flight.get(app, 0)
-                if event.runner:  # one that no runner took (a start timeout, a caller gone) was never in flight
+                # one that no runner took (a start timeout, a caller gone) was never in flight
+                if self._on_runner.pop(event.request_id, None) is not None:
                     n = max(0, n - 1)
                     self._in_flight[app] = n
                 unseen = self._starts.pop(event.request_id, None) is not None
@@ -352,6 +356,9 @@ class Renderer:
         if isinstance(event, ScaledDown):
             return f"{app}: scaling down, {event.runners} runner(s) left: {stop_reason_text(event.reason)}"
         if isinstance(event, RequestQueued):
+            with self._lock:  # queued again for a retry: its last attempt's runner no longer has it
+                if self._on_runner.pop(event.request_id, None) is not None:
+                    self._in_flight[app] = max(0, self._in_flight.get(app, 0) - 1)
             return f"{app}: request {event.request_id} queued (position {event.queue_position})"
         if isinstance(event, QueueStopped):
             return queue_stopped_text(event)

@@ -118,6 +118,7 @@ class DockerRuntime:
         self._lock = threading.Lock()
         self._build_locks: dict[str, threading.Lock] = {}
         self._runners: dict[str, Runner] = {}
+        self._builds_told: set[tuple[str, str | None, float]] = set()  # see _build_share
         self._info: dict[str, Any] | None = None
         self._closed = False
         if reap:
@@ -187,6 +188,18 @@ class DockerRuntime:
 
     # -- runners ------------------------------------------------------------------------------
 
+    def _build_share(self, prepared: PreparedApp) -> float:
+        """The image's build time in a runner's start-up: the first runner started from a build waited for it;
+        the runners after it (scale-out, replacements) did not, as on fal, where images are built at deploy."""
+        if not prepared.build_seconds:
+            return 0.0
+        build = (prepared.app.alias, prepared.image, prepared.build_seconds)
+        with self._lock:
+            if build in self._builds_told:
+                return 0.0
+            self._builds_told.add(build)
+        return prepared.build_seconds
+
     def start(self, spec: RunnerSpec, events: EventSink = null_sink) -> Runner:
         from docker.errors import APIError
 
@@ -196,7 +209,7 @@ class DockerRuntime:
         if spec.prepared.image is None:
             raise RunnerError(f"{app.alias} has no image to start", hint="prepare the app with the docker runtime")
         started = time.monotonic()
-        timeline: dict[str, float] = {"build": spec.prepared.build_seconds}
+        timeline: dict[str, float] = {"build": self._build_share(spec.prepared)}
         port = app.exposed_port or DEFAULT_PORT
         # The container name keys this runner everywhere (runner ids are the caller's and need not be unique).
         name = container_name(app.alias, spec.runner_id)

@@ -70,6 +70,24 @@ def test_example_builds_and_two_runners_serve_concurrently(
     assert not docker_runtime.is_alive(runners[0])
 
 
+def test_only_the_first_runner_from_a_build_counts_the_build_in_its_start_up(
+    docker_runtime: Any, prepared_example: Any, tmp_path: Path
+):
+    # As if this prepare had built the image for 7.5 s (a fresh build is what `falemu up` waits for once).
+    built = dataclasses.replace(prepared_example, built=True, build_seconds=7.5)
+    events = EventBus()
+    first = docker_runtime.start(_spec(built, "b1", tmp_path), events)
+    try:
+        second = docker_runtime.start(_spec(built, "b2", tmp_path), events)  # scale-out or a replacement
+        docker_runtime.stop(second, grace=1)
+    finally:
+        docker_runtime.stop(first, grace=1)
+    assert first.timeline["build"] == 7.5
+    assert second.timeline["build"] == 0.0  # it did not wait for the build: its start-up is its own
+    ready = {e.runner: e.timeline for e in events.history if isinstance(e, RunnerReady)}
+    assert (ready["b1"]["build"], ready["b2"]["build"]) == (7.5, 0.0)
+
+
 def test_unchanged_app_is_not_rebuilt_and_a_change_is(docker_runtime: Any, prepared_example: Any, tmp_path: Path):
     events = EventBus()
     again = docker_runtime.prepare(prepared_example.app, events)

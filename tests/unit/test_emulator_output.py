@@ -12,6 +12,7 @@ from falemu.events import (
     BuildStep,
     Notice,
     RequestCompleted,
+    RequestQueued,
     RequestStarted,
     RunnerFailed,
     RunnerLog,
@@ -69,6 +70,23 @@ def test_requests_in_flight_are_counted() -> None:
     # A request no runner took (its caller hung up while it waited) was never in flight.
     r(RequestCompleted("greeter", request_id="c", runner="", status_code=499, seconds=0.0))
     assert out.getvalue().splitlines()[3] == "greeter: request c (no runner) 499 in 0 ms (1 in flight)"
+
+
+def test_a_retried_queue_request_is_one_request_in_flight() -> None:
+    # fal's queue retries a request whose runner answered 503 on a fresh runner: a start per attempt, one end.
+    r, out = renderer(verbose=True)
+    r(RequestStarted("wsgi", request_id="q", runner="w-1", mode="queue"))
+    r(RequestQueued("wsgi", request_id="q", queue_position=0))  # queued again for its retry
+    r(RequestStarted("wsgi", request_id="q", runner="w-2", mode="queue"))
+    r(RequestStarted("wsgi", request_id="q", runner="w-3", mode="queue"))  # a retry without a queued event
+    r(RequestStarted("wsgi", request_id="other", runner="w-3", mode="queue"))
+    r(RequestCompleted("wsgi", request_id="q", runner="w-3", status_code=503, seconds=0.005, mode="queue"))
+    lines = out.getvalue().splitlines()
+    assert [line.rsplit("(", 1)[1] for line in lines if "->" in line or " in " in line][-2:] == [
+        "2 in flight)",
+        "1 in flight)",
+    ]
+    assert lines[-1] == "wsgi: request q 503 in 5 ms (1 in flight)"
 
 
 def test_failures_show_their_logs_and_notices_their_level() -> None:

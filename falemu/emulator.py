@@ -44,6 +44,7 @@ from falemu.errors import FalemuError, UsageError
 from falemu.events import EventBus, Notice
 from falemu.runtime.base import PreparedApp, RunnerSpec, Runtime
 from falemu.scaling.controller import AppController
+from falemu.scaling.policy import SERVING_STATES
 from falemu.scaling.pool import RunnerInfo, RunnerPool
 
 if TYPE_CHECKING:
@@ -273,7 +274,7 @@ class Emulator:
         controller = self._controllers.get(name)
         if controller is None:
             return []
-        return [r.url for r in controller.runners() if r.url and r.state in ("IDLE", "RUNNING")]
+        return [r.url for r in controller.runners() if r.url and r.state in SERVING_STATES]
 
     def _runner_openapi(self, name: str, timeout: float) -> dict[str, Any] | None:
         import http.client

@@ -30,6 +30,7 @@ from falemu.chaos.faults import REQUEST_KINDS, Fault, FaultSchedule, FaultSpec, 
 from falemu.errors import RunnerError, UsageError
 from falemu.events import FaultApplied, FaultEnded, FaultStarted
 from falemu.scaling.controller import StartFault
+from falemu.scaling.policy import SERVING_STATES
 
 if TYPE_CHECKING:
     from falemu.emulator import Emulator
@@ -206,9 +207,7 @@ class Chaos:
 
     def _recycle(self, controller: AppController, count: int, reason: str, runners: list[str] | None = None) -> None:
         """Replace runners (idle ones first), so the next starts pick up a data fault's /data, or leave it."""
-        infos = [
-            r for r in controller.runners() if r.revision == controller.revision and r.state in ("IDLE", "RUNNING")
-        ]
+        infos = [r for r in controller.runners() if r.revision == controller.revision and r.state in SERVING_STATES]
         if runners is not None:
             infos = [r for r in infos if r.id in runners]
         infos.sort(key=lambda r: (r.in_flight, r.started_at))

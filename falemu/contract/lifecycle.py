@@ -29,6 +29,7 @@ from falemu.contract.gate import GateOptions, check_app_url
 from falemu.contract.results import AppReport, CheckResult, Finding
 from falemu.errors import ConfigError, FalemuError, ImageError, RunnerError, StartupTimeout
 from falemu.events import Event, EventBus, RunnerFailed, RunnerReady
+from falemu.scaling.policy import SERVING_STATES
 from falemu.scaling.pool import RequestStartTimeout
 
 if TYPE_CHECKING:
@@ -199,7 +200,7 @@ def check_app(
 
 def _wait_for_load(emu: Emulator, app: AppConfig, run: AppRun, progress: Progress) -> None:
     """Poll the first runner directly until it stops answering 503; the wait counts toward start-up."""
-    urls = [r.url for r in emu.runners(app.name) if r.url and r.state in ("IDLE", "RUNNING")]
+    urls = [r.url for r in emu.runners(app.name) if r.url and r.state in SERVING_STATES]
     if not urls:
         return
     budget = max(0.0, float(app.scaling.startup_timeout) - (run.startup_seconds or 0.0))

@@ -156,7 +156,7 @@ class History(RunnerHistory):
         stops = (
             events.subscribe(self._journal.append, kinds=_APPENDED),
             events.subscribe(self._states.append, kinds=(RunnerStateChanged,)),
-            events.subscribe(self._ended, kinds=(RequestCompleted,)),
+            events.subscribe(self._journaled, kinds=(RequestCompleted,)),
             events.subscribe(self, kinds=tuple(self._handlers)),
         )
 
@@ -169,10 +169,7 @@ class History(RunnerHistory):
     def __call__(self, event: Event) -> None:
         kind = type(event)
         if kind in _JOURNALED:
-            journal = self._journal
-            journal.append(event)
-            if len(journal) >= self._limit:
-                self._let_go_unread()
+            self._journaled(event)
             return
         if kind is RunnerStateChanged:
             self._states.append(event)
@@ -181,7 +178,8 @@ class History(RunnerHistory):
         if handler is not None:
             handler(event)
 
-    def _ended(self, event: Event) -> None:  # a request's end, from a followed bus
+    def _journaled(self, event: Event) -> None:
+        """Into the journal, within its bound (a followed bus hands a request's end straight here)."""
         journal = self._journal
         journal.append(event)
         if len(journal) >= self._limit:

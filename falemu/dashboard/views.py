@@ -21,6 +21,7 @@ from falemu.dashboard import analytics
 from falemu.dashboard.history import History
 from falemu.dashboard.pricing import Prices
 from falemu.dashboard.records import Body, RequestRecord, RunnerRecord
+from falemu.scaling.policy import SERVING_STATES
 
 # fal's cold-start stages as falemu's runtimes time them (build or pull, create, start, setup, ready).
 STAGES = (
@@ -45,7 +46,7 @@ NO_RUNNER_YET = (
 def openapi_missing(board: Board, alias: str) -> str:
     """Why the Playground has no document for ``alias``: the app serves none, or no runner could be asked."""
     pool = board.pools(alias)
-    serving = pool is not None and any(r.state in ("IDLE", "RUNNING") for r in pool.runners())
+    serving = pool is not None and any(r.state in SERVING_STATES for r in pool.runners())
     return NO_OPENAPI if serving else NO_RUNNER_YET
 
 

@@ -93,6 +93,7 @@ QUEUE_PREFIX = "/queue"
 NO_KEY = "No user found for Key ID and Secret"
 _NO_TIMEOUT = contextlib.nullcontext()
 MISSING_KEY = "Missing authorization header. Set FAL_KEY (`falemu env` prints one)."
+BAD_TOKEN = "Invalid or expired token for this app: get a new one from POST https://rest.fal.ai/tokens/"
 
 _NO_HEADERS: list[tuple[bytes, bytes]] = []
 _HTTP_1 = frozenset({"1.1", "1.0"})
@@ -311,19 +312,27 @@ class Gateway:
             pass
 
     # -- auth ------------------------------------------------------------------------------------------
-    def authorize(self, gapp: GatewayApp, incoming: Incoming) -> Caller | None:
-        """The caller, by the app's auth mode; raises 401/403 as the platform does."""
+    def authorize(self, gapp: GatewayApp, incoming: Incoming, token: str | None = None) -> Caller | None:
+        """The caller, by the app's auth mode; raises 401/403 as the platform does.
+
+        ``token``: a websocket's ``fal_jwt_token``, which stands for a key when no Authorization is sent.
+        """
         mode = gapp.config.effective_auth
         header = incoming.authorization
         if header is None:
-            if mode == "public":
-                return None
-            raise PlatformError(MISSING_KEY, status=401)
-        caller = self.keys.authenticate(header)
-        if caller is None:
-            if mode == "public" and not looks_like_key(header):
-                return None  # an Authorization of the app's own, not a fal key
-            raise PlatformError(NO_KEY, status=401)
+            if token is None:
+                if mode == "public":
+                    return None
+                raise PlatformError(MISSING_KEY, status=401)
+            caller = self.keys.token_caller(token, gapp.config.alias)
+            if caller is None:
+                raise PlatformError(BAD_TOKEN, status=401)
+        else:
+            caller = self.keys.authenticate(header)
+            if caller is None:
+                if mode == "public" and not looks_like_key(header):
+                    return None  # an Authorization of the app's own, not a fal key
+                raise PlatformError(NO_KEY, status=401)
         if mode == "private" and not caller.may_call_private(self.owner):
             detail = f"User {caller.user} cannot access private app {self.owner}/{gapp.config.alias}"
             raise PlatformError(detail, status=403)

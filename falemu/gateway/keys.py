@@ -31,10 +31,12 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from falemu.errors import FalemuError, UsageError
+from falemu.gateway.realtime_tokens import TokenSigner
 
 KEYS_FILE = "keys.json"
 DEFAULT_KEY_FILE = "default-key"
@@ -119,6 +121,7 @@ class KeyStore:
         self._keys: dict[str, ApiKey] = {}
         self._stamp: tuple[int, int, int] | None = None
         self._checked = -RELOAD_INTERVAL  # monotonic time of the last look at the file
+        self._tokens = TokenSigner()
 
     # -- reading -------------------------------------------------------------------------------
     def reload(self) -> None:
@@ -174,6 +177,23 @@ class KeyStore:
         if parsed is None:
             return None
         return self.verify(*parsed)
+
+    # -- realtime tokens (falemu.gateway.realtime_tokens) ----------------------------------------
+    def issue_token(self, caller: Caller, apps: Sequence[str], seconds: float) -> str:
+        """A token standing for ``caller``'s key on websockets of ``apps``, for ``seconds``."""
+        return self._tokens.issue(
+            user=caller.user, key_id=caller.key_id, local=caller.local, apps=[*apps], seconds=seconds
+        )
+
+    def token_caller(self, token: str, alias: str) -> Caller | None:
+        """The caller of a token issued here that allows ``alias``, while it lasts and its key is not revoked."""
+        claims = self._tokens.check(token, alias)
+        if claims is None:
+            return None
+        with self._lock:
+            if claims.key_id not in self._current():
+                return None
+        return Caller(user=claims.user, key_id=claims.key_id, local=claims.local)
 
     # -- writing -------------------------------------------------------------------------------
     def _write(self, keys: dict[str, ApiKey]) -> None:

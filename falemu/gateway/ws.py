@@ -1,11 +1,12 @@
 """WebSocket forwarding: ``wss://<gateway>/{owner}/{app}/{path}`` to the same path on a runner.
 
-fal forwards websocket traffic of direct-server and realtime apps to the runner; fal_client reaches
-it with ``ws_connect(..., use_jwt=False)`` or ``realtime(..., use_jwt=False)``, which send the key in
-``Authorization``. (With ``use_jwt=True`` fal_client first fetches a token from ``rest.fal.ai``, which
-falemu does not serve.) The runner sees the caller's path and query (without ``fal_jwt_token``),
-subprotocols and headers, plus the gateway's ``x-fal-*`` identity headers; each message goes through
-as it is, text or binary, and a close on either side closes the other with the same code.
+fal forwards websocket traffic of direct-server and realtime apps to the runner. fal_client's
+``ws_connect()`` and ``realtime()`` first fetch a short-lived token from ``rest.fal.ai/tokens/`` (served
+by falemu, see falemu.gateway.realtime_tokens) and send it as ``?fal_jwt_token=``; with
+``use_jwt=False`` they send the key in ``Authorization`` instead. The runner sees the caller's path and
+query (without ``fal_jwt_token``), subprotocols and headers, plus the gateway's ``x-fal-*`` identity
+headers; each message goes through as it is, text or binary, and a close on either side closes the
+other with the same code.
 
 Needs the ``websockets`` package (also what uvicorn uses to accept websockets).
 """
@@ -49,6 +50,12 @@ def runner_query(query: bytes) -> str:
     """The caller's query without the platform's ``fal_jwt_token``."""
     pairs = [(k, v) for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if k != "fal_jwt_token"]
     return urlencode(pairs)
+
+
+def jwt_token(query: bytes) -> str | None:
+    """The caller's ``fal_jwt_token`` (the last one), if any."""
+    found = [v for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if k == "fal_jwt_token"]
+    return found[-1] if found else None
 
 
 async def refuse(scope: MutableMapping[str, Any], send: Send, exc: PlatformError, request_id: str) -> None:
@@ -170,7 +177,7 @@ async def serve(gateway: Gateway, scope: MutableMapping[str, Any], receive: Rece
         gapp = gateway.apps.get(alias) if owner == gateway.owner else None
         if gapp is None or not alias:
             raise PlatformError(f"Application '{owner}/{alias}' not found", status=404)
-        caller = gateway.authorize(gapp, incoming)
+        caller = gateway.authorize(gapp, incoming, jwt_token(scope.get("query_string", b"")))
         raw_sub = raw_path.lstrip(b"/").partition(b"/")[2].partition(b"/")[2]
         query = runner_query(scope.get("query_string", b""))
         target = "/" + raw_sub.decode("latin-1") + ("?" + query if query else "")

@@ -165,12 +165,19 @@ def test_queue_and_the_real_fal_client(live: Live) -> None:
         app = "local/{live.alias}"
         ran = fal_client.run(app + "/echo", arguments={{"text": "run"}})
         handle = fal_client.submit(app + "/echo", arguments={{"text": "submit"}})
-        print(json.dumps([ran["text"], handle.get()["text"]]))
+        # realtime() and ws_connect() as documented: a token from rest.fal.ai/tokens/ first (use_jwt=True)
+        with fal_client.realtime(app) as connection:
+            connection.send({{"text": "rt"}})
+            realtime = connection.recv()["text"]
+        with fal_client.ws_connect(app, path="/ws") as socket:
+            socket.send("hi")
+            echoed = socket.recv()
+        print(json.dumps([ran["text"], handle.get()["text"], realtime, echoed]))
         """
     )
     proc = subprocess.run([sys.executable, "-c", script], env=live.env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == ["run", "submit"]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == ["run", "submit", "RT", "echo:hi"]
 
 
 def test_openapi_websocket_and_realtime_through_the_gateway(live: Live) -> None:

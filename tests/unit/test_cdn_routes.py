@@ -92,6 +92,26 @@ def test_storage_api_needs_a_key(stack: CdnStack) -> None:
     assert httpx.post(f"{stack.base}/_falemu/rest/nothing", headers=stack.auth).status_code == 404
 
 
+def test_realtime_token_route_answers_a_token_for_the_callers_key(stack: CdnStack) -> None:
+    """``POST /tokens/`` as fal_client and @fal-ai/client call it before a realtime connection."""
+    url = f"{stack.base}/_falemu/rest/tokens/"
+    body = {"allowed_apps": ["live"], "token_expiration": 120}
+    answer = httpx.post(url, json=body, headers=stack.auth)
+    assert answer.status_code == 200, answer.text
+    token = answer.json()
+    assert isinstance(token, str)  # fal answers the token alone, a JSON string
+    caller = stack.keys.token_caller(token, "live")
+    assert caller is not None
+    assert caller.user == "local"
+    assert stack.keys.token_caller(token, "other") is None
+    assert httpx.post(url, json=body).status_code == 401
+    assert httpx.post(url, json=body, headers={"Authorization": "Key abc:def"}).status_code == 401
+    for bad in ({}, {"allowed_apps": []}, {"allowed_apps": ["live"], "token_expiration": -1}, ["live"]):
+        refused = httpx.post(url, json=bad, headers=stack.auth)
+        assert refused.status_code == 422, bad
+        assert refused.json()["detail"]
+
+
 def test_initiate_then_put_stores_once(stack: CdnStack) -> None:
     target = _initiate(stack)
     assert target["upload_url"].startswith(stack.cdn.files_base + "/_falemu/cdn/uploads/")

@@ -408,6 +408,46 @@ def test_websocket_refused_without_a_key(harness: GatewayHarness) -> None:
     assert not harness.pools["live"].acquired
 
 
+def test_websocket_takes_a_realtime_token_for_its_app_while_its_key_lasts(
+    harness: GatewayHarness, keys: KeyStore
+) -> None:
+    """fal_client's realtime()/ws_connect() send ``?fal_jwt_token=`` from POST /tokens/ and no key."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    url = harness.serve([app_config("live", auth="private"), app_config("other", auth="private")])
+    base = url.replace("http://", "ws://")
+    key, value = keys.create("ws")
+    caller = keys.authenticate(f"Key {value}")
+    assert caller is not None
+    token = keys.issue_token(caller, ["live"], 60)
+    with connect(f"{base}/local/live/realtime?fal_jwt_token={token}&max_buffering=2") as ws:
+        hello = json.loads(ws.recv())
+        assert hello["query"] == "max_buffering=2"
+        assert hello["headers"]["x-fal-caller-user-id"] == "local"
+        ws.send("ping")
+        assert ws.recv() == "live-0: ping"
+
+    _, bob_value = keys.create("bob", user="bob")
+    bob = keys.authenticate(f"Key {bob_value}")
+    assert bob is not None
+    refused = {
+        "another app's token": (f"/local/other/realtime?fal_jwt_token={token}", 401),
+        "a tampered token": (f"/local/live/realtime?fal_jwt_token={token[:-2]}xx", 401),
+        "an expired token": (f"/local/live/realtime?fal_jwt_token={keys.issue_token(caller, ['live'], 1e-6)}", 401),
+        "another user's token": (f"/local/live/realtime?fal_jwt_token={keys.issue_token(bob, ['live'], 60)}", 403),
+    }
+    for what, (path, status) in refused.items():
+        with pytest.raises(InvalidStatus) as info:
+            connect(base + path)
+        assert info.value.response.status_code == status, what
+    keys.revoke(key.id)
+    with pytest.raises(InvalidStatus) as info:
+        connect(f"{base}/local/live/realtime?fal_jwt_token={token}")
+    assert info.value.response.status_code == 401  # revoking the key ends its tokens
+    assert len(harness.pools["live"].acquired) == 1
+
+
 def test_request_ids_are_uuid4() -> None:
     import uuid
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from falemu.cli.options import examples, project_option, project_root
+from falemu.cli.options import examples, project_option, running_instances
 from falemu.errors import UsageError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
@@ -59,9 +59,7 @@ def _json_flag(fn: Any) -> Any:
 
 
 def _instance(project: Path | None, app: str | None) -> Any:
-    from falemu import state
-
-    running = state.instances(project_root(project))
+    running = running_instances(project)
     if app is not None:
         running = [i for i in running if app in i.apps] or running
     if not running:

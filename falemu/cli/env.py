@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from falemu.cli.options import examples, project_option
+from falemu.cli.options import examples, project_option, running_instances
 
 if TYPE_CHECKING:
     from falemu.config.model import Project
@@ -40,12 +40,13 @@ def render(values: dict[str, str], shell: str) -> str:
 NO_PROXY = "localhost,127.0.0.1,::1"
 
 
-def gateway_address(host: str | None, port: int | None, project: Project | None) -> tuple[str, str]:
-    """(host:port, where it came from): flags, else a running `falemu up`, else the settings."""
-    from falemu import state
-
+def gateway_address(
+    host: str | None, port: int | None, project: Project | None, project_flag: Path | None = None
+) -> tuple[str, str]:
+    """(host:port, where it came from): flags, else a running `falemu up` (this project's when one runs),
+    else the settings."""
     if port is None:
-        running = state.instances()
+        running = running_instances(project_flag)
         if running:
             url = urlsplit(running[-1].url)
             return url.netloc, f"the falemu up of pid {running[-1].pid}"
@@ -106,7 +107,7 @@ def env(project: Path | None, host: str | None, port: int | None, shell: str) ->
             loaded = load_project()
         except ConfigError:
             loaded = None
-    address, source = gateway_address(host, port, loaded)
+    address, source = gateway_address(host, port, loaded, project)
     values = {
         "FAL_RUN_HOST": address,
         "FAL_QUEUE_RUN_HOST": f"{address}/queue",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from falemu.cli.options import examples, project_option, project_root
+from falemu.cli.options import examples, project_option, running_instances
 from falemu.errors import UsageError
 
 
@@ -33,7 +33,7 @@ def logs(app: str | None, follow: bool, tail: int, json_lines: bool, project: Pa
     from falemu import state
     from falemu.cli.output import Renderer
 
-    running = state.instances(project_root(project))
+    running = running_instances(project)
     if app is not None:
         running = [i for i in running if app in i.apps] or running
     if not running:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    from falemu.state import Instance
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,6 +67,25 @@ def project_root(project: Path | None) -> Path | None:
     from falemu.config import load_project
 
     return load_project(project).root
+
+
+def running_instances(project: Path | None) -> list[Instance]:
+    """The running ``falemu up``s a command run here means, oldest first: with ``--project``, that
+    project's only; else those serving the project around the current folder (found as fal finds it)
+    when any does, else every one (so another project's newer ``falemu up`` never wins here)."""
+    from falemu import state
+    from falemu.config import find_project_root
+    from falemu.errors import FalemuError
+
+    if project is not None:
+        return state.instances(project_root(project))
+    running = state.instances()
+    try:
+        here = find_project_root()
+    except (OSError, ValueError, FalemuError):  # an unreadable pyproject on the way up: none to prefer
+        return running
+    mine = [i for i in running if Path(i.project).resolve() == here]
+    return mine or running
 
 
 def load_for(project: Path | None, names: tuple[str, ...] | list[str]) -> Any:

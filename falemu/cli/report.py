@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from falemu.cli.options import examples, project_option, project_root
+from falemu.cli.options import examples, project_option, running_instances
 
 EXAMPLES = examples(
     ("falemu report", "every app of the running falemu up"),
@@ -40,11 +40,10 @@ def report(
     """
     import httpx
 
-    from falemu import state
     from falemu.dashboard.report import text
     from falemu.errors import UsageError
 
-    running = state.instances(project_root(project))
+    running = running_instances(project)
     if not running:
         raise UsageError("no falemu up is running for this project", hint="start one with `falemu up`")
     instance = running[-1]

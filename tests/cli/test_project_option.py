@@ -40,6 +40,44 @@ def test_instances_are_scoped_to_the_project(tmp_path: Path, monkeypatch: pytest
     assert len(state.instances(tmp_path)) == 1
 
 
+def test_env_chaos_and_logs_run_in_a_project_pick_its_falemu_up_over_a_newer_one_of_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `falemu up`s of two projects: a command in one project's folder talks to that project's."""
+    from falemu import state
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("FALEMU_CONFIG_DIR", str(tmp_path / "config"))
+    directory = state.state_dir()
+    directory.mkdir(parents=True)
+    mine, theirs, elsewhere = tmp_path / "mine", tmp_path / "theirs", tmp_path / "elsewhere"
+    for folder in (mine, theirs, elsewhere):
+        (folder / ".git").mkdir(parents=True)  # a project root, as fal finds it
+    (mine / "sub").mkdir()
+    (mine / "pyproject.toml").write_text('[tool.fal.apps.a]\nref = "app.py::A"\n')
+    # Two live processes (this one and its parent); the other project's was started later.
+    for pid, project, port, started in ((os.getpid(), mine, 1, 1.0), (os.getppid(), theirs, 2, 2.0)):
+        instance = state.Instance(
+            pid=pid, url=f"http://127.0.0.1:{port}", admin_token="t", project=str(project), apps=["a"], started=started
+        )
+        (directory / f"{pid}.json").write_text(instance.to_json())
+
+    def env_host(folder: Path, *args: str) -> str:
+        monkeypatch.chdir(folder)
+        result = CliRunner().invoke(cli, ["env", *args])
+        assert result.exit_code == 0, result.output
+        return next(line for line in result.stdout.splitlines() if line.startswith("export FAL_RUN_HOST="))
+
+    assert env_host(mine / "sub") == "export FAL_RUN_HOST=127.0.0.1:1"
+    assert env_host(theirs) == "export FAL_RUN_HOST=127.0.0.1:2"
+    assert env_host(elsewhere) == "export FAL_RUN_HOST=127.0.0.1:2"  # no falemu up here: the newest
+    assert env_host(elsewhere, "--project", str(mine)) == "export FAL_RUN_HOST=127.0.0.1:1"
+    monkeypatch.chdir(mine / "sub")
+    chaos = CliRunner().invoke(cli, ["chaos", "list"])  # nothing answers on port 1: the error names the URL
+    assert "127.0.0.1:1" in chaos.output
+    assert "127.0.0.1:2" not in chaos.output
+
+
 @pytest.mark.docker
 def test_down_with_project_removes_only_that_projects_runners(
     docker_client: object, base_image: str, tmp_path: Path

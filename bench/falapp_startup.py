@@ -16,6 +16,11 @@ the docker CLI and the curl loop. The two sides alternate, the first round of ea
 also writes falemu's bytecode when PYTHONDONTWRITEBYTECODE kept it from being written, as pip writes it
 when it installs falemu).
 
+Beside them, the floor under any launcher written in Python (bench/floor_launcher.py): the interpreter,
+click, the pyproject and fal's loader (cached) through falemu's config code, then the engine's create
+and start over its unix socket and the same /health poll, and nothing else. It shows what of `falemu
+up`'s extra time is Python's own start before the first engine call, which no launcher in Python avoids.
+
 Secondary: the runner alone, `DockerRuntime.start` of the same prepared App to ready (no CLI, loader or
 gateway), alternating with the others; and a second prepare of the unchanged App, which must not rebuild.
 
@@ -82,6 +87,29 @@ def _baseline(image: str, poll: float) -> float:
         raise RuntimeError(f"the baseline container was not ready within {READY_TIMEOUT:g} s")
     finally:
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True, check=False)
+
+
+def _floor(image: str, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "floor_launcher.py"), image, "proxy", BENCH_LABEL],
+        cwd=EXAMPLE,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=READY_TIMEOUT)
+        elapsed = time.perf_counter() - started
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise RuntimeError(f"the floor launcher was not ready within {READY_TIMEOUT:g} s") from None
+    if proc.returncode != 0 or not out.startswith("ready "):
+        raise RuntimeError(f"the floor launcher failed: {err.strip() or out.strip()}")
+    subprocess.run(["docker", "rm", "-f", out.split()[1]], capture_output=True, check=False)
+    return elapsed
 
 
 class Up:
@@ -204,17 +232,19 @@ def main() -> None:
             return elapsed
 
         _baseline(image, args.poll)  # warm-up, not counted
+        _floor(image, env)
         runner_only(-1)
-        times: dict[str, list[float]] = {"up": [], "docker": [], "runner": []}
+        times: dict[str, list[float]] = {"up": [], "docker": [], "floor": [], "runner": []}
         loads: list[str] = []
         sides: list[tuple[str, Any]] = [
             ("up", up.run),
             ("docker", lambda: _baseline(image, args.poll)),
+            ("floor", lambda: _floor(image, env)),
             ("runner", lambda: runner_only(i)),
         ]
         for i in range(args.runs):
             loads.append(load())
-            order = sides[i % 3 :] + sides[: i % 3]
+            order = sides[i % len(sides) :] + sides[: i % len(sides)]
             for side, fn in order:
                 times[side].append(fn())
         loads.append(load())
@@ -232,6 +262,10 @@ def main() -> None:
     print(f"falemu up proxy, launch -> Ready : {_median_ms(times['up'])}")
     print(f"docker run + curl loop -> ready  : {_median_ms(times['docker'])}")
     print(f"ratio falemu up / baseline: {ratio:.2f} (target <= 1.15) {'OK' if ratio <= 1.15 else 'ABOVE TARGET'}")
+    print(
+        f"Python launcher floor -> ready   : {_median_ms(times['floor'])}, ratio {med['floor'] / med['docker']:.2f}; "
+        f"falemu up / floor {med['up'] / med['floor']:.2f}"
+    )
     print(f"rebuilds in the timed `falemu up` runs of the unchanged App: {up.builds}")
     print(
         f"runner alone (DockerRuntime.start -> ready): {_median_ms(times['runner'])}, "
@@ -242,10 +276,12 @@ def main() -> None:
             {
                 "ratio": round(ratio, 3),
                 "runner_ratio": round(med["runner"] / med["docker"], 3),
+                "floor_ratio": round(med["floor"] / med["docker"], 3),
                 "rebuilds": up.builds,
                 "up": [round(u, 2) for u in times["up"]],
                 "docker": [round(u, 2) for u in times["docker"]],
                 "runner": [round(u, 2) for u in times["runner"]],
+                "floor": [round(u, 2) for u in times["floor"]],
                 "load": loads,
             }
         )

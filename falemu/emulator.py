@@ -9,10 +9,11 @@ Used by ``falemu up``, the pytest plugin and ``falemu check``::
     with Emulator(project, project_settings(project).with_overrides({"port": 0}, "cli")) as emu:
         httpx.post(emu.app_url("greeter") + "/greet", json={"name": "fal"})
 
-``start()`` parses the apps, prepares (builds) their images in the calling thread, then runs one
-asyncio event loop in a background thread. In that loop it creates the controllers, starts each app's
-``min_concurrency`` runners (at least one with ``warm=True``), builds the gateway in a worker thread
-meanwhile (mostly imports, which would otherwise wait for the runners), and serves it with uvicorn on
+``start()`` parses the apps, prepares (builds) their images in the calling thread, makes the
+controllers and begins each app's ``min_concurrency`` runners (at least one with ``warm=True``) at
+once, then runs one asyncio event loop in a background thread. In that loop the controllers adopt
+those starts, the gateway is built in a worker thread meanwhile (mostly imports, which would
+otherwise wait for the runners), and served with uvicorn on
 ``settings.host:settings.port``, HTTP and HTTPS with falemu's local CA on that one port (port 0 picks a
 free one; :attr:`base_url`, always ``http://``, has the real one). The controllers and the gateway
 share that loop. ``stop()`` stops the server, every runner and the loop, and leaves no thread, socket
@@ -141,7 +142,6 @@ class Emulator:
         self._started = True
         try:
             self._parse()
-            self.queue_store = self._open_queue()
             if self.settings.dashboard:
                 from falemu.dashboard import Dashboard
 
@@ -156,6 +156,8 @@ class Emulator:
             sock = self._bind()
             try:
                 self.cdn = self._bind_cdn(runtime)
+                self._head_start(runtime)
+                self.queue_store = self._open_queue()
             except BaseException:
                 sock.close()
                 raise
@@ -188,6 +190,9 @@ class Emulator:
                     loop.call_soon_threadsafe(main.cancel)
         if thread is not None and thread is not threading.current_thread():
             thread.join(STOP_TIMEOUT)
+        if thread is None or not thread.is_alive():
+            for controller in self._controllers.values():
+                controller.drop_head_starts()  # begun, but the loop that would adopt them never ran
         if self._own_runtime and self._runtime is not None:
             self._runtime.close()
         if self.cdn is not None and (thread is None or not thread.is_alive()):
@@ -505,6 +510,21 @@ class Emulator:
         self.base_url = f"http://{shown}:{self.port}"  # HTTPS answers on the same port
         return sock
 
+    def _head_start(self, runtime: Runtime) -> None:
+        """Make each app's controller and begin its first runners now (AppController.head_start).
+
+        Their containers then start while the queue store opens and the event loop, the local CDN's
+        servers and the gateway get ready: with an unchanged image, what ``falemu up`` waits for is
+        the runner's own start-up, not falemu's. The controllers adopt them once the loop runs.
+        """
+        if self.cdn is not None:  # bound: what runners get is known before its servers start
+            self._runner_env, self._runner_mounts = self.cdn.runner_env(), self.cdn.runner_mounts()
+        for name, config in self.configs.items():
+            spec = self.runner_spec(name, self.prepared[name])
+            controller = AppController(config, runtime, spec, clock=self.clock, events=self.events, tick=self._tick)
+            self._controllers[name] = controller
+            controller.head_start(warm=1 if self.warm else 0)
+
     def _thread_main(self, sock: socket.socket) -> None:
         try:
             from falemu.gateway.loop import new_event_loop
@@ -535,13 +555,6 @@ class Emulator:
         try:
             if self._stop_requested():  # stop() came before this task existed, so nothing cancelled it
                 raise asyncio.CancelledError
-            if self.cdn is not None:  # bound: what runners get is known before its servers start
-                self._runner_env, self._runner_mounts = self.cdn.runner_env(), self.cdn.runner_mounts()
-            for name, config in self.configs.items():
-                spec = self.runner_spec(name, self.prepared[name])
-                self._controllers[name] = AppController(
-                    config, self.runtime, spec, clock=self.clock, events=self.events, tick=self._tick
-                )
             app = await self._start_runners_and_build()
             if self._stop_requested():
                 raise asyncio.CancelledError

@@ -154,7 +154,6 @@ def up(
     (one when it is 0, to prove the app starts), and serves the sync and queue APIs. Runners then scale
     with traffic and stop keep_alive seconds after their last request. Ctrl-C stops everything.
     """
-    from falemu import state
     from falemu.cli.output import Renderer
     from falemu.config import project_settings
     from falemu.emulator import Emulator
@@ -218,6 +217,8 @@ def up(
                 endpoints=paths,
                 runners=[{"id": r.id, "url": r.url, "state": r.state} for r in emulator.runners(name)],
             )
+        from falemu import state
+
         state_path = state.register(emulator)
         app_ids = [urlsplit(emulator.app_url(name)).path.strip("/") for name in emulator.apps]
         files, files_fields = files_text(emulator)
@@ -245,6 +246,8 @@ def up(
         finally:
             signal.signal(signal.SIGINT, previous_sigint)
             if state_path is not None:
+                from falemu import state
+
                 state.unregister(state_path)
             signal.signal(signal.SIGTERM, previous)
     renderer.status("Stopped", "stopped: every runner of this falemu up is gone")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import itertools
 import secrets
@@ -127,6 +128,7 @@ class AppController:
         self._changed: asyncio.Event | None = None  # set on the next runner state change (wait_for)
         self._start_errors: dict[str, RunnerError] = {}  # failed starts of non-serving revisions, by runner
         self.faults: FaultHooks | None = None  # set by falemu.chaos while a fault of this app is in effect
+        self._begun: dict[str, concurrent.futures.Future[Runner]] = {}  # head_start()'s, until start() adopts them
 
     # -- RunnerPool ---------------------------------------------------------------------------------
 
@@ -134,6 +136,48 @@ class AppController:
     def name(self) -> str:
         """The app's deployed name (alias): what events and runner infos carry, as the runtime's do."""
         return self.app.alias
+
+    def head_start(self, warm: int = 0) -> int:
+        """Begin now, from the calling thread and before :meth:`start`, the runners ``start(warm)`` starts.
+
+        Each one's runtime start runs at once in a thread of its own, so the engine and the runner's
+        own start-up work while the caller readies the rest (``falemu up``: the queue store, the event
+        loop, the gateway); :meth:`start` adopts them. Returns how many were begun. A controller that is
+        closed without being started stops them once their starts return (:meth:`drop_head_starts`).
+        """
+        if self._event_loop is not None or self._closed:
+            return 0
+        count = self._initial(warm) - self._live_count()
+        for _ in range(count):
+            slot = self._new_slot(cold=False, revision=self.revision)
+            spec = self._runner_spec(slot, self._spec)
+            self._set_state(slot, S.SETUP)
+            begun: concurrent.futures.Future[Runner] = concurrent.futures.Future()
+            begun.set_running_or_notify_cancel()
+
+            def run(spec: RunnerSpec = spec, begun: concurrent.futures.Future[Runner] = begun) -> None:
+                try:
+                    begun.set_result(self.runtime.start(spec, self._runtime_events))
+                except BaseException as exc:
+                    begun.set_exception(exc)
+
+            threading.Thread(target=run, name=f"falemu-start-{slot.id}", daemon=True).start()
+            self._begun[slot.id] = begun
+        return max(0, count)
+
+    def drop_head_starts(self) -> None:
+        """Stop the runners :meth:`head_start` began that :meth:`start` never adopted, once they are up."""
+        begun, self._begun = self._begun, {}
+        for runner_id, future in begun.items():
+            with self._lock:
+                self._slots.pop(runner_id, None)
+
+            def stop(future: concurrent.futures.Future[Runner]) -> None:
+                if future.exception() is None:
+                    with contextlib.suppress(Exception):
+                        self.runtime.stop(future.result(), 0.0)
+
+            future.add_done_callback(stop)
 
     async def start(self, warm: int = 0) -> None:
         """Start the tick, plus ``max(min_concurrency, warm)`` runners; return once those are ready.
@@ -143,8 +187,13 @@ class AppController:
         self._event_loop = asyncio.get_running_loop()
         if self._loop_task is None:
             self._loop_task = asyncio.create_task(self._run_loop(), name=f"falemu-scaler-{self.name}")
-        initial = min(max(self.app.scaling.min_concurrency, warm), max(0, self.app.scaling.max_concurrency))
-        slots = [self._launch(cold=False) for _ in range(initial - self._live_count())]
+        begun, self._begun = self._begun, {}
+        slots = []
+        for runner_id, future in begun.items():
+            slot = self._slots[runner_id]
+            self._spawn(self._run_start(slot, self._spec, begun=future), f"start-{slot.id}")
+            slots.append(slot)
+        slots += [self._launch(cold=False) for _ in range(self._initial(warm) - self._live_count())]
         if not slots:
             return
         await self.settle()
@@ -312,6 +361,7 @@ class AppController:
         if self._closed:
             return
         self._closed = True
+        self.drop_head_starts()
         if self._reconcile_handle is not None:
             self._reconcile_handle.cancel()
             self._reconcile_handle = None
@@ -576,14 +626,17 @@ class AppController:
             if rid not in self._slots:
                 return rid
 
+    def _initial(self, warm: int) -> int:
+        """How many runners :meth:`start` starts: ``max(min_concurrency, warm)``, within max_concurrency."""
+        return min(max(self.app.scaling.min_concurrency, warm), max(0, self.app.scaling.max_concurrency))
+
     def _launch(self, *, cold: bool, spec: RunnerSpec | None = None, revision: int | None = None) -> Slot:
-        slot = Slot(
-            id=self._new_id(),
-            state=S.PENDING,
-            started_at=self.clock.now(),
-            cold=cold,
-            revision=self.revision if revision is None else revision,
-        )
+        slot = self._new_slot(cold=cold, revision=self.revision if revision is None else revision)
+        self._spawn(self._run_start(slot, spec or self._spec), f"start-{slot.id}")
+        return slot
+
+    def _new_slot(self, *, cold: bool, revision: int) -> Slot:
+        slot = Slot(id=self._new_id(), state=S.PENDING, started_at=self.clock.now(), cold=cold, revision=revision)
         with self._lock:
             self._slots[slot.id] = slot
         self.stats.starts += 1
@@ -591,8 +644,16 @@ class AppController:
             self.stats.cold_starts += 1
         self.stats.peak_runners = max(self.stats.peak_runners, self._live_count())
         self._emit_state(slot)
-        self._spawn(self._run_start(slot, spec or self._spec), f"start-{slot.id}")
         return slot
+
+    def _runner_spec(self, slot: Slot, template: RunnerSpec) -> RunnerSpec:
+        """``template`` for the runner of ``slot``: its id, and its log lines as the app's events."""
+        app = self.name
+
+        def on_log(line: str) -> None:
+            self.events(RunnerLog(app, runner=slot.id, line=line))
+
+        return replace(template, runner_id=slot.id, on_log=on_log)
 
     def _spawn(self, coro: collections.abc.Coroutine[object, object, None], name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro, name=f"falemu-{name}")
@@ -600,30 +661,37 @@ class AppController:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _run_start(self, slot: Slot, template: RunnerSpec) -> None:
-        app = self.name
-
-        def on_log(line: str) -> None:
-            self.events(RunnerLog(app, runner=slot.id, line=line))
-
-        spec = replace(template, runner_id=slot.id, on_log=on_log)
-        self._set_state(slot, S.SETUP)
-        if self.faults is not None:
-            try:
-                fault = self.faults.on_start(self.name, slot.id)
-            except Exception as exc:  # a broken fault must not leave the runner in SETUP for good
-                self.events(Notice(self.name, level="warning", message=f"a fault's start hook failed: {exc!r}"))
-                fault = None
-            if fault is not None:
-                spec, error = await self._faulty_start(spec, fault)
-                if error is not None:
-                    self._start_failed(slot, error)
-                    return
+    async def _run_start(
+        self, slot: Slot, template: RunnerSpec, begun: concurrent.futures.Future[Runner] | None = None
+    ) -> None:
+        """Start the runner of ``slot`` (or wait for the start :meth:`head_start` ``begun``) and serve it."""
+        if begun is None:
+            spec = self._runner_spec(slot, template)
+            self._set_state(slot, S.SETUP)
+            if self.faults is not None:
+                try:
+                    fault = self.faults.on_start(self.name, slot.id)
+                except Exception as exc:  # a broken fault must not leave the runner in SETUP for good
+                    self.events(Notice(self.name, level="warning", message=f"a fault's start hook failed: {exc!r}"))
+                    fault = None
+                if fault is not None:
+                    spec, error = await self._faulty_start(spec, fault)
+                    if error is not None:
+                        self._start_failed(slot, error)
+                        return
         try:
-            runner = await asyncio.to_thread(self.runtime.start, spec, self._runtime_events)
+            if begun is not None:
+                runner = await asyncio.wrap_future(begun)
+            else:
+                runner = await asyncio.to_thread(self.runtime.start, spec, self._runtime_events)
         except Exception as exc:
             self._start_failed(slot, as_runner_error(exc))
             return
+        self._started(slot, runner)
+
+    def _started(self, slot: Slot, runner: Runner) -> None:
+        """``runner`` of ``slot`` is ready: serve it (or stop it, when it was stopped meanwhile)."""
+        app = self.name
         slot.runner = runner
         if self._closed or slot.stop_reason:
             self._stop(slot, slot.stop_reason or "shutdown", force=True)

@@ -315,3 +315,42 @@ def test_keys_cli_revokes_at_once_in_a_running_emulator_of_another_owner(
             assert httpx.post(url, json={}, headers=headers, timeout=10).status_code == 401  # no wait
         finally:
             state.unregister(path)
+
+
+def test_the_first_runners_start_before_the_event_loop_and_the_queue_store(tmp_path: Path, settings: Settings) -> None:
+    """Their containers start while the rest gets ready: `falemu up` waits for the runner, not for falemu."""
+    seen: list[tuple[bool, bool]] = []
+
+    class Recording(FakeRuntime):
+        def start(self, spec: Any, events: Any = None) -> Any:
+            seen.append((emu._thread is None, emu.queue_store is None))
+            return super().start(spec, events) if events is not None else super().start(spec)
+
+    runtime = Recording(start_delay=0.3)
+    emu = Emulator(make_project(tmp_path, min_concurrency=1), settings, apps=["greeter"], runtime=runtime, warm=True)
+    with emu:
+        assert seen == [(True, True)]  # begun before the loop's thread and the queue store existed
+        (runner,) = emu.runners("greeter")
+        assert runner.state == "IDLE"
+        assert httpx.post(emu.app_url("greeter") + "/echo", json={}, timeout=10).json()["runner"] == runner.id
+    assert runtime.started == [runner.id]
+    assert runtime.running() == []
+
+
+def test_a_start_that_fails_after_the_runners_began_leaves_none(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = FakeRuntime(start_delay=0.3)
+    emu = Emulator(make_project(tmp_path), settings, apps=["greeter"], runtime=runtime, warm=True)
+
+    def locked() -> Any:
+        raise UsageError("the queue is locked", hint="another falemu up runs in this project")
+
+    monkeypatch.setattr(emu, "_open_queue", locked)
+    with pytest.raises(UsageError, match="locked"):
+        emu.start()
+    deadline = time.monotonic() + 10
+    while (not runtime.started or runtime.running()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(runtime.started) == 1  # it had begun ...
+    assert runtime.running() == []  # ... and was stopped once up

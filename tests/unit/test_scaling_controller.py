@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -569,3 +570,99 @@ def test_a_runner_hint_prefers_the_runner_that_reported_it_and_never_waits() -> 
         h.ctl.set_hints("no-such-runner", ["x"])  # a runner already gone: nothing happens
 
     run(body, warm=2, min_concurrency=2, max_concurrency=2, keep_alive=300)
+
+
+def _controller(rt: FakeRuntime, bus: EventBus, **scaling: Any) -> AppController:
+    app = make_app(**scaling)
+    spec = RunnerSpec(
+        prepared=PreparedApp(app=app, image=None, built=False), runner_id="", owner="o", data_dir=Path("/tmp")
+    )
+    return AppController(app, rt, spec, clock=FakeClock(), events=bus)
+
+
+def _wait(done: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert done()
+
+
+def test_head_start_begins_runners_before_the_loop_and_start_adopts_them() -> None:
+    rt, bus = FakeRuntime(start_delay=0.2), EventBus()
+    ctl = _controller(rt, bus, min_concurrency=2, max_concurrency=3)
+    assert ctl.head_start(warm=1) == 2  # max(min_concurrency, warm)
+    _wait(lambda: len(rt.started) == 2)  # started with no event loop running at all
+    (first, second) = rt.started
+
+    async def main() -> None:
+        try:
+            await ctl.start(warm=1)
+            assert sorted(r.id for r in ctl.runners()) == sorted(rt.started)
+            assert {r.state for r in ctl.runners()} == {"IDLE"}
+            lease = await ctl.acquire("a")  # an adopted runner serves
+            async with httpx.AsyncClient() as client:
+                answer = await client.get(f"{lease.runner.url}/x")
+            assert answer.json()["runner"] == lease.runner.id
+            await ctl.release(lease)
+        finally:
+            await ctl.close()
+
+    asyncio.run(main())
+    assert rt.started == [first, second]  # adopted, not started again
+    ready = [e.runner for e in bus.history if isinstance(e, RunnerReady)]
+    assert sorted(ready) == sorted([first, second])
+    states = [e.state for e in bus.history if isinstance(e, RunnerStateChanged) and e.runner == first]
+    assert states[:3] == ["PENDING", "SETUP", "IDLE"]
+    assert rt.running() == []
+
+
+def test_a_head_started_runner_that_fails_fails_start_and_counts_toward_the_back_off() -> None:
+    rt, bus = FakeRuntime(fail_starts=1), EventBus()
+    ctl = _controller(rt, bus)
+    assert ctl.head_start(warm=1) == 1
+
+    async def main() -> None:
+        try:
+            with pytest.raises(RunnerError, match="exited during start-up"):
+                await ctl.start(warm=1)
+            assert ctl.runners() == []
+            assert ctl.backoff() is not None
+        finally:
+            await ctl.close()
+
+    asyncio.run(main())
+    assert [e.logs for e in bus.history if isinstance(e, RunnerFailed)] == ["fake start failure"]
+
+
+def test_head_started_runners_never_adopted_are_stopped_once_up() -> None:
+    rt, bus = FakeRuntime(start_delay=0.3), EventBus()
+    ctl = _controller(rt, bus, min_concurrency=1)
+    assert ctl.head_start() == 1
+    ctl.drop_head_starts()  # e.g. falemu up failed before its event loop ran
+    _wait(lambda: len(rt.started) == 1)
+    _wait(lambda: rt.running() == [])
+    assert rt.stopped == rt.started
+    assert ctl.runners() == []
+    assert ctl.head_start() == 1  # nothing adopted: still before start()
+
+    async def main() -> None:
+        await ctl.close()  # a close without start stops what head_start began, too
+
+    asyncio.run(main())
+    _wait(lambda: len(rt.started) == 2 and rt.running() == [])
+
+
+def test_head_start_after_start_begins_nothing() -> None:
+    rt, bus = FakeRuntime(), EventBus()
+    ctl = _controller(rt, bus, min_concurrency=1)
+
+    async def main() -> None:
+        try:
+            await ctl.start()
+            assert ctl.head_start(warm=1) == 0
+            assert len(ctl.runners()) == 1
+        finally:
+            await ctl.close()
+
+    asyncio.run(main())
+    assert len(rt.started) == 1

@@ -42,6 +42,8 @@ _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 TAIL = 20
 # Lines the classic builder adds around each step; they say nothing about why a step failed.
 _ENGINE_NOISE = re.compile(r"^(---> |Removing intermediate container |Successfully built |Successfully tagged )")
+# The classic builder colours a step's stderr (ESC[91m ... ESC[0m, the reset often on a line of its own).
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class BuildFailed(ImageError):
@@ -179,7 +181,7 @@ def _build_with_api(
             text = chunk.get("stream")
             if not isinstance(text, str):
                 continue
-            for line in text.rstrip("\n").splitlines():
+            for line in _ANSI.sub("", text).rstrip("\n").splitlines():
                 match = _STEP.match(line.strip())
                 if match:
                     step, steps, instruction = int(match[1]), int(match[2]), match[3]

@@ -305,6 +305,9 @@ def test_failed_build_names_the_step_and_its_output(rt_apps: Any, docker_runtime
     assert "returned a non-zero code: 1" in error.message
     assert any("error: libfoo.so not found" in line for line in error.output)
     assert "error: libfoo.so not found" in (error.hint or "")
+    # stderr comes coloured from the builder: the error shows its text, no escape codes, no blank lines
+    assert "\x1b" not in (error.hint or "")
+    assert all(line.strip() for line in error.output)
 
 
 def test_build_secrets_without_buildkit_fail_clearly(rt_apps: Any, docker_runtime: Any):

@@ -476,7 +476,7 @@ class DockerRuntime:
                 limit=limit,
                 port=port,
                 health_path=health_path,
-                timeout_hint=wrong_port_message(seen[0], port) if seen else None,
+                cause=wrong_port_message(seen[0], port) if seen else None,
                 health_method=health_method,
             )
             if app.fal_app is not None:

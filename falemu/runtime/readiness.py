@@ -180,6 +180,7 @@ def startup_error(
     health_path: str | None,
     timeout_hint: str | None = None,
     health_method: str = "GET",
+    cause: str | None = None,
 ) -> RunnerError:
     """The error a runner start raises for ``failure``, with the runner's last ``logs``."""
     last = logs.strip().splitlines()[-1] if logs.strip() else "(no output)"
@@ -203,6 +204,9 @@ def startup_error(
             logs=logs,
         )
     wanted = f"{health_method} {health_path or '/'} on port {port} never answered" + (" 2xx" if health_path else "")
+    if cause:  # what was seen instead (a server on another port): callers and tests see only the message
+        wanted += f"; {cause}"
+        timeout_hint = timeout_hint or f"make exposed_port and the port the server listens on the same ({port} now)"
     return StartupTimeout(
         f"runner {runner} of {app} was not ready within startup_timeout ({limit:g} s): {wanted}",
         hint=timeout_hint

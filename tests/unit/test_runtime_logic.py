@@ -29,6 +29,7 @@ from falemu.runtime.readiness import (
     http_status,
     listening_sockets,
     loopback_message,
+    startup_error,
     wrong_port_message,
 )
 
@@ -172,6 +173,29 @@ def test_proc_net_tcp_parsing_and_messages():
     )
     v6 = "   0: 00000000000000000000000001000000:1F40 00000000000000000000000000000000:0000 0A 0"
     assert listening_sockets(v6) == [("::1", 8000)]
+
+
+def test_a_start_that_timed_out_names_the_port_the_server_listens_on_in_its_message():
+    # the message is what a caller waiting for the runner gets (a 504 detail, a test's failure), not the hint
+    error = startup_error(
+        NotReady("timeout", "timed out"),
+        runner="r1",
+        app="myapp",
+        logs="INFO: Uvicorn running on http://0.0.0.0:9123\n",
+        limit=12,
+        port=9124,
+        health_path="/health",
+        cause=wrong_port_message([("0.0.0.0", 9123)], 9124),
+    )
+    assert error.message == (
+        "runner r1 of myapp was not ready within startup_timeout (12 s): GET /health on port 9124 never answered "
+        "2xx; the server listens on port 9123 inside the container, but exposed_port is 9124"
+    )
+    assert "exposed_port" in (error.hint or "")
+    plain = startup_error(
+        NotReady("timeout", "timed out"), runner="r1", app="myapp", logs="", limit=12, port=9124, health_path=None
+    )
+    assert plain.message.endswith("GET / on port 9124 never answered")
 
 
 def test_owner_gone_only_for_dead_owners_on_this_host():
@@ -377,3 +401,4 @@ def test_an_engines_gpu_refusal_is_remembered_for_a_day_while_it_describes_itsel
     for entry in gpu_probe.memory_dir().glob("gpu-*.json"):
         entry.write_text("{not json")
     assert gpu_probe.remembered_refusal(info) is None
+

@@ -163,9 +163,33 @@ def check_port(host: str, port: int) -> Check:
         try:
             sock.bind((host, port))
         except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                served = _served_by_falemu(port)
+                if served is not None:  # this machine runs falemu: the port is taken by the right program
+                    return Check(
+                        "port",
+                        "warn",
+                        f"gateway port {host}:{port} is served by {served}",
+                        "a second falemu up needs another --port (or FALEMU_PORT)",
+                    )
             why = "in use" if exc.errno == errno.EADDRINUSE else exc.strerror
             return Check("port", "fail", f"gateway port {host}:{port} is {why}", "pass --port or set FALEMU_PORT")
     return Check("port", "ok", f"gateway port {host}:{port} is free")
+
+
+def _served_by_falemu(port: int) -> str | None:
+    """``falemu up (pid N, project P)`` when a running falemu up of this user serves ``port``."""
+    from urllib.parse import urlsplit
+
+    from falemu import state
+
+    for instance in state.instances():
+        try:
+            if urlsplit(instance.url).port == port:
+                return f"falemu up (pid {instance.pid}, project {instance.project})"
+        except ValueError:
+            continue
+    return None
 
 
 def run_checks(settings: Settings, base_url: str | None = None, gpu_image: str | None = None) -> list[Check]:

@@ -402,3 +402,26 @@ def test_an_engines_gpu_refusal_is_remembered_for_a_day_while_it_describes_itsel
         entry.write_text("{not json")
     assert gpu_probe.remembered_refusal(info) is None
 
+
+def test_doctor_says_a_gateway_port_taken_by_a_running_falemu_up_is_served_by_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import json
+    import socket
+
+    from falemu.runtime.doctor import check_port
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        other = check_port("127.0.0.1", port)  # held by something else: a failure, as before
+        assert (other.status, other.detail) == ("fail", f"gateway port 127.0.0.1:{port} is in use")
+        (tmp_path / "falemu").mkdir()
+        state = {"pid": os.getpid(), "url": f"http://127.0.0.1:{port}", "admin_token": "t", "project": "/src/p"}
+        (tmp_path / "falemu" / f"{os.getpid()}.json").write_text(json.dumps({**state, "apps": ["a"], "started": 1.0}))
+        served = check_port("127.0.0.1", port)
+    assert served.status == "warn"  # `falemu doctor` exits 0: the machine is fine, falemu runs on it
+    assert served.detail == f"gateway port 127.0.0.1:{port} is served by falemu up (pid {os.getpid()}, project /src/p)"
+    assert "--port" in (served.hint or "")

@@ -50,10 +50,11 @@ def validate(ctx: click.Context, project: Path | None, apps: tuple[str, ...]) ->
     Prints one line per valid app with its warnings; for an invalid app prints fal's own message and
     exits 2.
     """
-    from falemu.config import get_app
+    from falemu.config import get_app, project_settings
     from falemu.errors import ConfigError
 
     loaded = _load(project)
+    project_settings(loaded)  # [tool.falemu] too: a typo there stops `falemu up` as well
     names = apps or loaded.app_names
     if not names:
         raise ConfigError(

@@ -67,9 +67,13 @@ class Settings:
                 continue
             name = key.replace("-", "_")
             if name not in known:
+                from falemu.config._hints import _suggest
+
+                close = _suggest(name, known)
+                where = " in [tool.falemu]" if source == "pyproject" else ""
                 raise ConfigError(
-                    f"Unknown falemu setting {key!r}",
-                    hint="known settings: " + ", ".join(sorted(known)),
+                    f"Unknown falemu setting {key!r}{where}",
+                    hint=(f"did you mean `{close}`? " if close else "") + "known settings: " + ", ".join(sorted(known)),
                 )
             changes[name] = _coerce(name, raw, source)
             sources[name] = source

@@ -117,6 +117,15 @@ def test_validate_every_app_reports_each(tmp_path: Path) -> None:
     assert only_good.exit_code == 0
 
 
+def test_validate_refuses_a_misspelt_tool_falemu_key_as_up_does(tmp_path: Path) -> None:
+    project(tmp_path, '[tool.fal.apps.a]\npython_entry_point = "m:A"\n\n[tool.falemu]\nownr = "acme"\n')
+    result = run("config", "validate", "--project", str(tmp_path))
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        "error: Unknown falemu setting 'ownr' in [tool.falemu]\nhint: did you mean `owner`? known settings: "
+    )
+
+
 def test_validate_unknown_app(tmp_path: Path) -> None:
     project(tmp_path, '[tool.fal.apps.a]\npython_entry_point = "m:A"\n')
     result = run("config", "validate", "nope", "--project", str(tmp_path))

@@ -62,6 +62,13 @@ def test_bad_values_are_config_errors(table: dict[str, object], env: dict[str, s
     assert info.value.hint
 
 
+def test_a_misspelt_tool_falemu_key_names_the_setting_it_meant() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"ownr": "acme"}, environ={})
+    assert info.value.message == "Unknown falemu setting 'ownr' in [tool.falemu]"
+    assert (info.value.hint or "").startswith("did you mean `owner`? known settings: ")
+
+
 def test_project_settings_read_tool_falemu_of_the_same_pyproject(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text(
         '[tool.fal.apps.a]\nref = "app.py"\n\n[tool.falemu]\nowner = "acme"\nport = 9001\n'

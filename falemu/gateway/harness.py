@@ -70,13 +70,19 @@ class GatewayHarness:
         *,
         settings: Settings | None = None,
         queue_store: QueueStore | None = None,
+        runners: dict[str, list[Runner]] | None = None,
         **server_options: Any,
     ) -> str:
-        """Start runners and the gateway; returns the gateway's base URL."""
+        """Start runners and the gateway; returns the gateway's base URL.
+
+        ``runners`` gives an app servers of the test's own instead of probe runners.
+        """
         apps = {}
         for config in configs:
-            runners = [self.runner(f"{config.alias}-{i}", config.alias) for i in range(runners_per_app)]
-            pool = StaticPool(config, runners, replace=self.replace)
+            runners_of = (runners or {}).get(config.alias) or [
+                self.runner(f"{config.alias}-{i}", config.alias) for i in range(runners_per_app)
+            ]
+            pool = StaticPool(config, runners_of, replace=self.replace)
             self.pools[config.alias] = pool
             apps[config.alias] = GatewayApp(config, pool)
         gateway = create_app(

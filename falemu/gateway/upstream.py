@@ -173,18 +173,22 @@ class Connection(asyncio.Protocol):
                 data = bytes(self._buf)
                 self._buf = bytearray()
             end = data.find(b"\r\n\r\n")
+            # RFC 9112 2.2: a head whose lines end in a bare LF is read too (as nginx and h11 do).
+            bare = data.find(b"\n\n", 0, end if end >= 0 else len(data))
+            if bare >= 0:
+                end = bare
             if end < 0:
                 if len(data) > _MAX_HEAD:
                     raise UpstreamError("the runner sent an oversized response head", "runner_incomplete_response")
                 self._buf = bytearray(data)
                 return
-            rest = data[end + 4 :]
-            status, headers = _parse_head(data[:end])
+            rest = data[end + (2 if bare >= 0 else 4) :]
+            version, status, headers = _parse_head(data[:end], bare >= 0)
             if 100 <= status < 200 and status != 101:
                 if rest:  # informational: the real head follows
                     self._feed(rest)
                 return
-            self._start_body(status, headers)
+            headers = self._start_body(version, status, headers)
             sink = self._sink
             if sink is not None:
                 if self._state == "body-length" and len(rest) >= self._remaining:
@@ -231,25 +235,34 @@ class Connection(asyncio.Protocol):
         elif self._state == "body-chunked":
             self._feed_chunked(data)
 
-    def _start_body(self, status: int, headers: Headers) -> None:
+    def _start_body(self, version: bytes, status: int, headers: Headers) -> Headers:
+        """Set up the body's framing; returns the headers to pass on (without a length that does not hold)."""
         connection = b""
         length: int | None = None
+        lengths = 0
         chunked = False
         for name, value in headers:
             if name == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    raise UpstreamError("the runner sent a bad Content-Length", "runner_incomplete_response") from None
+                lengths += 1
+                length = _content_length(value, length)
             elif name == b"transfer-encoding":
                 chunked = b"chunked" in value.lower()
             elif name == b"connection":
                 connection = value.lower()
-        if b"close" in connection or status >= 500:
+        if b"close" in connection or status >= 500 or (version == b"HTTP/1.0" and b"keep-alive" not in connection):
             # After an app's unhandled exception, uvicorn (FastAPI's usual server) answers 500 and then
-            # closes the connection without saying so: reusing it would fail the next request.
+            # closes the connection without saying so: reusing it would fail the next request. An HTTP/1.0
+            # answer closes its connection unless it says keep-alive (http.server's default).
             self.reusable = False
-        if self._no_body or status in (204, 304) or status == 101:
+        bodyless = self._no_body or status in (204, 304) or status == 101
+        if lengths and (lengths > 1 or chunked or (bodyless and not self._no_body)):
+            # RFC 9112 6.3: Transfer-Encoding overrides Content-Length, which a proxy removes; 204 has no
+            # length (RFC 9110 8.6) and a 304's describes a body that is not sent, which nginx passes on
+            # but uvicorn (the gateway's other path) cannot: both drop it. Equal duplicates become one.
+            headers = [(name, value) for name, value in headers if name != b"content-length"]
+            if not chunked and not bodyless and length is not None:
+                headers.append((b"content-length", b"%d" % length))
+        if bodyless:
             self._state = "done"
             if status == 101:
                 self.reusable = False
@@ -262,6 +275,7 @@ class Connection(asyncio.Protocol):
         else:
             self._state = "body-close"
             self.reusable = False
+        return headers
 
     def _feed_chunked(self, data: bytes) -> None:
         buf = self._buf
@@ -400,22 +414,37 @@ def request_head(
     return b"".join(lines)
 
 
-def _parse_head(head: bytes) -> tuple[int, Headers]:
-    lines = head.split(b"\r\n")
+def _parse_head(head: bytes, bare_lf: bool = False) -> tuple[bytes, int, Headers]:
+    lines = [line.rstrip(b"\r") for line in head.split(b"\n")] if bare_lf else head.split(b"\r\n")
     status_line = lines[0].split(b" ", 2)
     if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/1."):
         raise UpstreamError("the runner did not answer with HTTP/1.x", "runner_incomplete_response")
-    try:
-        status = int(status_line[1])
-    except ValueError:
-        raise UpstreamError("the runner sent a bad status line", "runner_incomplete_response") from None
+    code = status_line[1]
+    # Three digits (RFC 9110 15), in the range a response can have: the caller's side of the gateway
+    # (and any HTTP client) has no status line for 600 and above.
+    if len(code) != 3 or not code.isdigit() or not b"100" <= code <= b"599":
+        raise UpstreamError(f"the runner sent a bad status line: {lines[0][:80]!r}", "runner_incomplete_response")
     headers: Headers = []
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
         if not sep:
             continue
         headers.append((name.strip().lower(), value.strip()))
-    return status, headers
+    return status_line[0], int(code), headers
+
+
+def _content_length(value: bytes, seen: int | None) -> int:
+    """The length a Content-Length value gives (``5`` or ``5, 5``), the same as ``seen`` if one came before."""
+    length = seen
+    for part in value.split(b","):
+        part = part.strip()
+        if not part.isdigit() or (length is not None and int(part) != length):
+            raise UpstreamError(
+                "the runner sent an invalid or conflicting Content-Length", "runner_incomplete_response"
+            )
+        length = int(part)
+    assert length is not None
+    return length
 
 
 class UpstreamResponse:

@@ -78,13 +78,23 @@ def parse_owner(labels: Mapping[str, str]) -> Owner | None:
 
 
 def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` exists and has not exited.
+
+    A killed process whose parent has not collected it yet (a zombie: ``falemu up &`` in a script whose
+    shell is gone, under an init that reaps late or never) is gone, though ``kill(pid, 0)`` still finds it.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            state = fh.read().rpartition(")")[2].split()[:1]
+    except OSError:  # no /proc (macOS): kill() is all there is
+        return True
+    return state != ["Z"]
 
 
 def owner_gone(labels: Mapping[str, str]) -> bool:

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -209,6 +210,30 @@ def test_owner_gone_only_for_dead_owners_on_this_host():
     assert not labels.owner_gone({labels.OWNER: "garbage"})
     reused = {labels.OWNER: f"{os.getpid()}@{labels.hostname()}", labels.OWNER_STARTED: "1"}
     assert labels.owner_gone(reused)  # this pid lives, but it is not the process that made the container
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="zombies are told apart through /proc (Linux)")
+def test_a_killed_owner_not_yet_collected_by_its_parent_is_gone():
+    # `falemu up &` killed with -9 in a script whose shell has ended: until an init collects it, the pid
+    # is a zombie, which kill(pid, 0) still finds. Its runners are orphans all the same.
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        labelled = {
+            labels.OWNER: f"{proc.pid}@{labels.hostname()}",
+            labels.OWNER_STARTED: labels.process_start_time(proc.pid),
+        }
+        assert labels.pid_alive(proc.pid)
+        assert not labels.owner_gone(labelled)
+        proc.kill()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{proc.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child did not become a zombie"
+            time.sleep(0.01)
+        assert not labels.pid_alive(proc.pid)
+        assert labels.owner_gone(labelled)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 class _Container:

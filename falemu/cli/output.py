@@ -466,7 +466,8 @@ class Renderer:
                 lines.append(f"    Sync   {url}{path}")
                 lines.append(f"    Async  {queue_url}{path}")
         for runner in runners:
-            lines.append(f"  runner {runner['id']} at {runner.get('url')} ({runner.get('state')})")
+            where = f" at {runner['url']}" if runner.get("url") else ""  # none yet while it starts
+            lines.append(f"  runner {runner['id']}{where} ({runner.get('state')})")
         self._echo("\n".join(lines))
         if endpoints is None:
             self._echo(self._style("warning: " + NO_OPENAPI_WARNING.format(app=app), fg="yellow"))

@@ -121,12 +121,17 @@ def test_serving_lists_sync_and_async_urls_per_endpoint() -> None:
         queue_url="http://h/queue/local/greeter",
         auth="public",
         endpoints=["/greet"],
-        runners=[{"id": "g-1", "url": "http://127.0.0.1:1", "state": "IDLE"}],
+        runners=[
+            {"id": "g-1", "url": "http://127.0.0.1:1", "state": "IDLE"},
+            {"id": "g-2", "url": None, "state": "SETUP"},  # a second runner still starting has no address yet
+        ],
     )
     text = out.getvalue()
     assert "Sync   http://h/local/greeter/greet" in text
     assert "Async  http://h/queue/local/greeter/greet" in text
     assert "runner g-1 at http://127.0.0.1:1 (IDLE)" in text
+    assert "runner g-2 (SETUP)" in text
+    assert "None" not in text
     assert "Playground" not in text
 
 

@@ -44,6 +44,7 @@ from falemu.runtime.readiness import (
     Exited,
     NotReady,
     ReadinessProbe,
+    ipv6_only_message,
     listening_sockets,
     loopback_message,
     startup_error,
@@ -445,9 +446,18 @@ class DockerRuntime:
         )
         seen: list[list[tuple[str, int]]] = []
         wrong_port: list[str] = []  # what the last diagnoses saw listening, when it was not exposed_port
+        ipv6_only: list[str] = []
 
         def diagnose() -> str | None:
             found = self._diagnose(handle.id, port, seen)
+            if found is None and seen:
+                only6 = ipv6_only_message(seen[0], port, self._bridge_address(handle.id))
+                if only6 is None:
+                    ipv6_only.clear()
+                else:
+                    ipv6_only.append(only6)
+                    if len(ipv6_only) == 2:  # twice a second apart: not a server that binds IPv4 next
+                        return only6
             hint = wrong_port_message(seen[0], port) if seen else None
             if hint is None:
                 wrong_port.clear()
@@ -486,6 +496,17 @@ class DockerRuntime:
                 RunnerFailed(app.alias, runner=runner.id, error_type=error.error_type, message=error.message, logs=logs)
             )
             raise error from None
+
+    def _bridge_address(self, container_id: str) -> str | None:
+        """The container's IPv4 address on the engine's network, when this host reaches it directly."""
+        if not self._local or self._publish_ip != "127.0.0.1":
+            return None
+        try:
+            settings = self._client.api.inspect_container(container_id).get("NetworkSettings") or {}
+        except Exception:
+            return None
+        found = [settings.get("IPAddress")] + [n.get("IPAddress") for n in (settings.get("Networks") or {}).values()]
+        return next((address for address in found if address), None)
 
     def _route_direct(self, runner: Runner, container_id: str, port: int) -> None:
         """Reach the runner at its container address when this host can, skipping Docker's port proxy.

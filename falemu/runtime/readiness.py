@@ -160,6 +160,30 @@ def loopback_message(sockets: list[tuple[str, int]], port: int) -> str | None:
     return f"the server listens on {on_port[0]}:{port} inside the container; fal needs 0.0.0.0"
 
 
+def ipv6_only_message(sockets: list[tuple[str, int]], port: int, host: str | None, timeout: float = 0.25) -> str | None:
+    """The IPv6-only mistake: the exposed port is listened on at IPv6 addresses only (``[::]`` with
+    ``IPV6_V6ONLY``, as some servers bind by default) and an IPv4 connection to it is refused.
+
+    ``/proc`` does not show ``IPV6_V6ONLY``; a dual-stack ``[::]`` accepts IPv4, so only the refusal of
+    ``host:port`` (the container's own IPv4 address, not a published port's proxy) tells the two apart.
+    """
+    on_port = [addr for addr, p in sockets if p == port]
+    if host is None:
+        return None
+    if not on_port or not all(":" in addr and not addr.startswith(("::ffff:", "::1")) for addr in on_port):
+        return None
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except ConnectionRefusedError:
+        return (
+            f"the server listens on [{on_port[0]}]:{port} inside the container, IPv6 only; runners are "
+            "reached over IPv4: fal needs 0.0.0.0"
+        )
+    except OSError:
+        return None
+    return None
+
+
 def wrong_port_message(sockets: list[tuple[str, int]], port: int) -> str | None:
     """A hint when the server listens, but on other ports than ``exposed_port``."""
     others = sorted({p for _, p in sockets if p != port})

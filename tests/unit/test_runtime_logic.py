@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +29,7 @@ from falemu.runtime.readiness import (
     NotReady,
     ReadinessProbe,
     http_status,
+    ipv6_only_message,
     listening_sockets,
     loopback_message,
     startup_error,
@@ -174,6 +176,33 @@ def test_proc_net_tcp_parsing_and_messages():
     )
     v6 = "   0: 00000000000000000000000001000000:1F40 00000000000000000000000000000000:0000 0A 0"
     assert listening_sockets(v6) == [("::1", 8000)]
+
+
+def _ipv6_listener(v6only: bool) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
+        sock.bind(("::", 0))
+    except OSError:
+        sock.close()
+        pytest.skip("this host cannot listen on IPv6")
+    sock.listen()
+    return sock
+
+
+def test_a_server_on_ipv6_only_is_told_apart_from_a_dual_stack_one():
+    # /proc/net/tcp6 shows [::] for both; only an IPv4 connection that is refused tells them apart.
+    with _ipv6_listener(v6only=True) as only6, _ipv6_listener(v6only=False) as dual:
+        port6, port_dual = only6.getsockname()[1], dual.getsockname()[1]
+        message = ipv6_only_message([("::", port6)], port6, "127.0.0.1")
+        assert message == (
+            f"the server listens on [::]:{port6} inside the container, IPv6 only; runners are reached over "
+            "IPv4: fal needs 0.0.0.0"
+        )
+        assert ipv6_only_message([("::", port_dual)], port_dual, "127.0.0.1") is None
+        assert ipv6_only_message([("::", port6)], port6, None) is None  # no container address to ask
+        assert ipv6_only_message([("0.0.0.0", port6)], port6, "127.0.0.1") is None
+        assert ipv6_only_message([("::", port6)], port6 + 1, "127.0.0.1") is None
 
 
 def test_a_start_that_timed_out_names_the_port_the_server_listens_on_in_its_message():

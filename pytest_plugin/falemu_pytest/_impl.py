@@ -100,11 +100,37 @@ def _start_harness(
             overrides={app: overrides} if overrides and app else None,
         )
         held.harnesses[key] = started
+        _show_warnings(config, started)
         started.start()
     except FalemuError as exc:
         held.harnesses.pop(key, None)
         return f"falemu: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")
     return None
+
+
+def _show_warnings(config: pytest.Config, started: EmulatorHarness) -> None:
+    """falemu's warnings (a server on another port than exposed_port, no GPU...) on the terminal as they
+    come, as `falemu up` prints them: a start that waits out startup_timeout does not wait in silence.
+
+    xdist workers print nothing (their output is not the terminal's)."""
+    import contextlib
+
+    from falemu.events import Notice
+
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or hasattr(config, "workerinput"):
+        return
+
+    def show(event: Any) -> None:
+        if isinstance(event, Notice) and event.level == "warning":
+            about = f"{event.app}: " if event.app and event.app not in event.message else ""
+            # past the test's output capture, as pytest's live logging writes
+            suspended = capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext()
+            with suspended:
+                reporter.write_line(f"falemu: warning: {about}{event.message}", yellow=True)
+
+    started.events.subscribe(show, kinds=[Notice])
 
 
 def _marker_args(request: pytest.FixtureRequest) -> tuple[str | None, dict[str, Any]]:

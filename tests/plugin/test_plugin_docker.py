@@ -228,3 +228,34 @@ def test_fixtures_call_a_private_app_of_another_owner(pytester: pytest.Pytester,
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--falemu-project={project}", "-q")
     result.assert_outcomes(passed=2)
+
+
+def test_a_server_on_another_port_is_said_on_the_terminal_while_the_test_waits(
+    pytester: pytest.Pytester, inner: Path
+) -> None:
+    """falemu's warnings reach the terminal as they come: the start waits out startup_timeout as fal's
+    would, and the session says why long before the test fails (with the same cause in its message)."""
+    import shutil
+
+    project = pytester.path / "proj"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+    toml = project / "pyproject.toml"
+    toml.write_text(toml.read_text().replace("exposed_port = 8000", "exposed_port = 8001\nstartup_timeout = 8"))
+    pytester.makepyfile(
+        test_port="""
+        def test_waits(falemu_app):
+            falemu_app.run("/greet", {"name": "fal"})
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--falemu-project={project}")
+    result.assert_outcomes(failed=1)
+    live = result.stdout.str().split("= FAILURES =")[0]  # before the failure report and its captured output
+    assert "falemu: warning: runner greeter-" in live
+    result.stdout.fnmatch_lines(
+        [
+            "*falemu: warning: runner greeter-*: the server listens on port 8000 inside the container, but "
+            "exposed_port is 8001; falemu keeps waiting for port 8001 until startup_timeout (8 s), as fal does",
+            "*answered 504: runner greeter-* was not ready within startup_timeout (8 s)*"
+            "the server listens on port 8000 inside the container, but exposed_port is 8001",
+        ]
+    )

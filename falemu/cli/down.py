@@ -31,19 +31,23 @@ def down(app: str | None, orphans: bool, project: Path | None) -> None:
     falemu process is gone. Containers without falemu's labels are never touched.
     """
     from falemu import state
-    from falemu.errors import EngineUnavailable
+    from falemu.errors import ConfigError, EngineUnavailable
     from falemu.runtime import labels
     from falemu.runtime.cleanup import falemu_containers, plan_down, reap_orphans, remove_containers, remove_planned
     from falemu.runtime.engine import connect
 
     scope: Path | None = None
     aliases: set[str] | None = None
+    known: tuple[Path, set[str]] | None = None  # the project's pyproject and apps, to check --app against
     if project is not None:
         scope, project_apps = _project(project)
         aliases = {app} if app is not None else project_apps
+        known = (scope, project_apps)
     elif app is not None:
-        scope = _discovered()
+        found = _discovered()
+        scope = found[0] if found is not None else None
         aliases = {app}
+        known = found
     live = {instance.pid: labels.project_label(instance.project) for instance in state.instances()}
     try:
         client = connect()
@@ -67,6 +71,13 @@ def down(app: str | None, orphans: bool, project: Path | None) -> None:
         click.echo(f"removed {item.name} ({item.app} runner {item.runner})")
     for skip in skipped:
         click.echo(f"skipped {skip.name} ({skip.app} runner {skip.runner}): {skip.reason}")
+    if app is not None and not removed and not skipped and known is not None and app not in known[1]:
+        # a misspelt name removes nothing: say so rather than "0 container(s) removed" (an app since
+        # dropped from the pyproject still has its runners removed above)
+        raise ConfigError(
+            f"no app {app!r} in the project at {known[0]}, and no runner of that name",
+            hint="its apps: " + (", ".join(sorted(known[1])) or "none") + " (--app takes the deployed name)",
+        )
     click.echo(f"{len(removed)} container(s) removed" + (f", {len(skipped)} skipped" if skipped else ""))
 
     gone = {item.app for item in removed}
@@ -80,7 +91,7 @@ def down(app: str | None, orphans: bool, project: Path | None) -> None:
         )
 
 
-def _project(project: Path) -> tuple[Path, set[str]]:
+def _project(project: Path | None) -> tuple[Path, set[str]]:
     """A project's root and the deployed names of its apps (the table key for an app that does not parse)."""
     from falemu.config import load_project
     from falemu.errors import ConfigError
@@ -95,12 +106,11 @@ def _project(project: Path) -> tuple[Path, set[str]]:
     return loaded.root, aliases
 
 
-def _discovered() -> Path | None:
-    """The project fal would find from the current folder, if there is one with a pyproject.toml."""
-    from falemu.config import load_project
+def _discovered() -> tuple[Path, set[str]] | None:
+    """The project fal would find from the current folder (its root and apps), if it has a pyproject.toml."""
     from falemu.errors import ConfigError
 
     try:
-        return load_project().root
+        return _project(None)
     except ConfigError:
         return None

@@ -120,3 +120,20 @@ def test_down_with_project_removes_only_that_projects_runners(
             except docker.errors.NotFound:
                 pass
         client.close()
+
+
+def test_down_of_an_app_the_project_does_not_have_says_so(docker_client: object, tmp_path: Path) -> None:
+    """A misspelt --app removes nothing: one error naming the project's apps, not "0 container(s) removed"."""
+    import shutil
+
+    project = tmp_path / "direct-server"
+    shutil.copytree(EXAMPLE, project)
+    for args, cwd in ((["--app", "greter"], project), (["--app", "greter", "--project", str(project)], tmp_path)):
+        proc = subprocess.run(
+            [sys.executable, "-m", "falemu", "down", *args], capture_output=True, text=True, timeout=60, cwd=cwd
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.splitlines() == [
+            f"error: no app 'greter' in the project at {project.resolve()}, and no runner of that name",
+            "hint: its apps: greeter (--app takes the deployed name)",
+        ]

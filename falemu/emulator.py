@@ -477,7 +477,7 @@ class Emulator:
             self.settings,
             runtime=runtime.name,
             gateway_base=self.base_url,
-            bridge=lambda: bridge_address(getattr(runtime, "client", None)),
+            bridge=lambda: bridge_address(getattr(runtime, "network", None)),
             notice=lambda message: self.events(Notice("", level="warning", message=message)),
         )
         try:

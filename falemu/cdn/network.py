@@ -14,6 +14,7 @@ import fcntl
 import ipaddress
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 _SIOCGIFADDR = 0x8915
@@ -60,27 +61,28 @@ def bridge_address_of(network: dict[str, Any]) -> str | None:
     return None
 
 
-def bridge_address(client: Any = None) -> str | None:
+def bridge_address(inspect: Callable[[str], dict[str, Any] | None] | None = None) -> str | None:
     """This machine's address on the engine's default bridge; None when the engine's bridge is elsewhere.
 
-    ``client`` is a Docker SDK client to ask (a runtime's); without it, one is made for the question.
+    ``inspect`` answers ``docker network inspect NAME`` (a runtime's ``network``); without it, the
+    engine is asked with a Docker SDK client made for the question.
     """
-    own = client is None
     try:
-        import docker
+        if inspect is not None:
+            network = inspect("bridge")
+        else:
+            import docker
 
-        if client is None:
             client = docker.from_env(timeout=10)
+            try:
+                network = client.api.inspect_network("bridge")
+            finally:
+                with contextlib.suppress(Exception):
+                    client.close()
     except Exception:
         return None
-    try:
-        network = client.api.inspect_network("bridge")
-    except Exception:
+    if network is None:
         return None
-    finally:
-        if own:
-            with contextlib.suppress(Exception):
-                client.close()
     address = bridge_address_of(network)
     if address is None or not is_local_address(address):
         return None

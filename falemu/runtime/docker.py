@@ -17,6 +17,7 @@ Every method may be called from several threads at once.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -34,7 +35,17 @@ from falemu.events import EventSink, Notice, RunnerFailed, RunnerLog, RunnerRead
 from falemu.runtime import addresses, labels
 from falemu.runtime.base import PreparedApp, Runner, RunnerSpec
 from falemu.runtime.cleanup import install_exit_cleanup, reap_orphans
-from falemu.runtime.engine import arch_mismatch, connect, engine_address, engine_is_local, first_line, normalize_arch
+from falemu.runtime.engine import (
+    arch_mismatch,
+    connect,
+    docker_host,
+    engine_address,
+    engine_is_local,
+    first_line,
+    normalize_arch,
+    unavailable,
+)
+from falemu.runtime.engine_api import EngineAPI, EngineCallError, socket_path
 from falemu.runtime.environment import data_binds, machine_for, resolve_secrets, runner_environment
 from falemu.runtime.falapp import FalAppImages, explain_startup_failure, readiness
 from falemu.runtime.gpu import GpuAllocator, GpuGrant, GpuPolicy, detect_gpu_count, is_no_gpu_error
@@ -100,7 +111,22 @@ class DockerRuntime:
         python_image: str | None = None,
         probe_gpus: bool = True,
     ) -> None:
-        self._client = connect(base_url)
+        # A unix-socket engine is asked over the socket on a runner's way to ready (runtime.engine_api);
+        # the Docker SDK connects in the background once the first runner's container started.
+        self._base_url = base_url
+        self._sdk: Any | None = None
+        self._sdk_lock = threading.Lock()
+        self._reap_events: EventSink | None = events if reap else None  # orphans are reaped once the SDK is up
+        path = socket_path(base_url)
+        if path is not None:
+            self._api = EngineAPI(path)
+            try:
+                self._api.ping()
+            except OSError as exc:
+                raise unavailable(docker_host(base_url), exc) from None
+        else:
+            self._sdk = connect(base_url)
+            self._api = EngineAPI(sdk=lambda: self._client)
         self._python_image = python_image  # base of fal.Apps without an image (default: python:X.Y-slim)
         self._falapps: FalAppImages | None = None
         self.address = engine_address(base_url)
@@ -112,7 +138,7 @@ class DockerRuntime:
         # GPU runner starts (falemu.runtime.gpu_probe).
         self._gpu_probe: GpuProbe | None = None
         if probe_gpus and self._local and total is None:
-            self._gpu_probe = GpuProbe(self._client, self.engine_info, self._remove_quietly)
+            self._gpu_probe = GpuProbe(self._api, self.engine_info, self._remove_quietly)
         self._poll = poll_interval
         # FALEMU_DIRECT_ROUTING=0 keeps runners behind their published ports (see _route_direct).
         self._direct_routing = os.environ.get("FALEMU_DIRECT_ROUTING", "1").strip().lower() not in ("0", "false", "no")
@@ -122,8 +148,8 @@ class DockerRuntime:
         self._builds_told: set[tuple[str, str | None, float]] = set()  # see _build_share
         self._info: dict[str, Any] | None = None
         self._closed = False
-        if reap:
-            reap_orphans(self._client, events)
+        if self._sdk is not None:
+            self._reap()
         if exit_cleanup:
             install_exit_cleanup(self.close)
 
@@ -132,9 +158,41 @@ class DockerRuntime:
         """The Docker SDK client (for diagnostics and tests)."""
         return self._client
 
+    @property
+    def _client(self) -> Any:
+        """The Docker SDK client, connected on first use (orphaned runners are reaped then)."""
+        sdk = self._sdk
+        if sdk is None:
+            with self._sdk_lock:
+                if self._sdk is None:
+                    self._sdk = connect(self._base_url)
+                    self._reap()
+                sdk = self._sdk
+        return sdk
+
+    def _sdk_client(self) -> Any:
+        return self._client
+
+    def _has_image(self, ref: str) -> bool:
+        return self._api.image(ref) is not None
+
+    def _reap(self) -> None:
+        events, self._reap_events = self._reap_events, None
+        if events is not None:
+            reap_orphans(self._client, events)
+
+    def _connect_soon(self) -> None:
+        """Connect the SDK in a thread now, so that what needs it later (logs, stop) does not wait."""
+        if self._sdk is None:
+            threading.Thread(target=lambda: self._client, name="falemu-docker-connect", daemon=True).start()
+
+    def network(self, name: str) -> dict[str, Any] | None:
+        """The engine's description of network ``name`` (``docker network inspect``), None when it has none."""
+        return self._api.network(name)
+
     def engine_info(self) -> dict[str, Any]:
         if self._info is None:
-            self._info = dict(self._client.info())
+            self._info = self._api.info()
         return self._info
 
     # -- images -------------------------------------------------------------------------------
@@ -152,9 +210,9 @@ class DockerRuntime:
             build_lock = self._build_locks.setdefault(app.alias, threading.Lock())
         with build_lock:
             if app.image.dockerfile is not None:
-                image, built, seconds = build_image(self._client, app, events, verbose)
+                image, built, seconds = build_image(self._sdk_client, self._has_image, app, events, verbose)
             else:
-                image, built, seconds = ensure_image(self._client, app, events), False, 0.0
+                image, built, seconds = ensure_image(self._sdk_client, self._has_image, app, events), False, 0.0
         if app.wants_gpu and self._gpu_probe is not None:  # answered while the caller gets ready to start runners
             self._gpu_probe.ask(app.alias, image, app.gpu_count, app.project_root)
         arch = self._check_arch(app, image, events)
@@ -169,7 +227,7 @@ class DockerRuntime:
         with self._lock:
             build_lock = self._build_locks.setdefault(app.alias, threading.Lock())
             if self._falapps is None:
-                self._falapps = FalAppImages(self._client, python_image=self._python_image)
+                self._falapps = FalAppImages(self._sdk_client, self._api, python_image=self._python_image)
         with build_lock:
             image, built, seconds, _python = self._falapps.prepare(app, events, verbose)
         if app.wants_gpu and self._gpu_probe is not None:  # answered while the caller gets ready to start runners
@@ -179,7 +237,7 @@ class DockerRuntime:
 
     def _check_arch(self, app: AppConfig, image: str, events: EventSink) -> str | None:
         try:
-            image_arch = normalize_arch(self._client.images.get(image).attrs.get("Architecture"))
+            image_arch = normalize_arch((self._api.image(image) or {}).get("Architecture"))
         except Exception:
             return None
         warning = arch_mismatch(image_arch, self.engine_info().get("Architecture"))
@@ -202,8 +260,6 @@ class DockerRuntime:
         return prepared.build_seconds
 
     def start(self, spec: RunnerSpec, events: EventSink = null_sink) -> Runner:
-        from docker.errors import APIError
-
         if self._closed:
             raise RunnerError("the docker runtime is closed", hint="create a new runtime")
         app = spec.prepared.app
@@ -232,21 +288,21 @@ class DockerRuntime:
         try:
             mark = time.monotonic()
             try:
-                self._client.api.start(container_id)
-            except APIError as exc:
-                if grant is None or not is_no_gpu_error(str(exc)):
-                    reason = first_line(str(exc.explanation or exc))
+                self._api.start(container_id)
+            except EngineCallError as exc:
+                if grant is None or not is_no_gpu_error(exc.explanation):
                     raise RunnerError(
-                        f"runner {spec.runner_id} of {app.alias} could not start: {reason}",
+                        f"runner {spec.runner_id} of {app.alias} could not start: {first_line(exc.explanation)}",
                         hint="check the image's entrypoint/cmd and the engine's logs",
                     ) from None
                 # The engine has no GPU support: start again on CPU (or fail under --gpu require).
                 self._remove_quietly(container_id)
-                self._gpus.refused(spec, events, first_line(str(exc.explanation or exc)), name)
+                self._gpus.refused(spec, events, first_line(exc.explanation), name)
                 container_id = self._create(spec, name, port, None, events)
                 handle.id, handle.gpu = container_id, None
-                self._client.api.start(container_id)
+                self._api.start(container_id)
             timeline["start"] = time.monotonic() - mark
+            self._connect_soon()
             runner.port = self._host_port(container_id, port)
             runner.gpu_ids = handle.gpu.device_ids if handle.gpu else ()
             self._wait_ready(spec, runner, port, started, timeline, events)
@@ -269,8 +325,6 @@ class DockerRuntime:
         return runner
 
     def _create(self, spec: RunnerSpec, name: str, port: int, grant: GpuGrant | None, events: EventSink) -> str:
-        from docker.errors import APIError
-
         app = spec.prepared.app
         found, missing = resolve_secrets(app)
         if missing:
@@ -283,42 +337,44 @@ class DockerRuntime:
             )
         env = runner_environment(app, owner=spec.owner, runner_id=spec.runner_id, secrets=found, extra=spec.env)
         data = data_binds(app, spec.data_dir)
-        tmpfs: dict[str, str] = {}
+        host_config: dict[str, Any] = {}
         if spec.data_mode == "full":  # a fault: no room and no inode left, so every write fails with ENOSPC
-            tmpfs = {target: "size=4k,nr_inodes=1" for target in data.values()}
+            host_config["Tmpfs"] = {target: "size=4k,nr_inodes=1" for target in data.values()}
             data = {}
         mode = "ro" if spec.data_mode == "read-only" else "rw"
-        binds = {host: {"bind": target, "mode": mode} for host, target in data.items()}
-        for host, target in spec.mounts.items():
-            binds[str(Path(host).resolve())] = {"bind": target, "mode": "rw"}
-        limits = self._limits(spec, events) if spec.machine_limits else {}
-        if tmpfs:
-            limits["tmpfs"] = tmpfs
-        host_config = self._client.api.create_host_config(
-            port_bindings={port: (self._publish_ip,)},
-            binds=binds,
-            extra_hosts={"host.docker.internal": "host-gateway"},
-            device_requests=[grant.device_request()] if grant else None,
-            **limits,
+        binds = [f"{host}:{target}:{mode}" for host, target in data.items()]
+        binds += [f"{Path(host).resolve()}:{target}:rw" for host, target in spec.mounts.items()]
+        host_config.update(
+            {
+                "PortBindings": {f"{port}/tcp": [{"HostIp": self._publish_ip, "HostPort": ""}]},
+                "Binds": binds,
+                "ExtraHosts": ["host.docker.internal:host-gateway"],
+            }
         )
+        if grant is not None:
+            host_config["DeviceRequests"] = [grant.device_request()]
+        if spec.machine_limits:
+            host_config.update(self._limits(spec, events))
         image_cfg = app.image
         command = list(spec.command) if spec.command else (list(image_cfg.cmd) if image_cfg and image_cfg.cmd else None)
         entrypoint = list(image_cfg.entrypoint) if image_cfg and image_cfg.entrypoint else None
         if app.fal_app is not None:
             command, entrypoint = None, None  # the image's entrypoint serves the App (runtime.falapp)
+        config: dict[str, Any] = {
+            "Image": spec.prepared.image,
+            "Env": [f"{key}={value}" for key, value in env.items()],
+            "Labels": labels.runner_labels(app.alias, spec.runner_id, app.project_root),
+            "ExposedPorts": {f"{port}/tcp": {}},
+            "HostConfig": host_config,
+        }
+        if command is not None:
+            config["Cmd"] = command
+        if entrypoint is not None:
+            config["Entrypoint"] = entrypoint
         try:
-            created = self._client.api.create_container(
-                spec.prepared.image,
-                name=name,
-                command=command,
-                entrypoint=entrypoint,
-                environment=env,
-                labels=labels.runner_labels(app.alias, spec.runner_id, app.project_root),
-                ports=[port],
-                host_config=host_config,
-            )
-        except APIError as exc:
-            text = first_line(str(exc.explanation or exc))
+            return self._api.create(name, config)
+        except EngineCallError as exc:
+            text = first_line(exc.explanation)
             if grant is not None and is_no_gpu_error(text):
                 self._gpus.refused(spec, events, text, name)
                 return self._create(spec, name, port, None, events)
@@ -326,7 +382,6 @@ class DockerRuntime:
                 f"runner {spec.runner_id} of {app.alias} could not be created: {text}",
                 hint="check the image and the engine (falemu doctor)",
             ) from None
-        return str(created["Id"])
 
     def _limits(self, spec: RunnerSpec, events: EventSink) -> dict[str, Any]:
         app = spec.prepared.app
@@ -349,14 +404,11 @@ class DockerRuntime:
             cpus = host_cpus
         memory = machine.memory_mb * 1024 * 1024
         # No swap beyond the limit: fal machines have none, so an app too big for its machine dies here too.
-        return {"nano_cpus": int(cpus * 1e9), "mem_limit": memory, "memswap_limit": memory}
+        return {"NanoCpus": int(cpus * 1e9), "Memory": memory, "MemorySwap": memory}
 
     def _host_port(self, container_id: str, port: int) -> int:
-        from docker.errors import NotFound
-
-        try:
-            attrs = self._client.api.inspect_container(container_id)
-        except NotFound:
+        attrs = self._api.container(container_id)
+        if attrs is None:
             return 0  # removed meanwhile (`falemu down`, `docker rm`): the readiness wait reports it
         bindings = (attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{port}/tcp") or []
         for binding in bindings:
@@ -371,12 +423,10 @@ class DockerRuntime:
         )
 
     def _exited(self, container_id: str, spec: RunnerSpec) -> Exited | None:
-        from docker.errors import NotFound
-
-        try:
-            state = self._client.api.inspect_container(container_id).get("State", {})
-        except NotFound:
+        attrs = self._api.container(container_id)
+        if attrs is None:
             return Exited(None, "the container was removed")
+        state = attrs.get("State", {})
         if state.get("Running") or state.get("Status") in ("created", "restarting"):
             return None
         detail = state.get("Error") or ""
@@ -423,7 +473,7 @@ class DockerRuntime:
         that PID is in the container's cgroup (an engine in a VM, such as Docker Desktop's, reports PIDs
         of the VM, which on this host are other processes)."""
         try:
-            pid = int(self._client.api.inspect_container(container_id)["State"]["Pid"])
+            pid = int((self._api.container(container_id) or {})["State"]["Pid"])
             if pid <= 0:
                 return None
             if own_only and container_id not in Path(f"/proc/{pid}/cgroup").read_text():
@@ -523,8 +573,10 @@ class DockerRuntime:
         if not self._direct_routing or self._publish_ip != "127.0.0.1":
             return
         try:
-            info = self._client.api.inspect_container(container_id)
+            info = self._api.container(container_id)
         except Exception:
+            return
+        if info is None:
             return
         settings = info.get("NetworkSettings") or {}
         pid = int((info.get("State") or {}).get("Pid") or 0)
@@ -654,10 +706,14 @@ class DockerRuntime:
             thread.join()
         if self._gpu_probe is not None:
             self._gpu_probe.close()
-        try:
-            self._client.close()
-        except Exception:
-            pass
+        if self._reap_events is not None:  # never connected: orphans are reaped still, as at any start
+            with contextlib.suppress(Exception):
+                self._reap()
+        if self._sdk is not None:
+            try:
+                self._sdk.close()
+            except Exception:
+                pass
 
     def _stop_quietly(self, runner: Runner) -> None:
         try:

@@ -56,9 +56,14 @@ def connect(base_url: str | None = None, timeout: int = 120) -> docker.DockerCli
             client = docker.DockerClient(**params, timeout=timeout, max_pool_size=32)
         client.ping()
     except (DockerException, OSError) as exc:
-        reason, hint = _why(str(exc))
-        raise EngineUnavailable(f"no Docker engine answers at {url} ({reason})", hint=hint) from None
+        raise unavailable(url, exc) from None
     return client
+
+
+def unavailable(url: str, exc: BaseException) -> EngineUnavailable:
+    """The error for an engine at ``url`` that did not answer, with why (from ``exc``) and what to do."""
+    reason, hint = _why(str(exc))
+    return EngineUnavailable(f"no Docker engine answers at {url} ({reason})", hint=hint)
 
 
 def _why(text: str) -> tuple[str, str]:

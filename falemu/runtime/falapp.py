@@ -33,7 +33,7 @@ import tarfile
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,8 @@ from falemu.events import BuildFinished, BuildOutput, BuildStarted, BuildStep, E
 from falemu.runtime import labels
 from falemu.runtime.context import DEFAULT_IGNORE, IgnoreMatcher, effective_build_args, make_context, selected_files
 from falemu.runtime.engine import first_line
-from falemu.runtime.images import build_context, ensure_image, find_image, image_repository
+from falemu.runtime.engine_api import EngineAPI, EngineCallError, as_call_error
+from falemu.runtime.images import build_context, ensure_image, image_repository
 from falemu.runtime.wheelhouse import Target, ensure_wheelhouse, pip_wheel
 
 APP_DIR = "/opt/falemu/app"
@@ -201,13 +202,28 @@ def _runner_file(name: str) -> bytes:
 class FalAppImages:
     """Builds and finds fal.App images on one engine (see the module docstring)."""
 
-    def __init__(self, client: Any, *, python_image: str | None = None, cache_dir: Path | None = None) -> None:
-        self._client = client
+    def __init__(
+        self,
+        client: Callable[[], Any],
+        api: EngineAPI,
+        *,
+        python_image: str | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self._connect = client  # the Docker SDK client, asked for only to build
+        self._api = api  # what an unchanged App's image needs: lookups (runtime.engine_api)
         self._python_image = python_image
         self._cache_dir = cache_dir
         self._pythons: dict[str, ImagePython] = {}
         self._lock = threading.Lock()
         self._layer_locks: dict[str, threading.Lock] = {}  # one install per fal layer at a time
+
+    @property
+    def _client(self) -> Any:
+        return self._connect()
+
+    def _exists(self, ref: str) -> bool:
+        return self._api.image(ref) is not None
 
     @property
     def cache_dir(self) -> Path:
@@ -221,19 +237,20 @@ class FalAppImages:
 
     def prepare(self, app: AppConfig, events: EventSink, verbose: bool = False) -> tuple[str, bool, float, str]:
         """The App's image, built unless unchanged: ``(tag, built, seconds, python executable)``."""
-        from docker.errors import APIError, NotFound
-
         try:
             return self._prepare(app, events)
-        except NotFound as exc:
+        except Exception as exc:
+            error = as_call_error(exc)
+            if error is None:
+                raise
+            if error.status == 404:
+                raise ImageError(
+                    f"building the image of {app.alias}: the engine lost what falemu was working with "
+                    f"({first_line(error.explanation)})",
+                    hint="a container or image was removed meanwhile (`falemu down`, `docker rm`); run again",
+                ) from None
             raise ImageError(
-                f"building the image of {app.alias}: the engine lost what falemu was working with "
-                f"({first_line(str(exc.explanation or exc))})",
-                hint="a container or image was removed meanwhile (`falemu down`, `docker rm`); run again",
-            ) from None
-        except APIError as exc:
-            raise ImageError(
-                f"building the image of {app.alias} failed: {first_line(str(exc.explanation or exc))}",
+                f"building the image of {app.alias} failed: {first_line(error.explanation)}",
                 hint="check the engine (falemu doctor) and run again",
             ) from None
 
@@ -242,7 +259,10 @@ class FalAppImages:
         assert fal_app is not None
         started = time.monotonic()
         base, base_built = self._base(app, fal_app, events)
-        base_id = str(self._client.api.inspect_image(base)["Id"])
+        base_image = self._api.image(base)
+        if base_image is None:
+            raise EngineCallError(404, f"no such image: {base}")
+        base_id = str(base_image["Id"])
         layers = requirement_layers(fal_app)
         host = f"{sys.version_info[0]}.{sys.version_info[1]}"
         fal_key = _digest(
@@ -261,8 +281,9 @@ class FalAppImages:
         )
         repo = image_repository(app)
         tag = f"{repo}:{app_key[:16]}"
-        if find_image(self._client, tag) is not None:
-            python = str(self._client.api.inspect_image(tag)["Config"].get("Labels", {}).get(PYTHON_LABEL) or "python3")
+        found = self._api.image(tag)
+        if found is not None:
+            python = str((found.get("Config") or {}).get("Labels", {}).get(PYTHON_LABEL) or "python3")
             events(BuildFinished(app.alias, image=tag, cached=True, seconds=0.0))
             return tag, False, time.monotonic() - started, python
         events(BuildStarted(app.alias, image=tag, steps=3))
@@ -288,7 +309,7 @@ class FalAppImages:
         with self._lock:
             layer_lock = self._layer_locks.setdefault(fal_tag, threading.Lock())
         with layer_lock:
-            if find_image(self._client, fal_tag) is None:
+            if not self._exists(fal_tag):
                 self._fal_layer(app, base, fal_tag, layers, image_python, events)
         events(BuildStep(app.alias, step=3, steps=3, text=f"the App's files under {APP_DIR} and its serve command"))
         self._app_layer(app, fal_tag, tag, files, image_python, app_key, events)
@@ -309,16 +330,24 @@ class FalAppImages:
             tag = f"{BASE_REPOSITORY}:{ctx.digest[:16]}"
             shared = {labels.IMAGE_HASH: ctx.digest, labels.VERSION: __version__}
             built_tag, built, _ = build_context(
-                self._client, app, ctx, tag, events, image.secrets, announce=False, image_labels=shared
+                self._connect,
+                app,
+                ctx,
+                tag,
+                events,
+                image.secrets,
+                announce=False,
+                image_labels=shared,
+                exists=self._exists,
             )
             return built_tag, built
         if image is not None and image.image is not None:
             prebuilt = replace(app, image=ImageConfig(image=image.image, registries=image.registries))
-            return ensure_image(self._client, prebuilt, _quiet(events)), False
+            return ensure_image(self._connect, self._exists, prebuilt, _quiet(events)), False
         name = self.python_image()
-        if find_image(self._client, name) is None:
+        if not self._exists(name):
             try:
-                ensure_image(self._client, replace(app, image=ImageConfig(image=name)), _quiet(events))
+                ensure_image(self._connect, self._exists, replace(app, image=ImageConfig(image=name)), _quiet(events))
             except ImageError as exc:
                 raise ImageError(
                     f"{app.alias} has no image, so it runs on {name}, which is not on the engine and could not "

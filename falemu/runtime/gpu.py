@@ -77,12 +77,20 @@ class GpuGrant:
     device_ids: tuple[str, ...] = ()
     shared: bool = False  # True when some ids are also held by another runner
 
-    def device_request(self) -> Any:
-        from docker.types import DeviceRequest
-
+    def device_request(self) -> dict[str, Any]:
+        """The Engine API's ``DeviceRequest`` (what ``docker run --gpus`` sends)."""
+        request: dict[str, Any] = {
+            "Driver": "",
+            "Count": 0,
+            "DeviceIDs": None,
+            "Capabilities": [["gpu"]],
+            "Options": {},
+        }
         if self.device_ids:
-            return DeviceRequest(device_ids=list(self.device_ids), capabilities=[["gpu"]])
-        return DeviceRequest(count=self.count, capabilities=[["gpu"]])
+            request["DeviceIDs"] = list(self.device_ids)
+        else:
+            request["Count"] = self.count
+        return request
 
 
 class GpuAllocator:

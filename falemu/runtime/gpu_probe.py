@@ -30,6 +30,7 @@ from typing import Any
 
 from falemu.runtime import labels
 from falemu.runtime.engine import first_line
+from falemu.runtime.engine_api import EngineAPI, EngineCallError
 from falemu.runtime.gpu import GpuGrant, is_no_gpu_error
 
 REMEMBER_SECONDS = 24 * 3600
@@ -82,8 +83,10 @@ def remember_refusal(info: Mapping[str, Any], reason: str) -> None:
 class GpuProbe:
     """One runtime's question to its engine: does it refuse GPUs (its reason) or not (None)?"""
 
-    def __init__(self, client: Any, engine_info: Callable[[], Mapping[str, Any]], remove: Callable[[str], None]):
-        self._client = client
+    def __init__(
+        self, api: EngineAPI, engine_info: Callable[[], Mapping[str, Any]], remove: Callable[[str], None]
+    ) -> None:
+        self._api = api
         self._engine_info = engine_info
         self._remove = remove
         self._lock = threading.Lock()
@@ -125,28 +128,22 @@ class GpuProbe:
         project_root: Path | str | None,
         answer: concurrent.futures.Future[str | None],
     ) -> None:
-        from docker.errors import APIError
-
         from falemu.runtime.docker import container_name
 
         refused: str | None = None
         container_id: str | None = None
+        config = {
+            "Image": image,
+            "Entrypoint": ["/falemu-gpu-probe"],
+            "Cmd": [],
+            "Labels": labels.runner_labels(alias, "gpu-probe", project_root),
+            "HostConfig": {"NetworkMode": "none", "DeviceRequests": [GpuGrant(max(1, gpu_count)).device_request()]},
+        }
         try:
-            container_id = str(
-                self._client.api.create_container(
-                    image,
-                    name=container_name(alias, "gpu-probe"),
-                    entrypoint=["/falemu-gpu-probe"],
-                    command=[],
-                    labels=labels.runner_labels(alias, "gpu-probe", project_root),
-                    host_config=self._client.api.create_host_config(
-                        network_mode="none", device_requests=[GpuGrant(max(1, gpu_count)).device_request()]
-                    ),
-                )["Id"]
-            )
-            self._client.api.start(container_id)
-        except APIError as exc:
-            text = first_line(str(exc.explanation or exc))
+            container_id = self._api.create(container_name(alias, "gpu-probe"), config)
+            self._api.start(container_id)
+        except EngineCallError as exc:
+            text = first_line(exc.explanation)
             if is_no_gpu_error(text):
                 refused = text
         except Exception:

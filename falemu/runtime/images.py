@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -92,30 +92,29 @@ def app_context(app: AppConfig, environ: Mapping[str, str] | None = None) -> Bui
     return load_context(app.project_root, dockerfile, args)
 
 
-def find_image(client: Any, ref: str) -> Any | None:
-    from docker.errors import ImageNotFound
-
-    try:
-        return client.images.get(ref)
-    except ImageNotFound:
-        return None
+# ``client`` below is a function giving the Docker SDK client (connected on first use: only a build or a
+# pull needs it), ``exists`` one telling whether the engine has an image (runtime.engine_api).
 
 
-def build_image(client: Any, app: AppConfig, events: EventSink, verbose: bool = False) -> tuple[str, bool, float]:
+def build_image(
+    client: Callable[[], Any], exists: Callable[[str], bool], app: AppConfig, events: EventSink, verbose: bool = False
+) -> tuple[str, bool, float]:
     """Build the app's Dockerfile unless an image of the same content exists: ``(tag, built, seconds)``."""
     ctx = app_context(app)
     assert app.image is not None
-    return build_context(client, app, ctx, f"{image_repository(app)}:{ctx.digest[:16]}", events, app.image.secrets)
+    tag = f"{image_repository(app)}:{ctx.digest[:16]}"
+    return build_context(client, app, ctx, tag, events, app.image.secrets, exists=exists)
 
 
 def build_context(
-    client: Any,
+    client: Callable[[], Any],
     app: AppConfig,
     ctx: BuildContext,
     tag: str,
     events: EventSink,
     secrets: Mapping[str, str],
     *,
+    exists: Callable[[str], bool],
     announce: bool = True,
     image_labels: Mapping[str, str] | None = None,
 ) -> tuple[str, bool, float]:
@@ -125,7 +124,7 @@ def build_context(
     ``image_labels`` replaces falemu's labels naming the app (for an image several apps share).
     """
     labels_ = dict(image_labels) if image_labels is not None else _image_labels(app, ctx)
-    if find_image(client, tag) is not None:
+    if exists(tag):
         if announce:
             events(BuildFinished(app.alias, image=tag, cached=True, seconds=0.0))
         return tag, False, 0.0
@@ -137,7 +136,7 @@ def build_context(
     if secrets:
         _build_with_buildkit(app, ctx, tag, events, secrets, labels_)
     else:
-        _build_with_api(client, app, ctx, tag, steps, events, labels_)
+        _build_with_api(client(), app, ctx, tag, steps, events, labels_)
     seconds = time.monotonic() - started
     if announce:
         events(BuildFinished(app.alias, image=tag, cached=False, seconds=seconds))
@@ -330,22 +329,28 @@ def registry_credentials(
     return None
 
 
-def ensure_image(client: Any, app: AppConfig, events: EventSink, environ: Mapping[str, str] | None = None) -> str:
+def ensure_image(
+    client: Callable[[], Any],
+    exists: Callable[[str], bool],
+    app: AppConfig,
+    events: EventSink,
+    environ: Mapping[str, str] | None = None,
+) -> str:
     """The app's prebuilt image: local when present, else pulled. Raises ImageError saying why not."""
-    from docker.errors import APIError, DockerException
-
     assert app.image is not None
     assert app.image.image is not None
     ref = app.image.image
-    if find_image(client, ref) is not None:
+    if exists(ref):
         events(BuildFinished(app.alias, image=ref, cached=True, seconds=0.0))
         return ref
+    from docker.errors import APIError, DockerException
+
     env = os.environ if environ is None else environ
     auth = registry_credentials(ref, app.image.registries, env)
     started = time.monotonic()
     repo, tag = _split_tag(ref)
     try:
-        client.api.pull(repo, tag=tag, auth_config=auth)
+        client().api.pull(repo, tag=tag, auth_config=auth)
     except (APIError, DockerException) as exc:
         reason = first_line(str(getattr(exc, "explanation", None) or exc))
         raise ImageError(

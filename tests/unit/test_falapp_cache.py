@@ -97,3 +97,24 @@ def test_a_corrupt_entry_is_a_miss(app_file: Path) -> None:
     entry.write_text("{not json")
     assert load_ref(f"{app_file}::Greeter").scaling.keep_alive == 5
     assert json.loads(entry.read_text())["ok"] is True
+
+
+def test_a_reinstalled_fal_is_another_fal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The installed fal is told apart by its version file, without importlib.metadata's 50 ms."""
+    import os
+    import sys
+
+    package = tmp_path / "fal"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    version_file = package / "_fal_version.py"
+    version_file.write_text("__version__ = '1.83.0'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "fal", raising=False)
+    first = cache._fal_version()
+    assert str(version_file) in first
+    assert cache._fal_version() == first  # the same install: the same answer
+    version_file.write_text("__version__ = '1.84.0'\n")
+    os.utime(version_file, ns=(1, 1))
+    assert cache._fal_version() != first
+    assert "importlib.metadata" not in sys.modules or cache._fal_version() != "?"

@@ -145,15 +145,17 @@ def test_sockets_are_read_from_this_hosts_proc_only_for_a_process_in_the_contain
 
     from falemu.runtime.docker import DockerRuntime
 
-    class Api:
-        def inspect_container(self, container_id: str) -> dict[str, object]:
+    class Engine:
+        def container(self, container_id: str) -> dict[str, object]:
             return {"State": {"Pid": os.getpid()}}  # this test's process: in no container's cgroup
 
+    class Api:
         def exec_create(self, *args: object, **kwargs: object) -> dict[str, str]:
             raise RuntimeError("no engine here")
 
     runtime = DockerRuntime.__new__(DockerRuntime)
-    runtime._client = SimpleNamespace(api=Api())
+    runtime._api = Engine()  # type: ignore[assignment]
+    runtime._sdk = SimpleNamespace(api=Api())
     runtime._local, runtime._publish_ip = True, "127.0.0.1"
     container_id = "f" * 64
     assert runtime._host_proc_net_tcp(container_id, own_only=True) is None

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,8 @@ class DockerRuntime:
         self._reap_events: EventSink | None = events if reap else None  # orphans are reaped once the SDK is up
         path = socket_path(base_url)
         if path is not None:
+            if find_spec("docker") is None:  # needed after the start (logs, stop): said now, as connect() would
+                raise ImportError("the docker package is not installed")
             self._api = EngineAPI(path)
             try:
                 self._api.ping()
@@ -184,7 +187,11 @@ class DockerRuntime:
     def _connect_soon(self) -> None:
         """Connect the SDK in a thread now, so that what needs it later (logs, stop) does not wait."""
         if self._sdk is None:
-            threading.Thread(target=lambda: self._client, name="falemu-docker-connect", daemon=True).start()
+            threading.Thread(target=self._connect_quietly, name="falemu-docker-connect", daemon=True).start()
+
+    def _connect_quietly(self) -> None:
+        with contextlib.suppress(Exception):  # whoever needs the client next is told why it cannot be had
+            self._sdk_client()
 
     def network(self, name: str) -> dict[str, Any] | None:
         """The engine's description of network ``name`` (``docker network inspect``), None when it has none."""

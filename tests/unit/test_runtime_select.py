@@ -35,3 +35,15 @@ def test_docker_runtime_required_fails_without_engine(monkeypatch: pytest.Monkey
         select_runtime(Settings(runtime="docker"))
     assert f"{tmp_path}/no-such.sock" in info.value.message
     assert info.value.hint
+
+
+def test_without_the_docker_package_auto_runs_processes_and_says_why(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    import sys
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
+    monkeypatch.setitem(sys.modules, "docker", None)  # `import docker` raises ImportError
+    events = EventBus()
+    runtime = select_runtime(Settings(runtime="auto"), events)
+    assert runtime.name == "process"
+    (notice,) = events.history
+    assert "the docker package is not installed" in notice.message

@@ -362,6 +362,14 @@ class Emulator:
                 f"unknown scaling setting(s) for {name}: {', '.join(sorted(bad))}",
                 hint="known: " + ", ".join(sorted(SCALING_FIELDS)),
             )
+        for key, value in changes.items():
+            if value is None and key == "request_start_timeout":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise UsageError(
+                    f"scaling setting {key} for {name} must be a number of at least 0, got {value!r}",
+                    hint=f"for example {key}={getattr(ScalingConfig(), key) or 1}",
+                )
         if changes:
             config = dataclasses.replace(config, scaling=dataclasses.replace(config.scaling, **changes))
         return config

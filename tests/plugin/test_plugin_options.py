@@ -134,13 +134,22 @@ def test_unknown_app_and_unknown_override_are_reported(pytester: pytest.Pytester
         @pytest.mark.falemu(app="greeter", keep_alvie=1)
         def test_typo(falemu_app):
             pass
+
+        @pytest.mark.falemu(app="greeter", max_concurrency="lots")
+        def test_not_a_number(falemu_app):
+            pass
         """
     )
     result = pytester.runpytest("-p", "no:cacheprovider", f"--falemu-project={EXAMPLE}")
-    result.assert_outcomes(errors=2)
+    result.assert_outcomes(errors=3)
     result.stdout.fnmatch_lines(
-        ["*falemu: App nope not found in pyproject.toml*", "*unknown scaling setting(s) for greeter: keep_alvie*"]
+        [
+            "*falemu: App nope not found in pyproject.toml*",
+            "*unknown scaling setting(s) for greeter: keep_alvie*",
+            "*falemu: scaling setting max_concurrency for greeter must be a number of at least 0, got 'lots'*",
+        ]
     )
+    result.stdout.no_fnmatch_line("*TypeError*")
 
 
 def test_ini_default_app_is_used(pytester: pytest.Pytester) -> None:

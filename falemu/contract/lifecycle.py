@@ -28,7 +28,7 @@ from falemu.config.settings import Settings
 from falemu.contract.gate import GateOptions, check_app_url
 from falemu.contract.results import AppReport, CheckResult, Finding
 from falemu.errors import ConfigError, FalemuError, ImageError, RunnerError, StartupTimeout
-from falemu.events import Event, EventBus, RunnerFailed, RunnerReady
+from falemu.events import Event, EventBus, Notice, RunnerFailed, RunnerReady
 from falemu.scaling.policy import SERVING_STATES
 from falemu.scaling.pool import RequestStartTimeout
 
@@ -133,6 +133,13 @@ def check_app(
     run = AppRun()
     bus = EventBus()
     bus.subscribe(run.events.append)
+
+    def warn(event: Event) -> None:  # as they come, as `falemu up` prints them: a long wait is not a silent one
+        if isinstance(event, Notice) and event.level == "warning":
+            about = f"{event.app}: " if event.app and event.app not in event.message else ""
+            progress(f"warning: {about}{event.message}")
+
+    bus.subscribe(warn, kinds=[Notice])
     if emulator_factory is None:
         from falemu.emulator import Emulator
 

@@ -12,6 +12,7 @@ from falemu.contract.gate import GateOptions
 from falemu.contract.lifecycle import _cold_start_check, _startup_check, check_app, config_report
 from falemu.contract.results import AppReport
 from falemu.errors import ImageError, RunnerError, StartupTimeout
+from falemu.events import Notice
 
 APP = AppConfig(name="a", alias="a", shape=AppShape.DIRECT_SERVER, project_root=Path("/x"), exposed_port=8000)
 
@@ -69,6 +70,28 @@ def test_runner_that_exits_fails_start_only() -> None:
     assert status["start"] == "failed"
     assert status["bind"] == "skipped"
     assert status["startup_time"] == "skipped"
+
+
+class WarningEmulator(FailingEmulator):
+    """Warns on its event bus while it starts (as the runtime does for a server on another port), then times out."""
+
+    def __init__(self, project: Any, settings: Any, **kwargs: Any) -> None:
+        super().__init__(project, settings, **kwargs)
+        self.events = kwargs["events"]
+
+    def start(self) -> None:
+        self.events(Notice("a", level="warning", message="runner a-1: the server listens on port 9000 inside ..."))
+        self.events(Notice("a", level="info", message="an info line is not a warning"))
+        raise StartupTimeout("runner a-1 of a was not ready within startup_timeout (5 s)")
+
+
+def test_warnings_during_the_start_are_shown_as_they_come() -> None:
+    shown: list[str] = []
+    project = Project(root=Path("/x"), pyproject=Path("/x/pyproject.toml"), apps={"a": APP})
+    report = AppReport(app="a")
+    check_app(project, Settings(), APP, report, GateOptions(), progress=shown.append, emulator_factory=WarningEmulator)
+    assert shown[1:] == ["warning: runner a-1: the server listens on port 9000 inside ..."]
+    assert statuses(report)["start"] == "failed"
 
 
 def test_startup_timeout_fails_startup_time() -> None:

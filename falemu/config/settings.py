@@ -84,27 +84,30 @@ _BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": 
 
 
 def _coerce(name: str, raw: Any, source: SettingSource) -> Any:
-    where = {"pyproject": "[tool.falemu]", "env": f"FALEMU_{name.upper()}", "cli": f"--{name.replace('_', '-')}"}.get(
-        source, name
-    )
+    # what the message names: "[tool.falemu] port", "FALEMU_PORT" or "--port" (never "--port port")
+    where = {
+        "pyproject": f"[tool.falemu] {name}",
+        "env": f"FALEMU_{name.upper()}",
+        "cli": f"--{name.replace('_', '-')}",
+    }.get(source, name)
     if name in ("machine_limits", "tls", "keep_failed", "dashboard"):
         if isinstance(raw, bool):
             return raw
         if isinstance(raw, str) and raw.lower() in _BOOL:
             return _BOOL[raw.lower()]
-        raise ConfigError(f"{where} {name} must be a boolean, got {raw!r}", hint="use true or false")
+        raise ConfigError(f"{where} must be a boolean, got {raw!r}", hint="use true or false")
     if name == "port":
         try:
             port = int(raw)
         except (TypeError, ValueError):
-            raise ConfigError(f"{where} port must be an integer, got {raw!r}", hint="for example 8787") from None
+            raise ConfigError(f"{where} must be an integer, got {raw!r}", hint="for example 8787") from None
         if not 0 <= port <= 65535:
-            raise ConfigError(f"{where} port must be between 0 and 65535, got {port}", hint="for example 8787")
+            raise ConfigError(f"{where} must be between 0 and 65535, got {port}", hint="for example 8787")
         return port
     if name == "max_body_mb":
-        return _number(where, name, raw, int, "for example 100")
+        return _number(where, raw, int, "for example 100")
     if name == "body_timeout":
-        return _number(where, name, raw, float, "for example 60")
+        return _number(where, raw, float, "for example 60")
     if name in ("data_dir", "files_dir", "prices"):
         return Path(str(raw)).expanduser()
     if name == "files_url":
@@ -126,7 +129,7 @@ def _owner(where: str, raw: Any) -> str:
     owner = str(raw)
     if not _OWNER.fullmatch(owner):
         raise ConfigError(
-            f"{where} owner must be one URL path segment (letters, digits, '-', '_', '.'), got {raw!r}",
+            f"{where} must be one URL path segment (letters, digits, '-', '_', '.'), got {raw!r}",
             hint="for example local or your fal user name",
         )
     reserved = {
@@ -136,7 +139,7 @@ def _owner(where: str, raw: Any) -> str:
     }
     if owner.lower() in reserved:
         raise ConfigError(
-            f"{where} owner {owner!r} clashes with {reserved[owner.lower()]}",
+            f"{where} {owner!r} clashes with {reserved[owner.lower()]}",
             hint="pick another owner, for example local",
         )
     return owner
@@ -149,22 +152,22 @@ def _files_url(where: str, raw: Any) -> str:
         return ""
     if not re.fullmatch(r"https?://[^/?#\s]+", url):
         raise ConfigError(
-            f"{where} files_url must be a scheme, host and port without a path, got {raw!r}",
+            f"{where} must be a scheme, host and port without a path, got {raw!r}",
             hint="for example http://host.docker.internal:8787",
         )
     return url
 
 
-def _number(where: str, name: str, raw: Any, kind: type[int] | type[float], example: str) -> Any:
+def _number(where: str, raw: Any, kind: type[int] | type[float], example: str) -> Any:
     """A positive, finite int or float setting (a bool is not a number here)."""
     try:
         if isinstance(raw, bool):
             raise ValueError
         value = kind(raw)
     except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"{where} {name} must be a number, got {raw!r}", hint=example) from None
+        raise ConfigError(f"{where} must be a number, got {raw!r}", hint=example) from None
     if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{where} {name} must be a positive number, got {raw!r}", hint=example)
+        raise ConfigError(f"{where} must be a positive number, got {raw!r}", hint=example)
     return value
 
 

@@ -50,9 +50,10 @@ def test_dashed_keys_in_tool_falemu() -> None:
     [
         ({"prot": 1}, {}, "Unknown falemu setting 'prot'"),
         ({"port": "lots"}, {}, "[tool.falemu] port must be an integer"),
-        ({}, {"FALEMU_PORT": "70000"}, "FALEMU_PORT port must be between 0 and 65535"),
-        ({}, {"FALEMU_RUNTIME": "kubernetes"}, "must be one of auto, docker, process"),
-        ({"tls": "maybe"}, {}, "tls must be a boolean"),
+        ({}, {"FALEMU_PORT": "70000"}, "FALEMU_PORT must be between 0 and 65535"),
+        ({}, {"FALEMU_RUNTIME": "kubernetes"}, "FALEMU_RUNTIME must be one of auto, docker, process"),
+        ({"runtime": "kubernetes"}, {}, "[tool.falemu] runtime must be one of auto, docker, process"),
+        ({"tls": "maybe"}, {}, "[tool.falemu] tls must be a boolean"),
     ],
 )
 def test_bad_values_are_config_errors(table: dict[str, object], env: dict[str, str], fragment: str) -> None:
@@ -67,6 +68,15 @@ def test_a_misspelt_tool_falemu_key_names_the_setting_it_meant() -> None:
         load_settings({"ownr": "acme"}, environ={})
     assert info.value.message == "Unknown falemu setting 'ownr' in [tool.falemu]"
     assert (info.value.hint or "").startswith("did you mean `owner`? known settings: ")
+
+
+def test_a_bad_flag_is_named_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={}, cli={"port": 99999})
+    assert info.value.message == "--port must be between 0 and 65535, got 99999"
+    with pytest.raises(ConfigError) as owner:
+        load_settings(environ={}, cli={"owner": "queue"})
+    assert owner.value.message.startswith("--owner 'queue' clashes with the gateway's queue API")
 
 
 def test_project_settings_read_tool_falemu_of_the_same_pyproject(tmp_path: Path) -> None:

@@ -13,11 +13,12 @@ Used by ``falemu up``, the pytest plugin and ``falemu check``::
 controllers and begins each app's ``min_concurrency`` runners (at least one with ``warm=True``) at
 once, then runs one asyncio event loop in a background thread. In that loop the controllers adopt
 those starts, the gateway is built in a worker thread meanwhile (mostly imports, which would
-otherwise wait for the runners), and served with uvicorn on
-``settings.host:settings.port``, HTTP and HTTPS with falemu's local CA on that one port (port 0 picks a
-free one; :attr:`base_url`, always ``http://``, has the real one). The controllers and the gateway
-share that loop. ``stop()`` stops the server, every runner and the loop, and leaves no thread, socket
-or runner behind.
+otherwise wait for the runners) and served with uvicorn as soon as it is built, while the runners
+still start (a request waits for a runner, as on fal), on ``settings.host:settings.port``, HTTP and
+HTTPS with falemu's local CA on that one port (port 0 picks a free one; :attr:`base_url`, always
+``http://``, has the real one). ``start()`` returns once the first runners are ready. The
+controllers and the gateway share that loop. ``stop()`` stops the server, every runner and the
+loop, and leaves no thread, socket or runner behind.
 
 Besides the gateway's routes, the server answers a few admin routes under ``/_falemu/`` (``ps``,
 ``logs``, ``events``) that ``falemu ps`` and ``falemu logs`` use from another terminal; they need the
@@ -185,7 +186,7 @@ class Emulator:
                     if self.gateway is not None:
                         loop.call_soon_threadsafe(self.gateway.stopping)  # no more queued requests to runners
                     loop.call_soon_threadsafe(setattr, server, "should_exit", True)
-                elif main is not None:
+                if main is not None and not self._ready.is_set():
                     # Still starting (building or waiting for the first runners): give up on that now.
                     loop.call_soon_threadsafe(main.cancel)
         if thread is not None and thread is not threading.current_thread():
@@ -563,18 +564,15 @@ class Emulator:
         try:
             if self._stop_requested():  # stop() came before this task existed, so nothing cancelled it
                 raise asyncio.CancelledError
-            app = await self._start_runners_and_build()
+            starting, app = await self._start_runners_and_build()
             if self._stop_requested():
                 raise asyncio.CancelledError
-            # The documents `falemu up` shows are asked for while the server starts, not after.
-            documents = None
-            if self._openapi_at_start:
-                documents = asyncio.ensure_future(asyncio.to_thread(self._fetch_documents))
             import uvicorn
 
             from falemu.gateway.listener import GatewayServer
             from falemu.gateway.server import gateway_server_options
 
+            # Served while the first runners start, as fal's URLs answer then: a request waits for a runner.
             server = GatewayServer(uvicorn.Config(app, **gateway_server_options()))
             self._server = server
             serving = asyncio.create_task(server.serve(sockets=[sock]))
@@ -583,8 +581,9 @@ class Emulator:
             if serving.done():
                 serving.result()
                 raise FalemuError("the gateway stopped during start-up", hint="run with --debug for details")
-            if documents is not None:
-                self._documents.update(await documents)
+            await starting
+            if self._openapi_at_start:  # the documents `falemu up` lists, from the first ready runners
+                self._documents.update(await asyncio.to_thread(self._fetch_documents))
             self._ready.set()
             if self.cdn is not None:
                 self.cdn.sweep_later()
@@ -613,13 +612,14 @@ class Emulator:
                     await self.cdn.aclose()
             self._ready.set()
 
-    async def _start_runners_and_build(self) -> Gateway:
+    async def _start_runners_and_build(self) -> tuple[asyncio.Future[Any], Gateway]:
         """Start each app's first runners and, meanwhile, the local CDN's servers and the gateway's build.
 
         The runners' containers take a second or more to become ready, waiting on the engine and on
         their own processes: building the gateway (mostly imports, in a worker thread) and serving the
         CDN's sockets (bound already, so a runner's early connection waits in their backlog) then cost
-        the start nothing. A failure is raised once the build has ended (the build has nothing to undo).
+        the start nothing. Returns the runners' start, still under way, with the built gateway; a
+        failure that came before the build ended is raised once it has (the build has nothing to undo).
         """
         starting = asyncio.ensure_future(
             asyncio.gather(*(c.start(warm=1 if self.warm else 0) for c in self._controllers.values()))
@@ -632,7 +632,9 @@ class Emulator:
         try:
             if self.cdn is not None:
                 await self.cdn.start()
-            await starting
+            gateway = await building
+            if starting.done():
+                starting.result()
         except BaseException:
             if not starting.done():
                 starting.cancel()
@@ -642,7 +644,7 @@ class Emulator:
                 if not future.cancelled():
                     future.exception()  # retrieved: the error raised here is the one to report
             raise
-        return await building
+        return starting, gateway
 
     def _fetch_documents(self) -> dict[str, dict[str, Any] | None]:
         """Each app's ``/openapi.json`` from its first ready runner (see :meth:`started_openapi`)."""

@@ -354,3 +354,31 @@ def test_a_start_that_fails_after_the_runners_began_leaves_none(
         time.sleep(0.01)
     assert len(runtime.started) == 1  # it had begun ...
     assert runtime.running() == []  # ... and was stopped once up
+
+
+def test_an_app_serves_while_another_apps_first_runner_still_starts(tmp_path: Path, settings: Settings) -> None:
+    """The gateway serves as soon as it is built: one slow app does not hold the other apps' URLs back."""
+
+    class SlowOther(FakeRuntime):
+        def start(self, spec: Any, events: Any = None) -> Any:
+            if spec.prepared.app.alias == "other":
+                time.sleep(3.0)
+            return super().start(spec) if events is None else super().start(spec, events)
+
+    runtime = SlowOther()
+    emu = Emulator(make_project(tmp_path), settings, apps=["greeter", "other"], runtime=runtime, warm=True)
+    starting = threading.Thread(target=emu.start)
+    starting.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not any(isinstance(e, RunnerReady) and e.app == "greeter" for e in emu.events.history):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        answer = httpx.post(emu.app_url("greeter") + "/echo", json={}, timeout=10)
+        assert answer.status_code == 200
+        # answered while `other` was still starting
+        assert not any(isinstance(e, RunnerReady) and e.app == "other" for e in emu.events.history)
+    finally:
+        starting.join(30)
+        emu.stop()
+    assert runtime.running() == []

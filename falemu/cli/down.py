@@ -35,6 +35,7 @@ def down(app: str | None, orphans: bool, project: Path | None) -> None:
     from falemu.runtime import labels
     from falemu.runtime.cleanup import falemu_containers, plan_down, reap_orphans, remove_containers, remove_planned
     from falemu.runtime.engine import connect
+    from falemu.runtime.engine_api import EngineAPI
 
     scope: Path | None = None
     aliases: set[str] | None = None
@@ -58,7 +59,7 @@ def down(app: str | None, orphans: bool, project: Path | None) -> None:
     skipped = []
     try:
         if orphans:
-            removed = reap_orphans(client)  # orphans belong to no live falemu: all of them go
+            removed = reap_orphans(EngineAPI(sdk=lambda: client))  # orphans belong to no live falemu: all go
         elif aliases is None:
             removed = remove_containers(client)
         else:

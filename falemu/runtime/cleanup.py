@@ -20,10 +20,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from falemu.events import EventSink, Notice, null_sink
 from falemu.runtime import labels
+
+if TYPE_CHECKING:
+    from falemu.runtime.engine_api import EngineAPI
 
 
 @dataclass(frozen=True)
@@ -123,14 +126,14 @@ def remove_planned(plan: DownPlan) -> list[Removed]:
     return [r for r in removed if r is not None]
 
 
-def reap_orphans(client: Any, events: EventSink = null_sink) -> list[Removed]:
+def reap_orphans(api: EngineAPI, events: EventSink = null_sink) -> list[Removed]:
     """Remove falemu containers whose owner process on this host no longer exists."""
     removed: list[Removed] = []
-    for container in client.containers.list(all=True, filters={"label": labels.OWNER}, ignore_removed=True):
-        if labels.APP in (container.labels or {}) and labels.owner_gone(container.labels or {}):
-            done = _remove(container)
-            if done is not None:
-                removed.append(done)
+    for container in api.containers(labels.OWNER):
+        meta = container.get("Labels") or {}
+        if labels.APP in meta and labels.owner_gone(meta) and api.remove(str(container["Id"])):
+            name = str((container.get("Names") or [""])[0]).lstrip("/")
+            removed.append(Removed(str(container["Id"]), name, meta.get(labels.APP, ""), meta.get(labels.RUNNER, "")))
     if removed:
         names = ", ".join(sorted({r.app for r in removed}))
         events(

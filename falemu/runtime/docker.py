@@ -117,7 +117,6 @@ class DockerRuntime:
         self._base_url = base_url
         self._sdk: Any | None = None
         self._sdk_lock = threading.Lock()
-        self._reap_events: EventSink | None = events if reap else None  # orphans are reaped once the SDK is up
         path = socket_path(base_url)
         if path is not None:
             if find_spec("docker") is None:  # needed after the start (logs, stop): said now, as connect() would
@@ -151,8 +150,8 @@ class DockerRuntime:
         self._builds_told: set[tuple[str, str | None, float]] = set()  # see _build_share
         self._info: dict[str, Any] | None = None
         self._closed = False
-        if self._sdk is not None:
-            self._reap()
+        if reap:
+            reap_orphans(self._api, events)
         if exit_cleanup:
             install_exit_cleanup(self.close)
 
@@ -163,13 +162,12 @@ class DockerRuntime:
 
     @property
     def _client(self) -> Any:
-        """The Docker SDK client, connected on first use (orphaned runners are reaped then)."""
+        """The Docker SDK client, connected on first use."""
         sdk = self._sdk
         if sdk is None:
             with self._sdk_lock:
                 if self._sdk is None:
                     self._sdk = connect(self._base_url)
-                    self._reap()
                 sdk = self._sdk
         return sdk
 
@@ -178,11 +176,6 @@ class DockerRuntime:
 
     def _has_image(self, ref: str) -> bool:
         return self._api.image(ref) is not None
-
-    def _reap(self) -> None:
-        events, self._reap_events = self._reap_events, None
-        if events is not None:
-            reap_orphans(self._client, events)
 
     def _connect_soon(self) -> None:
         """Connect the SDK in a thread now, so that what needs it later (logs, stop) does not wait."""
@@ -713,9 +706,6 @@ class DockerRuntime:
             thread.join()
         if self._gpu_probe is not None:
             self._gpu_probe.close()
-        if self._reap_events is not None:  # never connected: orphans are reaped still, as at any start
-            with contextlib.suppress(Exception):
-                self._reap()
         if self._sdk is not None:
             try:
                 self._sdk.close()

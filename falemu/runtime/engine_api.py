@@ -117,6 +117,31 @@ class EngineAPI:
         )
         return found
 
+    def containers(self, label: str) -> list[dict[str, Any]]:
+        """Every container (running or not) with ``label`` (``key`` or ``key=value``), as ``docker ps -a``."""
+        filters = json.dumps({"label": [label]})
+        found = self._call(
+            "GET",
+            f"/containers/json?all=1&filters={quote(filters)}",
+            sdk=lambda c: c.api.containers(all=True, filters={"label": label}),
+        )
+        return list(found or [])
+
+    def remove(self, container_id: str) -> bool:
+        """Force-remove the container with its anonymous volumes; False when it was gone or going already."""
+        try:
+            self._call(
+                "DELETE",
+                f"/containers/{quote(container_id)}?force=1&v=1",
+                sdk=lambda c: c.api.remove_container(container_id, force=True, v=True),
+                missing_is_none=False,
+            )
+        except EngineCallError as exc:
+            if exc.status in (404, 409):  # 409: its removal is already in progress
+                return False
+            raise
+        return True
+
     def create(self, name: str, config: dict[str, Any]) -> str:
         """Create a container from Engine API ``config`` (``POST /containers/create``); its id."""
         created = self._call(

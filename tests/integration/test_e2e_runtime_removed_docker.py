@@ -19,15 +19,14 @@ def test_container_removed_during_start_is_a_falemu_error(
 ) -> None:
     from falemu.runtime.base import RunnerSpec
 
-    api = docker_runtime.client.api
-    real_start = api.start
+    engine = docker_runtime._api  # the engine calls of a runner's start (runtime.engine_api)
+    real_start = engine.start
 
-    def start_then_removed(container: str, *args: Any, **kwargs: Any) -> Any:
-        result = real_start(container, *args, **kwargs)
-        api.remove_container(container, force=True)  # what a concurrent `falemu down` does
-        return result
+    def start_then_removed(container: str) -> None:
+        real_start(container)
+        docker_runtime.client.api.remove_container(container, force=True)  # what a concurrent `falemu down` does
 
-    monkeypatch.setattr(api, "start", start_then_removed)
+    monkeypatch.setattr(engine, "start", start_then_removed)
     with pytest.raises(FalemuError) as info:
         docker_runtime.start(RunnerSpec(prepared_example, "gone", "local", tmp_path, gpu="off"))
     assert "removed" in info.value.message

@@ -73,6 +73,9 @@ def test_the_calls_answer_alike_over_the_socket_and_through_the_sdk(
     assert attrs["State"]["Running"] is True
     assert "FALEMU_PROBE=1" in attrs["Config"]["Env"]
     assert attrs["Config"]["Labels"][labels.APP] == "engine-api"
+    listed = api.containers(f"{labels.RUNNER}=r1")
+    assert container_id in {c["Id"] for c in listed}
+    assert {c["Id"]: c["Labels"][labels.APP] for c in listed}[container_id] == "engine-api"
 
     with pytest.raises(EngineCallError) as taken:
         api.create(name, config)  # the name is in use
@@ -86,6 +89,9 @@ def test_the_calls_answer_alike_over_the_socket_and_through_the_sdk(
         api.start("falemu-no-such-container")
     assert gone.value.status == 404
     assert api.container("falemu-no-such-container") is None
+    assert api.remove(container_id) is True  # running: removed by force
+    assert api.container(container_id) is None
+    assert api.remove(container_id) is False  # gone already
 
 
 def test_a_runner_of_a_prepared_image_starts_before_the_docker_sdk_is_imported(base_image: str, tmp_path: Path) -> None:

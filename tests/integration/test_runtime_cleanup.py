@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from falemu.runtime import labels
 from falemu.runtime.cleanup import reap_orphans, remove_containers
+from falemu.runtime.engine_api import EngineAPI
 
 pytestmark = pytest.mark.docker
 
@@ -131,12 +132,18 @@ def test_foreign_containers_are_never_touched(rt_apps: Any, docker_runtime: Any,
     )
     mine = client.containers.create(base_image, ["sleep", "60"], labels={labels.APP: alias, labels.RUNNER: "r2"})
     try:
-        removed = reap_orphans(client)
+        removed = reap_orphans(EngineAPI(sdk=lambda: client))  # the SDK's session (the socket: at each start)
         assert orphan.id in {r.id for r in removed}
         assert mine.id not in {r.id for r in removed}
         assert {c.id for c in rt_apps.containers(client, alias)} == {mine.id}
 
         from falemu.cli.down import down
+
+        labelled = {labels.APP: alias, labels.OWNER: f"{dead_pid}@{labels.hostname()}", labels.RUNNER: "r3"}
+        orphan = client.containers.create(base_image, ["sleep", "60"], labels=labelled)
+        result = CliRunner().invoke(down, ["--orphans"])
+        assert result.exit_code == 0, result.output
+        assert {c.id for c in rt_apps.containers(client, alias)} == {mine.id}  # the orphan only
 
         result = CliRunner().invoke(down, ["--app", alias])
         assert result.exit_code == 0, result.output

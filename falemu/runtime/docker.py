@@ -301,11 +301,12 @@ class DockerRuntime:
                 container_id = self._create(spec, name, port, None, events)
                 handle.id, handle.gpu = container_id, None
                 self._api.start(container_id)
-            timeline["start"] = time.monotonic() - mark
+            running = time.monotonic()
+            timeline["start"] = running - mark
             self._connect_soon()
             runner.port = self._host_port(container_id, port)
             runner.gpu_ids = handle.gpu.device_ids if handle.gpu else ()
-            self._wait_ready(spec, runner, port, started, timeline, events)
+            self._wait_ready(spec, runner, port, started, timeline, events, running)
             self._route_direct(runner, container_id, port)
         except BaseException:
             if not spec.keep_failed:
@@ -483,8 +484,16 @@ class DockerRuntime:
             return None
 
     def _wait_ready(
-        self, spec: RunnerSpec, runner: Runner, port: int, started: float, timeline: dict[str, float], events: EventSink
+        self,
+        spec: RunnerSpec,
+        runner: Runner,
+        port: int,
+        started: float,
+        timeline: dict[str, float],
+        events: EventSink,
+        running: float,
     ) -> None:
+        """Wait for readiness; the timeline's ``port_open`` counts from ``running``, when the engine started it."""
         app = spec.prepared.app
         handle = runner.handle
         assert isinstance(handle, ContainerHandle)
@@ -525,7 +534,9 @@ class DockerRuntime:
             return found
 
         try:
-            timeline.update(probe.wait(remaining, exited=lambda: self._exited(handle.id, spec), diagnose=diagnose))
+            timeline.update(
+                probe.wait(remaining, exited=lambda: self._exited(handle.id, spec), diagnose=diagnose, since=running)
+            )
         except NotReady as exc:
             logs = self._tail(handle.id, FAL_APP_LOG_TAIL if app.fal_app is not None else LOG_TAIL)
             error = startup_error(

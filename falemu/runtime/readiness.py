@@ -79,13 +79,17 @@ class ReadinessProbe:
         timeout: float,
         exited: Callable[[], Exited | None],
         diagnose: Callable[[], str | None] | None = None,
+        since: float | None = None,
     ) -> dict[str, float]:
         """Block until ready; return the phases ``port_open`` and ``http_ready`` in seconds.
 
-        Raises :class:`NotReady` when the runner exits, ``timeout`` passes or ``diagnose`` finds the cause.
+        ``port_open`` counts from ``since`` (a ``time.monotonic()`` value: when the runner was started)
+        when given, else from now. Raises :class:`NotReady` when the runner exits, ``timeout`` passes
+        or ``diagnose`` finds the cause.
         """
-        started = time.monotonic()
-        deadline = started + timeout
+        now = time.monotonic()
+        started = now if since is None else min(since, now)
+        deadline = now + timeout
         next_state = started
         silent_since = started
         next_diagnose = started + self.diagnose_after

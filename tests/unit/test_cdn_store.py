@@ -141,7 +141,7 @@ def test_files_settings(tmp_path: Path) -> None:
     assert settings.files_dir == tmp_path
     assert settings.files_url == "http://h.local:9"
     assert load_settings(environ={}).files_dir.name == "files"
-    with pytest.raises(ConfigError, match="files_url"):
+    with pytest.raises(ConfigError, match="FALEMU_FILES_URL"):
         load_settings(environ={"FALEMU_FILES_URL": "http://h/with/path"})
     with pytest.raises(ConfigError):
         load_settings(environ={"FALEMU_FILES_URL": "ftp://h"})

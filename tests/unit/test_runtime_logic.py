@@ -366,6 +366,10 @@ def test_readiness_probe_against_a_local_server():
         assert http_status("127.0.0.1", port, "/nope", 1) == 503
         phases = ReadinessProbe("127.0.0.1", port, "/health").wait(5, exited=lambda: None)
         assert set(phases) == {"port_open", "http_ready"}
+        assert phases["port_open"] < 1.0
+        # Counted from when the runner was started (the engine's start call), not from when the wait began.
+        since = ReadinessProbe("127.0.0.1", port, "/health").wait(5, exited=lambda: None, since=time.monotonic() - 2.0)
+        assert since["port_open"] >= 2.0
         with pytest.raises(NotReady) as info:
             ReadinessProbe("127.0.0.1", port, "/nope").wait(0.3, exited=lambda: None)
         assert info.value.reason == "timeout"

@@ -2,13 +2,14 @@
 
 Importing the Docker SDK (and with it requests and urllib3) takes 0.1-0.3 s of CPU, more than the
 engine takes to create and start a container. The calls a cached image's runner needs on its way
-to ready (ping, engine info, image and container inspection, container create and start) therefore
-go through :class:`EngineAPI`, which speaks the Engine API's JSON with the standard library's HTTP
-client when the engine is a unix socket (the default, Docker Desktop, Colima, rootless) and through
-the SDK's own session otherwise (tcp, TLS, ssh): one interface, and one error type,
-:class:`EngineCallError`, either way. Everything else (builds, logs, exec, stop, removal) uses the
-SDK, which :class:`~falemu.runtime.docker.DockerRuntime` connects in the background once its first
-runner's container started.
+to ready (ping, engine info, image, network and container inspection, container create and start,
+and the reaping of orphaned runners before it) therefore go through :class:`EngineAPI`, which
+speaks the Engine API's JSON with the standard library's HTTP client when the engine is a unix
+socket (the default, Docker Desktop, Colima, rootless) and through the SDK's own session otherwise
+(tcp, TLS, ssh): one interface, and one error type, :class:`EngineCallError`, either way.
+Everything else (builds, logs, exec, stop) uses the SDK, which
+:class:`~falemu.runtime.docker.DockerRuntime` connects in the background once its first runner's
+container started.
 """
 
 from __future__ import annotations
@@ -64,14 +65,10 @@ class EngineAPI:
 
     def __init__(self, path: str | None = None, *, sdk: Callable[[], Any] | None = None) -> None:
         if (path is None) == (sdk is None):
-            raise ValueError("EngineAPI needs a socket path or an SDK client, not both")
+            raise ValueError("EngineAPI takes either a socket path or an SDK client")
         self._path = path
         self._sdk = sdk
         self._prefix = ""  # /vX.Y once the engine said its version (ping)
-
-    @property
-    def over_socket(self) -> bool:
-        return self._path is not None
 
     # -- the calls ---------------------------------------------------------------------------------
 

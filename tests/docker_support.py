@@ -29,4 +29,6 @@ def remove_images(client: Any, images: Iterable[str]) -> None:
 def remove_app_images(client: Any, *aliases: str) -> None:
     """Remove every image labelled as built for one of ``aliases`` (``falemu.app=<alias>``)."""
     for alias in aliases:
-        remove_images(client, [image.id for image in client.images.list(filters={"label": f"falemu.app={alias}"})])
+        # The engine's listing: images.list() would inspect each image again, and fail on one removed meanwhile.
+        listed = client.api.images(filters={"label": f"falemu.app={alias}"})
+        remove_images(client, [str(image["Id"]) for image in listed])

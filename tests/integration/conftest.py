@@ -95,8 +95,12 @@ def docker_runtime(build_base_override: str) -> Iterator[Any]:
 
     check = docker.from_env(timeout=120)
     try:
+        # The listing as the engine gives it: images.list() inspects each image again, and one another worker
+        # removes meanwhile would fail the teardown.
         ours = [
-            i.id for i in check.images.list(filters={"label": "falemu.app"}) if i.labels.get("falemu.app") in _CREATED
+            str(i["Id"])
+            for i in check.api.images(filters={"label": "falemu.app"})
+            if (i.get("Labels") or {}).get("falemu.app") in _CREATED
         ]
         remove_images(check, ours)
     finally:

@@ -129,8 +129,39 @@ def test_playground_history_replay_analytics_and_errors(env: dict[str, str], bro
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
 
+        # The first overview fetch fails and no live event comes to ask for another (a quiet app; or its first
+        # tick came while the failing fetch was under way): the page asks again, unprompted.
+        failed: list[str] = []
+
+        def fail_once(route: Any) -> None:
+            if failed:
+                route.continue_()
+            else:
+                failed.append(route.request.url)
+                route.fulfill(status=503, content_type="application/json", body='{"detail": "restarting"}')
+
+        # And one of its modules is dropped on the way, as Chromium drops requests in flight when a container
+        # start changes the machine's network (net::ERR_NETWORK_CHANGED): the page loads itself again.
+        dropped: list[str] = []
+
+        def drop_once(route: Any) -> None:  # its preload and its import: the first load cannot have it
+            if len(dropped) >= 2:
+                route.continue_()
+            else:
+                dropped.append(route.request.url)
+                route.abort("internetdisconnected")
+
+        page.route("**/_falemu/dashboard/pages/cost.js", drop_once)
+        page.route("**/_falemu/api/overview", fail_once)
+        page.route("**/_falemu/api/events", lambda route: route.abort())
         page.goto(f"{base}/")
         page.wait_for_selector("[data-app=greeter]")
+        assert len(dropped) == 2
+        assert len(failed) == 1
+        page.unroute("**/_falemu/dashboard/pages/cost.js")
+        page.unroute("**/_falemu/api/overview")
+        page.unroute("**/_falemu/api/events")
+        page.wait_for_selector(".foot .live:not(.off)")  # the page's EventSource connected again by itself
         page.wait_for_selector("[data-runner] .stage")  # the warm runner with its cold-start stages
         shot(page, "01-apps-and-runners")
 

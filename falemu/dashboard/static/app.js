@@ -59,12 +59,18 @@ function App() {
   // Refetch when the history moved past what the page shows (not at the first tick, which reports
   // the version the page was just loaded at), one fetch at a time; pages refetch when the overview's
   // version moves.
+  // A fetch that fails (falemu up restarting, the API still being built) is tried again a second later:
+  // a quiet app sends no event that would ask for it.
   const loading = useRef(false);
+  const [retry, setRetry] = useState(0);
   useEffect(() => {
     if (loading.current || (overview && live.version <= overview.version)) return;
     loading.current = true;
-    get("/overview").then(setOverview).catch(() => {}).finally(() => { loading.current = false; });
-  }, [live.version, overview]);
+    get("/overview")
+      .then(setOverview)
+      .catch(() => { setTimeout(() => setRetry((n) => n + 1), 1000); })
+      .finally(() => { loading.current = false; });
+  }, [live.version, overview, retry]);
   const [page, ...rest] = r.parts;
   const ctx = { overview, version: overview ? overview.version : 0, query: r.query };
   let body;
@@ -94,3 +100,4 @@ function App() {
 const root = document.getElementById("root");
 root.textContent = "";
 render(html`<${App} />`, root);
+sessionStorage.removeItem("falemu-dashboard-reloads"); // boot.js: the modules loaded

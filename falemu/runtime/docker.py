@@ -174,9 +174,6 @@ class DockerRuntime:
     def _sdk_client(self) -> Any:
         return self._client
 
-    def _has_image(self, ref: str) -> bool:
-        return self._api.image(ref) is not None
-
     def _connect_soon(self) -> None:
         """Connect the SDK in a thread now, so that what needs it later (logs, stop) does not wait."""
         if self._sdk is None:
@@ -210,9 +207,9 @@ class DockerRuntime:
             build_lock = self._build_locks.setdefault(app.alias, threading.Lock())
         with build_lock:
             if app.image.dockerfile is not None:
-                image, built, seconds = build_image(self._sdk_client, self._has_image, app, events, verbose)
+                image, built, seconds = build_image(self._sdk_client, self._api.has_image, app, events, verbose)
             else:
-                image, built, seconds = ensure_image(self._sdk_client, self._has_image, app, events), False, 0.0
+                image, built, seconds = ensure_image(self._sdk_client, self._api.has_image, app, events), False, 0.0
         if app.wants_gpu and self._gpu_probe is not None:  # answered while the caller gets ready to start runners
             self._gpu_probe.ask(app.alias, image, app.gpu_count, app.project_root)
         arch = self._check_arch(app, image, events)
@@ -672,15 +669,7 @@ class DockerRuntime:
         self._gpus.release(handle.name)
 
     def _remove_quietly(self, container_id: str) -> None:
-        from docker.errors import APIError, NotFound
-
-        try:
-            self._client.api.remove_container(container_id, force=True, v=True)
-        except NotFound:
-            pass
-        except APIError as exc:
-            if getattr(exc, "status_code", None) != 409:  # 409: removal already in progress
-                raise
+        self._api.remove(container_id)  # gone already, or its removal under way: nothing to do
 
     def logs(self, runner: Runner, follow: bool = False) -> Iterator[str]:
         handle = runner.handle

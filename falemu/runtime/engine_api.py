@@ -100,6 +100,9 @@ class EngineAPI:
         )
         return found
 
+    def has_image(self, ref: str) -> bool:
+        return self.image(ref) is not None
+
     def container(self, container_id: str) -> dict[str, Any] | None:
         """The container's inspection, or None when it is gone."""
         found: dict[str, Any] | None = self._call(

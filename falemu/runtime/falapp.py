@@ -222,9 +222,6 @@ class FalAppImages:
     def _client(self) -> Any:
         return self._connect()
 
-    def _exists(self, ref: str) -> bool:
-        return self._api.image(ref) is not None
-
     @property
     def cache_dir(self) -> Path:
         if self._cache_dir is not None:
@@ -309,7 +306,7 @@ class FalAppImages:
         with self._lock:
             layer_lock = self._layer_locks.setdefault(fal_tag, threading.Lock())
         with layer_lock:
-            if not self._exists(fal_tag):
+            if not self._api.has_image(fal_tag):
                 self._fal_layer(app, base, fal_tag, layers, image_python, events)
         events(BuildStep(app.alias, step=3, steps=3, text=f"the App's files under {APP_DIR} and its serve command"))
         self._app_layer(app, fal_tag, tag, files, image_python, app_key, events)
@@ -338,16 +335,17 @@ class FalAppImages:
                 image.secrets,
                 announce=False,
                 image_labels=shared,
-                exists=self._exists,
+                exists=self._api.has_image,
             )
             return built_tag, built
         if image is not None and image.image is not None:
             prebuilt = replace(app, image=ImageConfig(image=image.image, registries=image.registries))
-            return ensure_image(self._connect, self._exists, prebuilt, _quiet(events)), False
+            return ensure_image(self._connect, self._api.has_image, prebuilt, _quiet(events)), False
         name = self.python_image()
-        if not self._exists(name):
+        if not self._api.has_image(name):
             try:
-                ensure_image(self._connect, self._exists, replace(app, image=ImageConfig(image=name)), _quiet(events))
+                python_app = replace(app, image=ImageConfig(image=name))
+                ensure_image(self._connect, self._api.has_image, python_app, _quiet(events))
             except ImageError as exc:
                 raise ImageError(
                     f"{app.alias} has no image, so it runs on {name}, which is not on the engine and could not "

@@ -1,4 +1,4 @@
-from falemu.cli import main
+from falemu.entry import main
 
 if __name__ == "__main__":
     main()

@@ -81,6 +81,7 @@ class RunnerReady(Event):
     timeline: dict[str, float]  # phase -> seconds
     cold_start: bool = True
     revision: int = 1  # the app revision it runs
+    early: bool = False  # begun as `falemu up` started, from the plan of its last run (falemu.prelaunch)
 
 
 @dataclass(slots=True)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from falemu import prelaunch
 from falemu.cdn.storage import CDN_PREFIX, REST_PREFIX, Storage
 from falemu.cdn.store import FileStore
 
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from falemu.gateway.keys import KeyStore
 
 SOCKET_NAME = "api.sock"
-SOCKET_DIR_PREFIX = "falemu-api-"
+SOCKET_DIR_PREFIX = prelaunch.API_DIR_PREFIX
 RUNNER_SOCKET_DIR = "/run/fal"  # fal's default FAL_API_SOCKET is /run/fal/api.sock
 CDN_HOSTS = ("v3.fal.media",)
 REST_HOSTS = ("rest.fal.ai", "rest.alpha.fal.ai")
@@ -103,7 +104,8 @@ class CdnService:
         # runners may run as any user, so the folder can be entered and the socket written by all.
         with contextlib.suppress(OSError):
             remove_stale_socket_dirs()
-        folder = Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX))
+        early = prelaunch.take_api_dir()  # made by an early launch whose runner mounts it already
+        folder = Path(early) if early is not None else Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX))
         os.chmod(folder, 0o711)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         path = folder / SOCKET_NAME

@@ -334,6 +334,8 @@ class Renderer:
             return f"[{event.runner}] start cancelled: falemu up is stopping"
         if isinstance(event, RunnerReady):
             kind = "cold start, a request was waiting" if event.cold_start else "started ahead of requests"
+            if event.early:
+                kind += ", begun as falemu up started"
             total = sum(event.timeline.values())
             timeline = timeline_text(event.timeline)
             took = f" in {_fmt_seconds(total)}" if event.timeline else ""

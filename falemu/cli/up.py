@@ -224,6 +224,10 @@ def up(
         files, files_fields = files_text(emulator)
         if watch:
             devloop = start_watching(emulator, renderer)
+        from falemu import prelaunch
+
+        socket_dir = emulator.cdn.socket_dir if emulator.cdn is not None else None
+        prelaunch.ready([emulator.configs[name] for name in emulator.apps], socket_dir)
         renderer.status(
             "Ready",
             ready_text(emulator.base_url, app_ids, files),

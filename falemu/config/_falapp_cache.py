@@ -28,21 +28,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from falemu.prelaunch import stable_env
+
 MAX_FILES = 2000  # a folder with more Python files than this is not cached (hashing it costs too much)
 MAX_ENTRIES = 50_000  # nor one whose walk meets more files than this
 _SKIP_DIRS = frozenset({".git", ".venv", "venv", "node_modules", "__pycache__", ".tox", ".mypy_cache", "build", "dist"})
-# What differs from one shell, terminal or login to the next and no App decides anything on; and falemu's
-# own settings (FALEMU_*: port, owner, folders), which are falemu's, not the App's.
-_VOLATILE_ENV = frozenset(
-    {
-        *("_", "PWD", "OLDPWD", "SHLVL", "COLUMNS", "LINES", "PS1", "PS2", "PROMPT_COMMAND", "HISTFILE"),
-        *("TERM_SESSION_ID", "WINDOWID", "TMUX", "TMUX_PANE", "STY", "WINDOW", "GPG_TTY", "SSH_AUTH_SOCK"),
-        *("SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY", "XDG_SESSION_ID", "XDG_VTNR", "DBUS_SESSION_BUS_ADDRESS"),
-        *("INVOCATION_ID", "JOURNAL_STREAM", "ITERM_SESSION_ID", "KITTY_WINDOW_ID", "KITTY_PID", "WEZTERM_PANE"),
-        *("ALACRITTY_WINDOW_ID", "GNOME_TERMINAL_SCREEN", "TERM_PROGRAM_VERSION", "SECURITYSESSIONID"),
-    }
-)
-_VOLATILE_PREFIXES = ("FALEMU_", "VSCODE_")
 
 
 def enabled(environ: Mapping[str, str] | None = None) -> bool:
@@ -111,7 +101,7 @@ def key(probe: str, args: Mapping[str, Any], file: Path, cwd: Path, env: Mapping
             part(str(path), path.read_bytes())
     except OSError:
         return None
-    kept = {k: v for k, v in env.items() if k not in _VOLATILE_ENV and not k.startswith(_VOLATILE_PREFIXES)}
+    kept = stable_env(env, ("FALEMU_",))
     part("env", json.dumps(kept, sort_keys=True).encode())
     return digest.hexdigest()
 

@@ -60,6 +60,7 @@ class Runner:
     host: str
     port: int
     timeline: dict[str, float] = field(default_factory=dict)  # phase -> seconds taken
+    early: bool = False  # its container was begun as `falemu up` started, from the last run's plan (prelaunch)
     gpu_ids: tuple[str, ...] = ()
     handle: object = None  # the runtime's own handle (container, Popen)
     holder: int = 0  # the process that holds host:port (falemu.runtime.addresses); 0: not checked

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import socket
 import threading
 import time
@@ -30,9 +29,11 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+from falemu import prelaunch
 from falemu.config.model import AppConfig, AppShape
 from falemu.errors import ImageError, RunnerError
 from falemu.events import EventSink, Notice, RunnerFailed, RunnerLog, RunnerReady, null_sink
+from falemu.names import container_name as container_name
 from falemu.runtime import addresses, labels
 from falemu.runtime.base import PreparedApp, Runner, RunnerSpec
 from falemu.runtime.cleanup import install_exit_cleanup, reap_orphans
@@ -67,22 +68,6 @@ LOG_TAIL = 50
 DIRECT_PROBE_SECONDS = 0.25  # a container address that does not accept within this is not reachable from here
 FAL_APP_LOG_TAIL = 300  # a failed setup() is followed by fal's serve loop's own tracebacks
 DEFAULT_PORT = 8080  # fal.App and entry-point apps serve on 8080
-
-
-def container_name(alias: str, runner_id: str) -> str:
-    """``falemu-<app>-<runner>-<random>``: readable in `docker ps`, unique on the engine.
-
-    Docker takes ASCII letters, digits, ``_.-`` in names: anything else becomes ``-``, and a long app
-    name is cut (the random part keeps names unique).
-    """
-    import secrets
-
-    def ascii_safe(text: str, limit: int) -> str:
-        return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-._")[:limit].rstrip("-._")
-
-    runner = runner_id.removeprefix(alias).lstrip("-") or runner_id  # runner ids start with the app's name
-    parts = [ascii_safe(alias, 40) or "app", ascii_safe(runner, 24), secrets.token_hex(3)]
-    return "falemu-" + "-".join(part for part in parts if part)
 
 
 @dataclass
@@ -266,26 +251,31 @@ class DockerRuntime:
         timeline: dict[str, float] = {"build": self._build_share(spec.prepared)}
         port = app.exposed_port or DEFAULT_PORT
         # The container name keys this runner everywhere (runner ids are the caller's and need not be unique).
-        name = container_name(app.alias, spec.runner_id)
+        name = prelaunch.reserved_name(spec.runner_id) or container_name(app.alias, spec.runner_id)
         if app.wants_gpu and spec.gpu != "off" and self._gpu_probe is not None and not self._gpus.engine_refuses:
             refused = self._gpu_probe.ask(app.alias, spec.prepared.image, app.gpu_count, app.project_root).result()
             if refused is not None:
                 self._gpus.refused(spec, events, refused, "")  # as the runner's own start would have
         grant = self._gpus.plan(spec, events, name)
         try:
-            container_id = self._create(spec, name, port, grant, events)
+            container_id, early = self._create(spec, name, port, grant, events)
         except BaseException:
             self._gpus.release(name)
             raise
-        timeline["create"] = time.monotonic() - started
+        if early is not None:  # created and started by `falemu up`'s early launch: its times are the runner's
+            started = early.began
+            timeline["create"] = early.created - early.began
+        else:
+            timeline["create"] = time.monotonic() - started
         handle = ContainerHandle(container_id, name, float(app.scaling.termination_grace_period_seconds), gpu=grant)
         runner = Runner(id=spec.runner_id, app=app.alias, host=self.address, port=0, handle=handle)
         with self._lock:
             self._runners[name] = runner
         try:
-            mark = time.monotonic()
+            mark = early.created if early is not None else time.monotonic()
             try:
-                self._api.start(container_id)
+                if early is None:
+                    self._api.start(container_id)
             except EngineCallError as exc:
                 if grant is None or not is_no_gpu_error(exc.explanation):
                     raise RunnerError(
@@ -295,10 +285,10 @@ class DockerRuntime:
                 # The engine has no GPU support: start again on CPU (or fail under --gpu require).
                 self._remove_quietly(container_id)
                 self._gpus.refused(spec, events, first_line(exc.explanation), name)
-                container_id = self._create(spec, name, port, None, events)
+                container_id, _ = self._create(spec, name, port, None, events)
                 handle.id, handle.gpu = container_id, None
                 self._api.start(container_id)
-            running = time.monotonic()
+            running = early.running if early is not None else time.monotonic()
             timeline["start"] = running - mark
             self._connect_soon()
             runner.port = self._host_port(container_id, port)
@@ -313,16 +303,22 @@ class DockerRuntime:
                     self._runners.pop(name, None)
                 self._gpus.release(name)
             raise
-        runner.timeline = timeline
+        runner.timeline, runner.early = timeline, early is not None
         if spec.on_log is not None or events is not null_sink:
             handle.log_thread = threading.Thread(
                 target=self._follow_logs, args=(runner, spec, events), name=f"falemu-logs-{runner.id}", daemon=True
             )
             handle.log_thread.start()
-        events(RunnerReady(app.alias, runner=runner.id, address=runner.url, timeline=dict(timeline)))
+        events(
+            RunnerReady(app.alias, runner=runner.id, address=runner.url, timeline=dict(timeline), early=runner.early)
+        )
         return runner
 
-    def _create(self, spec: RunnerSpec, name: str, port: int, grant: GpuGrant | None, events: EventSink) -> str:
+    def _create(
+        self, spec: RunnerSpec, name: str, port: int, grant: GpuGrant | None, events: EventSink
+    ) -> tuple[str, prelaunch.Launched | None]:
+        """Create the runner's container: its id, and the early launch's record when that container was
+        made (and started) by ``falemu up``'s early launch with this very request (falemu.prelaunch)."""
         app = spec.prepared.app
         found, missing = resolve_secrets(app)
         if missing:
@@ -369,8 +365,14 @@ class DockerRuntime:
             config["Cmd"] = command
         if entrypoint is not None:
             config["Entrypoint"] = entrypoint
+        early = prelaunch.claim(self._api.path, name, config)
+        if app.secrets:
+            prelaunch.do_not_plan(app.alias)
+        prelaunch.record(app.alias, spec.runner_id, config, self._api.path, self._api.prefix)
+        if early is not None:
+            return early.container_id, early
         try:
-            return self._api.create(name, config)
+            return self._api.create(name, config), None
         except EngineCallError as exc:
             text = first_line(exc.explanation)
             if grant is not None and is_no_gpu_error(text):

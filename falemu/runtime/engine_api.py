@@ -70,6 +70,16 @@ class EngineAPI:
         self._sdk = sdk
         self._prefix = ""  # /vX.Y once the engine said its version (ping)
 
+    @property
+    def path(self) -> str | None:
+        """The engine's unix socket, or None when the calls go through the SDK."""
+        return self._path
+
+    @property
+    def prefix(self) -> str:
+        """The API version part of each call's path (``/v1.47``), once :meth:`ping` learnt it."""
+        return self._prefix
+
     # -- the calls ---------------------------------------------------------------------------------
 
     def ping(self) -> None:

@@ -9,12 +9,14 @@ Cleanup only ever looks at containers with these labels.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from falemu import __version__
+from falemu.names import hostname as hostname
+from falemu.names import owner_label as owner_label
+from falemu.names import process_start_time as process_start_time
 
 APP = "falemu.app"
 RUNNER = "falemu.runner"
@@ -23,26 +25,6 @@ PROJECT = "falemu.project"
 OWNER_STARTED = "falemu.owner-started"
 VERSION = "falemu.version"
 IMAGE_HASH = "falemu.image-hash"
-
-
-def hostname() -> str:
-    return socket.gethostname()
-
-
-def process_start_time(pid: int) -> str:
-    """The start time of ``pid`` in clock ticks since boot (Linux), or "" where unknown."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            stat = fh.read()
-    except OSError:
-        return ""
-    # The command name (field 2) may contain spaces; fields after its closing parenthesis are fixed.
-    fields = stat.rpartition(")")[2].split()
-    return fields[19] if len(fields) > 19 else ""
-
-
-def owner_label() -> str:
-    return f"{os.getpid()}@{hostname()}"
 
 
 def project_label(project: Path | str) -> str:

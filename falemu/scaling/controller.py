@@ -26,12 +26,12 @@ import collections
 import concurrent.futures
 import contextlib
 import itertools
-import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+from falemu import prelaunch
 from falemu.clock import Clock, MonotonicClock
 from falemu.config.model import AppConfig
 from falemu.errors import RunnerError, StartupTimeout
@@ -48,6 +48,7 @@ from falemu.events import (
     ScaledUp,
     null_sink,
 )
+from falemu.names import new_runner_id
 from falemu.runtime.base import Runner, RunnerSpec, Runtime
 from falemu.scaling.policy import (
     LIVE_STATES,
@@ -149,7 +150,8 @@ class AppController:
             return 0
         count = self._initial(warm) - self._live_count()
         for _ in range(count):
-            slot = self._new_slot(cold=False, revision=self.revision)
+            # A runner `falemu up` began before anything was loaded (falemu.prelaunch) takes its id.
+            slot = self._new_slot(cold=False, revision=self.revision, rid=prelaunch.take_runner_id(self.name))
             spec = self._runner_spec(slot, self._spec)
             self._set_state(slot, S.SETUP)
             begun: concurrent.futures.Future[Runner] = concurrent.futures.Future()
@@ -622,7 +624,7 @@ class AppController:
 
     def _new_id(self) -> str:
         while True:
-            rid = f"{self.app.alias}-{secrets.token_hex(2)}"
+            rid = new_runner_id(self.app.alias)
             if rid not in self._slots:
                 return rid
 
@@ -635,8 +637,10 @@ class AppController:
         self._spawn(self._run_start(slot, spec or self._spec), f"start-{slot.id}")
         return slot
 
-    def _new_slot(self, *, cold: bool, revision: int) -> Slot:
-        slot = Slot(id=self._new_id(), state=S.PENDING, started_at=self.clock.now(), cold=cold, revision=revision)
+    def _new_slot(self, *, cold: bool, revision: int, rid: str | None = None) -> Slot:
+        slot = Slot(
+            id=rid or self._new_id(), state=S.PENDING, started_at=self.clock.now(), cold=cold, revision=revision
+        )
         with self._lock:
             self._slots[slot.id] = slot
         self.stats.starts += 1
@@ -711,6 +715,7 @@ class AppController:
                 timeline=dict(runner.timeline),
                 cold_start=slot.cold,
                 revision=slot.revision,
+                early=runner.early,
             )
         )
         if serving:

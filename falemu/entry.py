@@ -1,0 +1,18 @@
+"""The ``falemu`` command's entry point: an unchanged ``falemu up``'s early launch, then the CLI.
+
+:func:`falemu.prelaunch.early` runs before click or any other part of falemu is imported (it does
+nothing for other commands); :func:`falemu.cli.main` then does everything as usual.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    from falemu import prelaunch
+
+    prelaunch.early(sys.argv)
+    from falemu.cli import main as cli_main
+
+    cli_main()

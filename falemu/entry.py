@@ -10,9 +10,11 @@ import sys
 
 
 def main() -> None:
-    from falemu import prelaunch
+    try:
+        from falemu import prelaunch
 
-    prelaunch.early(sys.argv)
-    from falemu.cli import main as cli_main
-
+        prelaunch.early(sys.argv)
+        from falemu.cli import main as cli_main
+    except KeyboardInterrupt:  # Ctrl-C before the CLI (which handles its own) was even loaded
+        sys.exit(130)
     cli_main()

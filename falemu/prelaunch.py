@@ -297,18 +297,21 @@ def do_not_plan(alias: str) -> None:
 
 
 def source_files(configs: Iterable[AppConfig]) -> list[Path]:
-    """The files the apps were read from: pyproject, ``.env``, Dockerfile, a fal.App's folder's Python files."""
-    from falemu.config._falapp_cache import _python_files
+    """The files the apps were read from: the pyproject, ``.env``, the Dockerfile and the files of its
+    build context, a fal.App's folder's Python files (a folder of too many files: none of them)."""
+    from falemu.config._falapp_cache import source_files as files_below
 
     files: set[Path] = set()
     for config in configs:
         files.add(config.project_root / ".env")
         if config.pyproject is not None:
             files.add(config.pyproject)
-        if config.image is not None and config.image.dockerfile is not None:
-            files.add(config.image.dockerfile)
+        image = config.image
+        if image is not None and image.dockerfile is not None:
+            files.add(image.dockerfile)
+            files.update(files_below(image.context_dir or image.dockerfile.parent, suffix="") or [])
         if config.fal_app is not None:
-            files.update(_python_files(config.fal_app.file.parent) or [config.fal_app.file])
+            files.update(files_below(config.fal_app.file.parent) or [config.fal_app.file])
     return sorted(files)
 
 

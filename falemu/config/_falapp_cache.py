@@ -63,7 +63,9 @@ def _fal_version() -> str:
         return "?"
 
 
-def _python_files(folder: Path) -> list[Path] | None:
+def source_files(folder: Path, suffix: str = ".py") -> list[Path] | None:
+    """The files below ``folder`` whose names end with ``suffix`` (tools' and VCS folders left out), or
+    None when there are more than :data:`MAX_FILES` of them (or :data:`MAX_ENTRIES` files in all)."""
     found: list[Path] = []
     seen = 0
     for root, dirs, files in os.walk(folder):
@@ -72,7 +74,7 @@ def _python_files(folder: Path) -> list[Path] | None:
         if seen > MAX_ENTRIES:
             return None
         for name in sorted(files):
-            if name.endswith(".py"):
+            if name.endswith(suffix):
                 found.append(Path(root) / name)
                 if len(found) > MAX_FILES:
                     return None
@@ -81,7 +83,7 @@ def _python_files(folder: Path) -> list[Path] | None:
 
 def key(probe: str, args: Mapping[str, Any], file: Path, cwd: Path, env: Mapping[str, str]) -> str | None:
     """The cache key of one load, or None when it cannot be made cheaply (then the loader just runs)."""
-    files = _python_files(file.parent)
+    files = source_files(file.parent)
     if files is None:
         return None
     digest = hashlib.sha256()

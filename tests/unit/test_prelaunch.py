@@ -210,3 +210,25 @@ def test_only_the_plans_written_last_are_kept(project: Path, monkeypatch: pytest
         path = Path(prelaunch.plan_dir()) / f"plan{n}.json"
         os.utime(path, ns=(n * 10**9, n * 10**9))
     assert sorted(p.name for p in Path(prelaunch.plan_dir()).iterdir()) == ["plan2.json", "plan3.json", "plan4.json"]
+
+
+def test_a_changed_file_of_the_build_context_means_no_early_launch(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from falemu.config.model import ImageConfig
+
+    (project / "Dockerfile").write_text("FROM scratch\nCOPY weights /weights\n")
+    (project / "weights").mkdir()
+    (project / "weights" / "model.bin").write_bytes(b"v1")
+    image = ImageConfig(dockerfile=project / "Dockerfile", context_dir=project)
+    config = AppConfig(name="app", alias="app", shape=AppShape.DIRECT_SERVER, project_root=project, image=image)
+    prelaunch._state.key = prelaunch.plan_key(ARGV, os.getcwd(), os.environ)
+    prelaunch.record("app", "app-1a2b", request("app-1a2b", "/tmp/x"), SOCKET, "")
+    assert prelaunch.save([config], None)
+    prelaunch._state = prelaunch._State()
+    engine = Engine()
+    monkeypatch.setattr(prelaunch, "_call", engine)
+
+    (project / "weights" / "model.bin").write_bytes(b"v2")
+    prelaunch.early(ARGV)
+    assert engine.calls == []

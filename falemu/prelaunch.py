@@ -15,8 +15,9 @@ owner), and goes on as usual. The plan is never trusted: when the runtime reache
 it builds its request as it always does and adopts the early container only when the two requests are
 the same (:func:`claim`); otherwise it removes the early one and creates its own. A plan can save time
 and never changes what runs. Early containers no runtime adopted are removed once the apps are up and
-at exit (an error's too); a ``falemu up`` killed before either leaves them to the next falemu process's
-orphan reaping, as any runner of a falemu process that is gone.
+at exit (an error's too, a SIGTERM's as a Ctrl-C's); a ``falemu up`` killed outright (SIGKILL) before
+either leaves them to the next falemu process's orphan reaping, as any runner of a falemu process that is
+gone.
 
 Not planned: apps with ``secrets`` (their values would be written to disk) and engines not reached over
 a unix socket. ``FALEMU_PRELAUNCH=0`` turns it off. Plans are small JSON files in
@@ -155,6 +156,7 @@ def file_stamp(path: str | Path) -> list[int] | None:
 
 def _launch(plan: Mapping[str, Any]) -> None:
     _state.socket = str(plan["socket"])
+    _stop_on_sigterm()
     prefix = str(plan["prefix"])
     values = {OWNER: names.owner_label(), OWNER_STARTED: names.process_start_time(os.getpid())}
     if plan.get("api_parent"):
@@ -179,6 +181,19 @@ def _launch(plan: Mapping[str, Any]) -> None:
         if status not in (204, 304):
             return
         launched.running = time.monotonic()
+
+
+def _stop_on_sigterm() -> None:
+    """Until ``falemu up`` installs its own handler, SIGTERM stops this process as Ctrl-C does (it unwinds,
+    and exit removes the early containers) instead of ending it with the containers left running."""
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _make_api_dir(parent: str) -> str:

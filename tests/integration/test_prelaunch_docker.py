@@ -226,3 +226,25 @@ def test_the_early_launch_runs_before_the_rest_of_falemu_is_imported(
             proc.kill()
     # Nothing adopted it: the process removed it at exit.
     assert owned_by(docker_client, f"{proc.pid}@{socket.gethostname()}") == []
+
+
+def test_a_sigterm_while_the_rest_of_falemu_loads_removes_the_early_container(
+    env: dict[str, str], project: Path, docker_client: Any, ups: list[Up]
+) -> None:
+    first_run(env, project, ups, "--port", "0")
+
+    second = Up(env, project, "--port", "0")
+    ups.append(second)
+    # The engine's create event of the early container: falemu up is still in its early launch, or loading.
+    events = docker_client.events(
+        since=int(second.started) - 1,
+        decode=True,
+        filters={"type": "container", "event": "create", "label": f"falemu.owner={second.owner}"},
+    )
+    try:
+        next(iter(events))
+        second.proc.send_signal(signal.SIGTERM)
+    finally:
+        events.close()
+    assert second.proc.wait(timeout=60) != -signal.SIGTERM  # stopped, not killed
+    assert owned_by(docker_client, second.owner) == []

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,8 @@ class Engine:
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    sigterm = signal.getsignal(signal.SIGTERM)  # early() takes it over until `falemu up` installs its own
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(prelaunch, "_state", prelaunch._State())
     monkeypatch.setattr("atexit.register", lambda *args: None)
@@ -45,7 +48,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder.mkdir()
     (folder / "pyproject.toml").write_text("[tool.fal.apps.app]\n")
     monkeypatch.chdir(folder)
-    return folder
+    yield folder
+    signal.signal(signal.SIGTERM, sigterm)
 
 
 def request(runner_id: str, api_dir: str) -> dict[str, Any]:

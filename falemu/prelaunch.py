@@ -38,6 +38,7 @@ from falemu import __version__, names
 
 TYPE_CHECKING = False  # typing, pathlib and collections.abc are not loaded yet when early() runs
 if TYPE_CHECKING:
+    import socket
     import threading
     from collections.abc import Iterable, Mapping
     from pathlib import Path
@@ -49,6 +50,7 @@ PLAN_VERSION = 1
 MAX_PLANS = 100  # the most recently used plans kept (one per command line, folder and environment)
 CALL_TIMEOUT = 5.0  # an engine slower than this to create or start is left to the normal path
 API_DIR_PREFIX = "falemu-api-"  # falemu.cdn.service.SOCKET_DIR_PREFIX
+API_SOCKET_NAME = "api.sock"  # falemu.cdn.service.SOCKET_NAME
 # Placeholders in a plan's request bodies for what each run names afresh.
 RUNNER, API_DIR, OWNER, OWNER_STARTED = "{{runner}}", "{{api-dir}}", "{{owner}}", "{{owner-started}}"
 
@@ -90,6 +92,7 @@ class _State:
         self.launched: list[Launched] = []
         self.handed: set[str] = set()  # runner ids given to the scaler (take_runner_id)
         self.api_dir: str | None = None  # made by early(), until the CDN takes it
+        self.api_socket: socket.socket | None = None  # bound and listening in api_dir, until the CDN takes it
         self.recorded: dict[str, tuple[str, dict[str, Any], str, str]] = {}  # alias -> (runner, body, socket, prefix)
         self.unplanned: set[str] = set()  # aliases that must not be planned (secrets)
 
@@ -205,8 +208,25 @@ def _make_api_dir(parent: str) -> str:
         except FileExistsError:
             continue
         os.chmod(folder, 0o711)
+        _state.api_socket = _listen(os.path.join(folder, API_SOCKET_NAME))
         return folder
     raise FileExistsError(parent)
+
+
+def _listen(path: str) -> socket.socket | None:
+    """The uploader's socket, bound and listening before any runner starts, as the CDN service binds it:
+    a runner that connects before the CDN serves waits in its backlog instead of finding no socket."""
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, 0o666)
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        return None
+    return sock
 
 
 def _call(method: str, target: str, body: bytes = b"") -> tuple[int, bytes]:
@@ -251,6 +271,14 @@ def take_api_dir() -> str | None:
     return folder if folder is not None and os.path.isdir(folder) else None
 
 
+def take_api_socket() -> socket.socket | None:
+    """The uploader's socket the early launch bound in that folder, listening already (the caller owns
+    it from now on), or None."""
+    with _lock:
+        sock, _state.api_socket = _state.api_socket, None
+    return sock
+
+
 def claim(socket_path: str | None, name: str, body: Mapping[str, Any]) -> Launched | None:
     """The early container named ``name`` when it was made by the same request on the same engine.
 
@@ -276,11 +304,16 @@ def discard_unclaimed() -> int:
         for item in left:
             item.claimed = True
         folder, _state.api_dir = _state.api_dir, None
+        sock, _state.api_socket = _state.api_socket, None
     for item in left:
         _remove(item)
+    if sock is not None:
+        sock.close()
     if folder is not None:
         import contextlib
 
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(folder, API_SOCKET_NAME))
         with contextlib.suppress(OSError):
             os.rmdir(folder)
     return len(left)

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from falemu.config.settings import Settings
     from falemu.gateway.keys import KeyStore
 
-SOCKET_NAME = "api.sock"
+SOCKET_NAME = prelaunch.API_SOCKET_NAME
 SOCKET_DIR_PREFIX = prelaunch.API_DIR_PREFIX
 RUNNER_SOCKET_DIR = "/run/fal"  # fal's default FAL_API_SOCKET is /run/fal/api.sock
 CDN_HOSTS = ("v3.fal.media",)
@@ -105,14 +105,19 @@ class CdnService:
         with contextlib.suppress(OSError):
             remove_stale_socket_dirs()
         early = prelaunch.take_api_dir()  # made by an early launch whose runner mounts it already
+        bound = prelaunch.take_api_socket()  # its socket, listening since then
+        if early is None and bound is not None:
+            bound.close()
+            bound = None
         folder = Path(early) if early is not None else Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX))
         os.chmod(folder, 0o711)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = bound or socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         path = folder / SOCKET_NAME
         try:
-            sock.bind(str(path))
-            os.chmod(path, 0o666)
-            sock.listen(128)
+            if bound is None:
+                sock.bind(str(path))
+                os.chmod(path, 0o666)
+                sock.listen(128)
             sock.setblocking(False)
         except BaseException:
             sock.close()

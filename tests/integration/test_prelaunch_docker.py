@@ -248,3 +248,40 @@ def test_a_sigterm_while_the_rest_of_falemu_loads_removes_the_early_container(
         events.close()
     assert second.proc.wait(timeout=60) != -signal.SIGTERM  # stopped, not killed
     assert owned_by(docker_client, second.owner) == []
+
+
+UPLOADER_FIRST = """\
+import socket, threading, uvicorn
+try:
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect("/run/fal/api.sock")  # at once, before the runner's server even loads
+except OSError as exc:
+    print(f"uploader: {exc}", flush=True)
+else:
+    def ask():
+        sock.sendall(b"GET /v1/uploads/none HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n")
+        print("uploader answered:", sock.makefile("rb").readline().decode().strip(), flush=True)
+    threading.Thread(target=ask).start()
+uvicorn.run("server:app", host="0.0.0.0", port=8000, log_level="warning")
+"""
+
+
+def test_an_early_runner_finds_the_uploader_socket_at_once(
+    env: dict[str, str], project: Path, docker_client: Any, ups: list[Up]
+) -> None:
+    (project / "first.py").write_text(UPLOADER_FIRST)
+    dockerfile = (project / "Dockerfile").read_text().replace("COPY server.py /app/server.py", "COPY *.py /app/")
+    (project / "Dockerfile").write_text(
+        dockerfile.replace('CMD ["python3", "-m", "uvicorn"', 'CMD ["python3", "first.py"] #')
+    )
+    first_run(env, project, ups, "--port", "0")
+
+    second = Up(env, project, "--port", "0")
+    ups.append(second)
+    assert second.wait_for("RunnerReady")["early"] is True
+    # The runner connected before this falemu up's CDN was even loaded, and the CDN answered it.
+    line = ""
+    while not line.startswith("uploader"):
+        line = second.wait_for("RunnerLog", timeout=60)["line"]
+    assert line == "uploader answered: HTTP/1.1 404 Not Found"
+    assert second.stop() == 0

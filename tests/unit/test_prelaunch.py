@@ -236,3 +236,18 @@ def test_a_changed_file_of_the_build_context_means_no_early_launch(
     (project / "weights" / "model.bin").write_bytes(b"v2")
     prelaunch.early(ARGV)
     assert engine.calls == []
+
+
+def test_the_uploader_socket_listens_from_the_early_launch_on(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    planned_run(project)
+    monkeypatch.setattr(prelaunch, "_call", Engine())
+    prelaunch.early(ARGV)
+    folder = prelaunch._state.api_dir
+    assert folder is not None
+    with socket.socket(socket.AF_UNIX) as runner:  # a runner connecting at once waits in the backlog
+        runner.connect(os.path.join(folder, prelaunch.API_SOCKET_NAME))
+    assert oct(os.stat(os.path.join(folder, prelaunch.API_SOCKET_NAME)).st_mode & 0o777) == "0o666"
+    prelaunch.discard_unclaimed()  # no CDN took it
+    assert not os.path.exists(folder)

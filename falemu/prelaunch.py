@@ -242,7 +242,10 @@ def _call(method: str, target: str, body: bytes = b"") -> tuple[int, bytes]:
         while chunk := sock.recv(65536):
             chunks.append(chunk)
     head_bytes, _, payload = b"".join(chunks).partition(b"\r\n\r\n")
-    return int(head_bytes.split(b" ", 2)[1]), payload
+    status = head_bytes.split(b" ", 2)[1:2]
+    if not status or not status[0].isdigit():  # the engine hung up without an answer (a restart)
+        raise ConnectionError(f"no answer from the engine to {method} {target}")
+    return int(status[0]), payload
 
 
 # -- what the rest of falemu asks -------------------------------------------------------------------

@@ -251,3 +251,32 @@ def test_the_uploader_socket_listens_from_the_early_launch_on(project: Path, mon
     assert oct(os.stat(os.path.join(folder, prelaunch.API_SOCKET_NAME)).st_mode & 0o777) == "0o666"
     prelaunch.discard_unclaimed()  # no CDN took it
     assert not os.path.exists(folder)
+
+
+def test_an_engine_that_hangs_up_without_an_answer_is_an_engine_gone(tmp_path: Path) -> None:
+    import socket
+    import threading
+
+    path = str(tmp_path / "engine.sock")
+    with socket.socket(socket.AF_UNIX) as engine:
+        engine.bind(path)
+        engine.listen()
+
+        def hang_up() -> None:
+            for _ in range(2):
+                conn, _ = engine.accept()
+                conn.recv(65536)
+                conn.close()
+
+        thread = threading.Thread(target=hang_up)
+        thread.start()
+        state = prelaunch._State()
+        state.socket = path
+        launched = prelaunch.Launched("app", "app-1a2b", "falemu-app-1a2b-abcdef", {}, time.monotonic())
+        state.launched.append(launched)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(prelaunch, "_state", state)
+            with pytest.raises(OSError):
+                prelaunch._call("POST", "/containers/x/start")
+            assert prelaunch.claim(path, launched.name, {"Image": "other"}) is None  # removal tried, not raised
+        thread.join(timeout=10)

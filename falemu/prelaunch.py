@@ -6,7 +6,7 @@ a second after its container starts, that is most of what separates ``falemu up`
 ``docker run``. So a ``falemu up`` that got as far as Ready leaves a *launch plan* (:func:`save`): the
 engine requests that created each app's first runner container, kept under a key made of its command
 line, its folder and its environment, with the size and time of the files the apps were read from
-(the pyproject, ``.env``, the Dockerfile, a fal.App's Python files).
+(the pyproject, ``.env``, the Dockerfile and its build context, a fal.App's Python files).
 
 The next ``falemu up`` with the same key and all those files unchanged sends those requests first
 thing (:func:`early`, from the ``falemu`` command's entry point, with only the standard library loaded),
@@ -19,9 +19,9 @@ at exit (an error's too, a SIGTERM's as a Ctrl-C's); a ``falemu up`` killed outr
 either leaves them to the next falemu process's orphan reaping, as any runner of a falemu process that is
 gone.
 
-Not planned: apps with ``secrets`` (their values would be written to disk) and engines not reached over
-a unix socket. ``FALEMU_PRELAUNCH=0`` turns it off. Plans are small JSON files in
-``<cache dir>/falemu/launch/``.
+Not planned: apps with ``secrets`` (their values would be written to disk), build contexts of more than
+:data:`MAX_CONTEXT_FILES` files and engines not reached over a unix socket. ``FALEMU_PRELAUNCH=0`` turns
+it off. Plans are small JSON files in ``<cache dir>/falemu/launch/``.
 
 Imports only the standard library and :mod:`falemu.names`: it runs before anything else.
 """
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 PLAN_VERSION = 1
 MAX_PLANS = 100  # the most recently used plans kept (one per command line, folder and environment)
+MAX_CONTEXT_FILES = 2000  # a build context of more files is not stamped file by file: no plan is kept
 CALL_TIMEOUT = 5.0  # an engine slower than this to create or start is left to the normal path
 API_DIR_PREFIX = "falemu-api-"  # falemu.cdn.service.SOCKET_DIR_PREFIX
 API_SOCKET_NAME = "api.sock"  # falemu.cdn.service.SOCKET_NAME
@@ -347,9 +348,10 @@ def do_not_plan(alias: str) -> None:
         _state.unplanned.add(alias)
 
 
-def source_files(configs: Iterable[AppConfig]) -> list[Path]:
-    """The files the apps were read from: the pyproject, ``.env``, the Dockerfile and the files of its
-    build context, a fal.App's folder's Python files (a folder of too many files: none of them)."""
+def source_files(configs: Iterable[AppConfig]) -> list[Path] | None:
+    """The files the apps were read from: the pyproject, ``.env``, the Dockerfile and its build context
+    (:func:`build_context`), a fal.App's folder's Python files (a folder of too many files: none of them).
+    None when a build context is too large to stamp: then no plan is kept."""
     from falemu.config._falapp_cache import source_files as files_below
 
     files: set[Path] = set()
@@ -360,10 +362,30 @@ def source_files(configs: Iterable[AppConfig]) -> list[Path]:
         image = config.image
         if image is not None and image.dockerfile is not None:
             files.add(image.dockerfile)
-            files.update(files_below(image.context_dir or image.dockerfile.parent, suffix="") or [])
+            context = build_context(image.context_dir or image.dockerfile.parent)
+            if context is None:
+                return None
+            files.update(context)
         if config.fal_app is not None:
             files.update(files_below(config.fal_app.file.parent) or [config.fal_app.file])
     return sorted(files)
+
+
+def build_context(root: Path) -> set[Path] | None:
+    """What a build of ``root`` sends, as the image's tag hashes it (its ``.dockerignore``'s rules, else
+    fal's): each file, ``.dockerignore`` and each folder holding them (a file added or removed changes its
+    folder's time). None past :data:`MAX_CONTEXT_FILES` files."""
+    from falemu.runtime.context import context_files, ignore_patterns
+
+    relative = context_files(root, ignore_patterns(root))
+    if len(relative) > MAX_CONTEXT_FILES:
+        return None
+    paths = {root, root / ".dockerignore"}
+    for rel in relative:
+        path = root / rel
+        paths.add(path)
+        paths.update(path.parents[: len(path.relative_to(root).parts) - 1])
+    return paths
 
 
 def ready(configs: Iterable[AppConfig], api_dir: Path | None) -> threading.Thread:
@@ -399,6 +421,9 @@ def save(configs: Iterable[AppConfig], api_dir: Path | None) -> bool:
     if len(sockets) != 1:
         return False
     socket_path, prefix = sockets.pop()
+    files = source_files(configs)
+    if files is None:
+        return False
     runners = []
     for alias, (runner_id, body, _, _) in sorted(recorded.items()):
         labels = dict(body.get("Labels") or {})
@@ -412,7 +437,7 @@ def save(configs: Iterable[AppConfig], api_dir: Path | None) -> bool:
         "socket": socket_path,
         "prefix": prefix,
         "api_parent": str(api_dir.parent) if api_dir is not None and API_DIR in str(runners) else None,
-        "files": {str(path): file_stamp(path) for path in source_files(configs)},
+        "files": {str(path): file_stamp(path) for path in files},
         "runners": runners,
     }
     import tempfile

@@ -280,3 +280,44 @@ def test_an_engine_that_hangs_up_without_an_answer_is_an_engine_gone(tmp_path: P
                 prelaunch._call("POST", "/containers/x/start")
             assert prelaunch.claim(path, launched.name, {"Image": "other"}) is None  # removal tried, not raised
         thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("change", ["dist/app.whl", "build/data.bin", ".config/settings", "new.txt"])
+def test_any_change_a_build_would_see_means_no_early_launch(
+    project: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    from falemu.config.model import ImageConfig
+
+    (project / "Dockerfile").write_text("FROM scratch\nCOPY . /app\n")
+    for rel in ("dist/app.whl", "build/data.bin", ".config/settings"):  # in the build context, as fal sends it
+        (project / rel).parent.mkdir(exist_ok=True)
+        (project / rel).write_bytes(b"v1")
+    image = ImageConfig(dockerfile=project / "Dockerfile", context_dir=project)
+    config = AppConfig(name="app", alias="app", shape=AppShape.DIRECT_SERVER, project_root=project, image=image)
+    prelaunch._state.key = prelaunch.plan_key(ARGV, os.getcwd(), os.environ)
+    prelaunch.record("app", "app-1a2b", request("app-1a2b", "/tmp/x"), SOCKET, "")
+    assert prelaunch.save([config], None)
+    prelaunch._state = prelaunch._State()
+    engine = Engine()
+    monkeypatch.setattr(prelaunch, "_call", engine)
+
+    later = time.time_ns() + 5_000_000_000
+    (project / change).write_bytes(b"v2!")  # a changed file, or one that was not there
+    os.utime(project / change, ns=(later, later))
+    os.utime((project / change).parent, ns=(later, later))
+    prelaunch.early(ARGV)
+    assert engine.calls == []
+
+
+def test_a_build_context_too_large_to_stamp_is_not_planned(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from falemu.config.model import ImageConfig
+
+    monkeypatch.setattr(prelaunch, "MAX_CONTEXT_FILES", 2)
+    (project / "Dockerfile").write_text("FROM scratch\nCOPY . /app\n")
+    for n in range(3):
+        (project / f"weights{n}.bin").write_bytes(b"w")
+    image = ImageConfig(dockerfile=project / "Dockerfile", context_dir=project)
+    config = AppConfig(name="app", alias="app", shape=AppShape.DIRECT_SERVER, project_root=project, image=image)
+    prelaunch._state.key = prelaunch.plan_key(ARGV, os.getcwd(), os.environ)
+    prelaunch.record("app", "app-1a2b", request("app-1a2b", "/tmp/x"), SOCKET, "")
+    assert not prelaunch.save([config], None)

@@ -127,7 +127,8 @@ def early(argv: list[str]) -> None:
 
     Never raises and never prints: whatever goes wrong leaves the normal path to do it all.
     """
-    if len(argv) < 2 or argv[1] != "up" or not enabled():
+    command = next((arg for arg in argv[1:] if not arg.startswith("-")), None)  # after --debug, falemu's one flag
+    if command != "up" or not enabled():
         return
     try:
         _state.key = plan_key(argv, os.getcwd(), os.environ)

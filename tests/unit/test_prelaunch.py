@@ -66,9 +66,9 @@ def request(runner_id: str, api_dir: str) -> dict[str, Any]:
     }
 
 
-def planned_run(project: Path, *, alias: str = "app") -> Path:
+def planned_run(project: Path, *, alias: str = "app", argv: list[str] = ARGV) -> Path:
     """A `falemu up` that recorded its runner's request and saved its plan; the uploader folder it used."""
-    prelaunch._state.key = prelaunch.plan_key(ARGV, os.getcwd(), os.environ)
+    prelaunch._state.key = prelaunch.plan_key(argv, os.getcwd(), os.environ)
     api_dir = project.parent / f"{prelaunch.API_DIR_PREFIX}first"
     api_dir.mkdir()
     prelaunch.record(alias, f"{alias}-1a2b", request(f"{alias}-1a2b", str(api_dir)), SOCKET, "/v1.45")
@@ -321,3 +321,13 @@ def test_a_build_context_too_large_to_stamp_is_not_planned(project: Path, monkey
     prelaunch._state.key = prelaunch.plan_key(ARGV, os.getcwd(), os.environ)
     prelaunch.record("app", "app-1a2b", request("app-1a2b", "/tmp/x"), SOCKET, "")
     assert not prelaunch.save([config], None)
+
+
+def test_falemu_s_own_flag_before_up_still_uses_the_plan(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = ["falemu", "--debug", "up", "--port", "0"]
+    planned_run(project, argv=argv)
+    engine = Engine()
+    monkeypatch.setattr(prelaunch, "_call", engine)
+    prelaunch.early(argv)
+    assert [call[0] for call in engine.calls] == ["POST", "POST"]
+    assert prelaunch.take_runner_id("app") is not None

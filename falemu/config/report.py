@@ -6,13 +6,14 @@ masked; a ``$NAME`` password reference is shown as written.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from falemu.config.model import AppConfig
+from falemu.config.model import AppConfig, ImageConfig
 from falemu.config.settings import Settings
 
 MASK = "***"
@@ -93,10 +94,11 @@ def app_entries(app: AppConfig) -> list[Entry]:
             host: {"username": auth.username, "password": auth.password if auth.password.startswith("$") else MASK}
             for host, auth in image.registries.items()
         }
+        for key, value in (("dockerfile", image.dockerfile), ("image", image.image)):
+            entries.append(Entry(f"image.{key}", value, of(f"image.{key}")))
+        text = _dockerfile_text(image)
+        entries.append(_build_args_entry("image.build_args", image.build_args, text, of("image.build_args")))
         for key, value in (
-            ("dockerfile", image.dockerfile),
-            ("image", image.image),
-            ("build_args", image.build_args),
             ("secrets", {k: MASK for k in image.secrets}),
             ("registries", registries),
             ("entrypoint", image.entrypoint),
@@ -113,6 +115,25 @@ def app_entries(app: AppConfig) -> list[Entry]:
                 source = "derived"
             entries.append(Entry(key, getattr(app.health_check, f.name), source))
     return entries
+
+
+def _dockerfile_text(image: ImageConfig) -> str:
+    if image.dockerfile is not None:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            return image.dockerfile.read_text(encoding="utf-8")
+    return ""
+
+
+def _build_args_entry(key: str, build_args: Mapping[str, str], dockerfile: str, source: str) -> Entry:
+    """The build args an image is built with: the app's, and the ``FALEMU_BUILD_ARG_<NAME>`` overrides of
+    names the app or its Dockerfile use (named in the source)."""
+    from falemu.runtime.context import effective_build_args
+
+    args = effective_build_args(build_args, dockerfile)
+    overridden = ", ".join(f"FALEMU_BUILD_ARG_{name}" for name in sorted(args) if build_args.get(name) != args[name])
+    if overridden:
+        source = f"{source}, env {overridden}" if build_args else f"env {overridden}"
+    return Entry(key, args, source)
 
 
 def _fal_app_entries(app: AppConfig) -> list[Entry]:
@@ -140,16 +161,19 @@ def _fal_app_entries(app: AppConfig) -> list[Entry]:
         url: {"username": auth.username, "password": auth.password if auth.password.startswith("$") else MASK}
         for url, auth in image.registries.items()
     }
-    for key, value in (
+    before: list[tuple[str, Any]] = [
         ("dockerfile", dockerfile),
         ("image", image.image),
         ("context_dir", image.context_dir),
-        ("build_args", image.build_args),
+    ]
+    after: list[tuple[str, Any]] = [
         ("secrets", {k: MASK for k in image.secrets}),
         ("registries", registries),
         ("context_files", list(image.sources)),
-    ):
-        entries.append(Entry(f"fal_app.image.{key}", value, source))
+    ]
+    entries += [Entry(f"fal_app.image.{key}", value, source) for key, value in before]
+    entries.append(_build_args_entry("fal_app.image.build_args", image.build_args, image.dockerfile or "", source))
+    entries += [Entry(f"fal_app.image.{key}", value, source) for key, value in after]
     return entries
 
 

@@ -17,7 +17,10 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "direct-server"
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> Result:
+NO_BUILD_ARG_OVERRIDE: dict[str, str | None] = {"FALEMU_BUILD_ARG_BASE_IMAGE": None}  # as a shell may export it
+
+
+def run(*args: str, env: dict[str, str | None] | None = None) -> Result:
     return CliRunner().invoke(cli, list(args), env=env)
 
 
@@ -152,13 +155,33 @@ def test_show_lists_values_with_sources() -> None:
 
 
 def test_show_json() -> None:
-    result = run("config", "show", "greeter", "--json", "--project", str(EXAMPLE))
+    result = run("config", "show", "greeter", "--json", "--project", str(EXAMPLE), env=NO_BUILD_ARG_OVERRIDE)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["app"] == "greeter"
     assert data["values"]["machine_type"] == {"value": ["GPU-H100"], "source": "pyproject"}
     assert data["values"]["image.build_args"]["value"] == {"BASE_IMAGE": "python:3.11-slim"}
     assert data["warnings"] == []
+
+
+def test_show_names_the_build_args_the_environment_overrides(tmp_path: Path) -> None:
+    dockerfile = "ARG BASE_IMAGE=python:3.11-slim\nARG EXTRA\nFROM ${BASE_IMAGE}\n"
+    image = '{ dockerfile = "Dockerfile", build_args = { BASE_IMAGE = "x:1" } }'
+    body = f"[tool.fal.apps.a]\nexposed_port = 8000\nimage = {image}\n"
+    project(tmp_path, body, Dockerfile=dockerfile)
+    env = {"FALEMU_BUILD_ARG_BASE_IMAGE": "local:base", "FALEMU_BUILD_ARG_EXTRA": "1", "FALEMU_BUILD_ARG_UNUSED": "2"}
+    result = run("config", "show", "a", "--json", "--project", str(tmp_path), env=env)
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)["values"]["image.build_args"]
+    assert shown == {
+        "value": {"BASE_IMAGE": "local:base", "EXTRA": "1"},  # what the build gets; UNUSED names no ARG
+        "source": "pyproject, env FALEMU_BUILD_ARG_BASE_IMAGE, FALEMU_BUILD_ARG_EXTRA",
+    }
+    result = run("config", "show", "a", "--json", "--project", str(tmp_path), env=NO_BUILD_ARG_OVERRIDE)
+    assert json.loads(result.stdout)["values"]["image.build_args"] == {
+        "value": {"BASE_IMAGE": "x:1"},
+        "source": "pyproject",
+    }
 
 
 def test_show_settings_layers(tmp_path: Path) -> None:

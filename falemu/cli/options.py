@@ -74,14 +74,14 @@ def running_instances(project: Path | None) -> list[Instance]:
     project's only; else those serving the project around the current folder (found as fal finds it)
     when any does, else every one (so another project's newer ``falemu up`` never wins here)."""
     from falemu import state
-    from falemu.config import find_project_root
+    from falemu.config import project_folder
     from falemu.errors import FalemuError
 
     if project is not None:
         return state.instances(project_root(project))
     running = state.instances()
     try:
-        here = find_project_root()
+        here = project_folder()
     except (OSError, ValueError, FalemuError):  # an unreadable pyproject on the way up: none to prefer
         return running
     mine = [i for i in running if Path(i.project).resolve() == here]
@@ -90,8 +90,9 @@ def running_instances(project: Path | None) -> list[Instance]:
 
 def load_for(project: Path | None, names: tuple[str, ...] | list[str]) -> Any:
     """The project of ``--project`` (or found as fal finds it). Refs (``app.py::Class``) need no pyproject:
-    without one, the project is the folder fal would treat as the root, with no apps of its own."""
-    from falemu.config import find_project_root, load_project
+    without one, the project is the folder fal would treat as the root (where it finds none, the folder
+    the command runs in: :func:`~falemu.config.project_folder`), with no apps of its own."""
+    from falemu.config import load_project, project_folder
     from falemu.config.falapp import is_ref
     from falemu.config.model import Project
     from falemu.errors import ConfigError
@@ -101,5 +102,5 @@ def load_for(project: Path | None, names: tuple[str, ...] | list[str]) -> Any:
     except ConfigError as exc:
         if exc.message != "No pyproject.toml file found." or not names or not all(is_ref(n) for n in names):
             raise
-    root = find_project_root(project)
+    root = project_folder(project)
     return Project(root=root, pyproject=root / "pyproject.toml", apps={})

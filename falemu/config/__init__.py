@@ -7,7 +7,7 @@ fal, docker or pytest.
 
 from __future__ import annotations
 
-from falemu.config.discovery import find_project_root, find_pyproject
+from falemu.config.discovery import find_project_root, find_pyproject, project_folder
 from falemu.config.model import (
     AppConfig,
     AppShape,
@@ -40,5 +40,6 @@ __all__ = [
     "load_project",
     "load_settings",
     "parse_app",
+    "project_folder",
     "project_settings",
 ]

@@ -15,7 +15,7 @@ from typing import Any
 from falemu.config._toml import load_toml
 from falemu.errors import ConfigError
 
-__all__ = ["find_project_root", "find_pyproject", "has_fal_table"]
+__all__ = ["find_project_root", "find_pyproject", "has_fal_table", "project_folder"]
 
 
 def has_fal_table(document: dict[str, Any]) -> bool:
@@ -45,3 +45,15 @@ def find_pyproject(start: Path | str | None = None) -> Path | None:
     """``<root>/pyproject.toml`` of :func:`find_project_root`, or None when the root has none."""
     candidate = find_project_root(start) / "pyproject.toml"
     return candidate if candidate.is_file() else None
+
+
+def project_folder(start: Path | str | None = None) -> Path:
+    """The folder that stands for the project at ``start`` in falemu's own records (its queue store, the
+    state of a running ``falemu up``, runner labels): fal's project root, or, where fal finds no project at
+    all and falls back to the filesystem root, the start folder (default: the current folder) itself, so
+    ``falemu up app.py::App`` in two folders without a project are two projects, not one called ``/``."""
+    root = find_project_root(start)
+    if root.parent != root or (root / ".git").exists() or (root / "pyproject.toml").is_file():
+        return root
+    path = Path.cwd().joinpath(start).resolve() if start is not None else Path.cwd().resolve()
+    return path if path.is_dir() else path.parent

@@ -78,6 +78,45 @@ def test_env_chaos_and_logs_run_in_a_project_pick_its_falemu_up_over_a_newer_one
     assert "127.0.0.1:2" not in chaos.output
 
 
+def test_refs_run_in_folders_without_a_project_are_projects_of_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`falemu up app.py::App` in two folders no project holds (fal's root: `/`): two projects, not one
+    called `/` (their queue stores collided: the second `falemu up` stopped, 'in use by another')."""
+    from falemu import state
+    from falemu.cli.options import load_for
+    from falemu.config import find_project_root
+    from falemu.queue._location import queue_dir
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+        (folder / "app.py").write_text("")
+    if find_project_root(first) != Path("/"):
+        pytest.skip(f"{tmp_path} is inside a project (a .git or a fal pyproject above it)")
+    roots = []
+    for folder in (first, second):
+        monkeypatch.chdir(folder)
+        roots.append(load_for(None, ["app.py::App"]).root)
+    assert roots == [first.resolve(), second.resolve()]
+    assert queue_dir(roots[0], "local") != queue_dir(roots[1], "local")
+
+    # And a command run in one of those folders talks to the `falemu up` run there, not to the newest.
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("FALEMU_CONFIG_DIR", str(tmp_path / "config"))
+    directory = state.state_dir()
+    directory.mkdir(parents=True)
+    for pid, project, port, started in ((os.getpid(), roots[0], 1, 1.0), (os.getppid(), roots[1], 2, 2.0)):
+        instance = state.Instance(
+            pid=pid, url=f"http://127.0.0.1:{port}", admin_token="t", project=str(project), apps=["a"], started=started
+        )
+        (directory / f"{pid}.json").write_text(instance.to_json())
+    monkeypatch.chdir(first)
+    result = CliRunner().invoke(cli, ["env"])
+    assert result.exit_code == 0, result.output
+    assert "export FAL_RUN_HOST=127.0.0.1:1" in result.stdout.splitlines()
+
+
 @pytest.mark.docker
 def test_down_with_project_removes_only_that_projects_runners(
     docker_client: object, base_image: str, tmp_path: Path

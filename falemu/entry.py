@@ -11,9 +11,10 @@ import sys
 
 def main() -> None:
     try:
-        from falemu import prelaunch
+        if "up" in sys.argv[1:]:  # other commands never load the early launch (json, socket: 10-20 ms)
+            from falemu import prelaunch
 
-        prelaunch.early(sys.argv)
+            prelaunch.early(sys.argv)
         from falemu.cli import main as cli_main
     except KeyboardInterrupt:  # Ctrl-C before the CLI (which handles its own) was even loaded
         sys.exit(130)

@@ -43,3 +43,19 @@ def test_help_imports_no_subcommand_module() -> None:
     modules = json.loads(out.strip().splitlines()[-1])
     assert "falemu.cli.up" not in modules
     assert not [m for m in modules if m.startswith(("docker", "httpx"))]
+
+
+def test_only_up_loads_the_early_launch() -> None:
+    """The `falemu` entry point loads falemu.prelaunch (json, socket) for `falemu up` alone."""
+    code = (
+        "import sys, json\n"
+        "sys.argv = ['falemu', {args}]\n"
+        "from falemu.entry import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(json.dumps('falemu.prelaunch' in sys.modules))"
+    )
+    loaded = {}
+    for args in ("'--help'", "'ps', '--help'", "'up', '--help'"):
+        out = subprocess.run([sys.executable, "-c", code.format(args=args)], check=True, capture_output=True, text=True)
+        loaded[args] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert loaded == {"'--help'": False, "'ps', '--help'": False, "'up', '--help'": True}

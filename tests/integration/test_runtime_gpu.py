@@ -163,3 +163,66 @@ def test_cpu_fallback_on_an_engine_without_gpus(
     finally:
         fresh.close()
     assert rt_apps.containers(fresh.client, alias) == []
+
+
+def test_an_unchanged_falemu_up_begins_its_gpu_runner_early_with_the_same_gpu(
+    gpu_engine: Any, base_image: str, tmp_path: Path
+) -> None:
+    """The early launch on a GPU engine (falemu.prelaunch): the second `falemu up` adopts a runner begun
+    with the GPU request the first one made, and the runner has that GPU."""
+    import json
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    import docker
+
+    project = tmp_path / "direct-server"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "examples" / "direct-server", project)
+    (project / ".git").mkdir()
+    env = dict(
+        os.environ,
+        DOCKER_HOST=gpu_engine.unix_url,
+        FALEMU_GPU_COUNT="2",
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+        XDG_RUNTIME_DIR=str(tmp_path / "run"),
+        FALEMU_DATA_DIR=str(tmp_path / "data"),
+        FALEMU_BUILD_ARG_BASE_IMAGE=base_image,
+        PYTHONUNBUFFERED="1",
+    )
+    client = docker.DockerClient(base_url=gpu_engine.unix_url)
+    ready: list[dict[str, Any]] = []
+    try:
+        for _ in range(2):
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "falemu", "up", "--port", "0", "--gpu", "require", "--json"],
+                cwd=project,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            try:
+                assert proc.stdout is not None
+                seen = []
+                for line in proc.stdout:
+                    seen.append(line)
+                    if '"event": "RunnerReady"' in line:
+                        ready.append(json.loads(line))
+                    if '"event": "Ready"' in line:
+                        break
+                else:
+                    pytest.fail("falemu up ended before Ready:\n" + "".join(seen[-30:]))
+                (container,) = client.containers.list(filters={"label": f"falemu.runner={ready[-1]['runner']}"})
+                requests = container.attrs["HostConfig"]["DeviceRequests"]
+                assert [r["DeviceIDs"] for r in requests] == [["0"]]
+            finally:
+                proc.send_signal(signal.SIGINT)
+                assert proc.wait(timeout=120) == 0
+        assert [r["early"] for r in ready] == [False, True]
+    finally:
+        for container in client.containers.list(all=True, filters={"label": "falemu.app=greeter"}):
+            container.remove(force=True)
+        client.close()

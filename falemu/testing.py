@@ -261,6 +261,7 @@ class EmulatorHarness:
         self.warm = warm
         self.events = events if events is not None else EventBus()
         self._emulator: Emulator | None = None
+        self._starting: Emulator | None = None  # between start() and its end
         self._handles: dict[str, AppHandle] = {}
 
     @property
@@ -281,15 +282,19 @@ class EmulatorHarness:
         emulator = Emulator(
             self.project, self.settings, apps=self.apps, events=self.events, overrides=self.overrides, warm=self.warm
         )
+        # Held before it starts: a start cut short (Ctrl-C) has its clean-up cut short too when the
+        # interrupts go on, and stop() then finishes it (Emulator.stop completes an earlier call).
+        self._starting = emulator
         emulator.start()
-        self._emulator = emulator
+        self._emulator, self._starting = emulator, None
         return self
 
     def stop(self) -> None:
         for handle in self._handles.values():
             handle.close()
         self._handles.clear()
-        emulator, self._emulator = self._emulator, None
+        emulator, self._emulator = self._emulator or self._starting, None
+        self._starting = None
         if emulator is not None:
             emulator.stop()
 

@@ -7,6 +7,7 @@ of the environment.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -292,11 +293,41 @@ def stop_all(config: pytest.Config) -> None:
     held: _State | None = config.stash.get(STATE, None)
     if held is None:
         return
-    harnesses, held.harnesses = list(held.harnesses.values()), {}
-    for started in harnesses:
-        try:
-            started.stop()
-        except Exception as exc:  # teardown must reach every harness
-            import sys
+    import threading
 
-            sys.stderr.write(f"falemu: stopping an emulator failed: {type(exc).__name__}: {exc}\n")
+    harnesses, held.harnesses = list(held.harnesses.values()), {}
+    # Side by side: each waits out its runners' termination grace period, and pytest-xdist kills a
+    # worker 10 s after asking it to stop, so one after another would leave the last ones behind.
+    threads = [threading.Thread(target=_stop, args=(started,), daemon=True) for started in harnesses]
+    with _no_interrupts():
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+
+def _stop(started: EmulatorHarness) -> None:
+    try:
+        started.stop()
+    except Exception as exc:  # teardown must reach every harness
+        import sys
+
+        sys.stderr.write(f"falemu: stopping an emulator failed: {type(exc).__name__}: {exc}\n")
+
+
+@contextmanager
+def _no_interrupts() -> Iterator[None]:
+    """Hold off Ctrl-C while runners are removed: a second one (an impatient user, or pytest-xdist's
+    worker shutdown, which interrupts a worker still busy after 5 s and kills it soon after) would
+    otherwise leave the containers behind."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)

@@ -168,8 +168,32 @@ def test_keep_failed_keeps_the_failed_tests_containers(
 
 
 def test_interrupted_session_still_removes_its_containers(
-    pytester: pytest.Pytester, inner: Path, docker_client: Any
+    pytester: pytest.Pytester, inner: Path, docker_client: Any, cleanup: list[str]
 ) -> None:
+    """Ctrl-C in a test, then Ctrl-C again while the session removes its runners (an impatient user, or
+    pytest-xdist stopping a worker), then the process ends without exit handlers (xdist kills a worker
+    that is still busy): the containers are gone all the same."""
+    pytester.makeconftest(
+        RECORD
+        + """
+import signal, sys
+import pytest
+from falemu.testing import EmulatorHarness
+
+_stop = EmulatorHarness.stop
+
+def _interrupted_stop(self):
+    os.kill(os.getpid(), signal.SIGINT)
+    _stop(self)
+
+EmulatorHarness.stop = _interrupted_stop
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    sys.stdout.flush()
+    os._exit(2)
+"""
+    )
     pytester.makepyfile(
         test_app="""
         from conftest import record
@@ -181,8 +205,9 @@ def test_interrupted_session_still_removes_its_containers(
         """
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--falemu-project={EXAMPLE}")
-    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*KeyboardInterrupt*"])
     seen = recorded(inner)
+    cleanup.extend(seen)
     assert seen
     for cid in seen:
         assert not exists(docker_client, cid)

@@ -2,8 +2,8 @@
 
 Subcommands live one per module and are imported only when invoked, so ``falemu --help`` stays fast.
 This module is the single error boundary: a :class:`~falemu.errors.FalemuError` prints
-``error: <message>`` (and ``hint: <hint>``) on stderr and exits with the error's code; anything else
-exits 70 with a request to report it. ``--debug`` shows the traceback.
+``error: <message>`` (and ``hint: <hint>``) on stderr and exits with the error's code; Ctrl-C exits 130;
+anything else exits 70 with a request to report it. ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -111,8 +111,11 @@ class LazyGroup(click.Group):
             ctx.exit(exc.exit_code)
         except click.UsageError as exc:
             raise _usage_error(exc) from None
-        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except KeyboardInterrupt:  # Ctrl-C in a command that does not stop on it by itself (as `up` does)
+            click.echo("\ninterrupted", err=True)
+            ctx.exit(130)
         except BrokenPipeError:
             # `falemu ... | head`: the reader went away; that is not an error of falemu.
             import os

@@ -145,3 +145,16 @@ def test_project_may_name_the_pyproject_file_itself() -> None:
     result = run("config", "validate", "--project", str(EXAMPLE / "pyproject.toml"))
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("ok greeter ")
+
+
+def test_ctrl_c_in_a_command_exits_130_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not click's "Aborted!" and exit 1, which `falemu check` also uses for contract violations."""
+    import falemu.cli.check
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(falemu.cli.check, "load_for", interrupted)
+    result = CliRunner().invoke(cli, ["check"])
+    assert result.exit_code == 130, result.output
+    assert result.stderr.strip() == "interrupted"

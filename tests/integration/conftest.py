@@ -72,6 +72,14 @@ def example_app(alias: str | None = None) -> AppConfig:
     return dataclasses.replace(app, alias=alias or unique("rt-greeter"))
 
 
+@pytest.fixture
+def env(tmp_path: Path, base_image: str) -> dict[str, str]:
+    """The environment of a `falemu up` subprocess of a user of its own (up_process.user_env)."""
+    from up_process import user_env
+
+    return user_env(tmp_path, base_image)
+
+
 @pytest.fixture(scope="session")
 def build_base_override(base_image: str) -> Iterator[str]:
     """``FALEMU_BUILD_ARG_BASE_IMAGE``: apps FROM ``$BASE_IMAGE`` build on the offline base image."""

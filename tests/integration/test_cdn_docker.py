@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from docker_support import remove_app_images
-from up_process import UpProcess
+from up_process import UpProcess, user_env
 
 pytestmark = pytest.mark.docker
 
@@ -75,15 +75,7 @@ def project(tmp_path: Path, docker_client: Any) -> Iterator[tuple[Path, str]]:
 
 @pytest.fixture
 def env(tmp_path: Path, base_image: str) -> dict[str, str]:
-    return dict(
-        {k: v for k, v in os.environ.items() if not k.startswith("FALEMU_")},
-        XDG_CONFIG_HOME=str(tmp_path / "config"),
-        XDG_CACHE_HOME=str(tmp_path / "cache"),
-        XDG_RUNTIME_DIR=str(tmp_path / "run"),
-        FALEMU_DATA_DIR=str(tmp_path / "data"),
-        FALEMU_BUILD_ARG_BASE_IMAGE=base_image,
-        PYTHONUNBUFFERED="1",
-    )
+    return user_env(tmp_path, base_image, drop=("FALEMU_",))
 
 
 def test_runner_and_caller_files_cross_the_local_cdn_and_outlive_the_run(

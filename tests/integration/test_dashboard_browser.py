@@ -43,19 +43,6 @@ def nearest_rank(values: list[float], p: int) -> float:
     return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
 
 
-@pytest.fixture
-def env(tmp_path: Path, base_image: str) -> dict[str, str]:
-    return dict(
-        os.environ,
-        XDG_CONFIG_HOME=str(tmp_path / "config"),
-        XDG_CACHE_HOME=str(tmp_path / "cache"),
-        XDG_RUNTIME_DIR=str(tmp_path / "run"),
-        FALEMU_DATA_DIR=str(tmp_path / "data"),
-        FALEMU_BUILD_ARG_BASE_IMAGE=base_image,
-        PYTHONUNBUFFERED="1",
-    )
-
-
 def start_up(project: Path, env: dict[str, str]) -> UpProcess:
     proc = subprocess.Popen(
         [

@@ -8,7 +8,6 @@ Ctrl-C (SIGINT) no container of either process is left. Containers are counted b
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -59,19 +58,6 @@ class Up(UpProcess):
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=60)
-
-
-@pytest.fixture
-def env(tmp_path: Path, base_image: str) -> dict[str, str]:
-    return dict(
-        os.environ,
-        XDG_CONFIG_HOME=str(tmp_path / "config"),
-        XDG_CACHE_HOME=str(tmp_path / "cache"),
-        XDG_RUNTIME_DIR=str(tmp_path / "run"),
-        FALEMU_DATA_DIR=str(tmp_path / "data"),
-        FALEMU_BUILD_ARG_BASE_IMAGE=base_image,
-        PYTHONUNBUFFERED="1",
-    )
 
 
 @pytest.fixture

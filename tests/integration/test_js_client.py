@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from docker_support import remove_app_images
-from up_process import UpProcess
+from up_process import UpProcess, user_env
 
 pytestmark = pytest.mark.docker
 
@@ -108,15 +108,7 @@ def falemu(tmp_path_factory: pytest.TempPathFactory, base_image: str, docker_cli
     shutil.copytree(APP, project)
     pyproject = project / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace("[tool.fal.apps.jsdemo", f"[tool.fal.apps.{alias}"))
-    env = dict(
-        {k: v for k, v in os.environ.items() if not k.startswith(("FALEMU_", "FAL_"))},
-        XDG_CONFIG_HOME=str(tmp / "config"),
-        XDG_CACHE_HOME=str(tmp / "cache"),
-        XDG_RUNTIME_DIR=str(tmp / "run"),
-        FALEMU_DATA_DIR=str(tmp / "data"),
-        FALEMU_BUILD_ARG_BASE_IMAGE=base_image,
-        PYTHONUNBUFFERED="1",
-    )
+    env = user_env(tmp, base_image, drop=("FALEMU_", "FAL_"))
     command = [sys.executable, "-m", "falemu", "up", "--project", str(project), "--owner", OWNER, "--port", "0"]
     proc = subprocess.Popen(
         [*command, "--runtime", "docker", "--gpu", "off", "--json"],

@@ -63,19 +63,6 @@ def project(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def env(tmp_path: Path, base_image: str) -> dict[str, str]:
-    return dict(
-        os.environ,
-        XDG_CONFIG_HOME=str(tmp_path / "config"),
-        XDG_CACHE_HOME=str(tmp_path / "cache"),
-        XDG_RUNTIME_DIR=str(tmp_path / "run"),
-        FALEMU_DATA_DIR=str(tmp_path / "data"),
-        FALEMU_BUILD_ARG_BASE_IMAGE=base_image,
-        PYTHONUNBUFFERED="1",
-    )
-
-
-@pytest.fixture
 def ups(docker_client: Any) -> Iterator[list[Up]]:
     started: list[Up] = []
     yield started

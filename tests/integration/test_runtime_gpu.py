@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from up_process import user_env
 
 from falemu.errors import GpuUnavailable
 from falemu.events import EventBus, Notice
@@ -181,17 +182,7 @@ def test_an_unchanged_falemu_up_begins_its_gpu_runner_early_with_the_same_gpu(
     project = tmp_path / "direct-server"
     shutil.copytree(Path(__file__).resolve().parents[2] / "examples" / "direct-server", project)
     (project / ".git").mkdir()
-    env = dict(
-        os.environ,
-        DOCKER_HOST=gpu_engine.unix_url,
-        FALEMU_GPU_COUNT="2",
-        XDG_CONFIG_HOME=str(tmp_path / "config"),
-        XDG_CACHE_HOME=str(tmp_path / "cache"),
-        XDG_RUNTIME_DIR=str(tmp_path / "run"),
-        FALEMU_DATA_DIR=str(tmp_path / "data"),
-        FALEMU_BUILD_ARG_BASE_IMAGE=base_image,
-        PYTHONUNBUFFERED="1",
-    )
+    env = user_env(tmp_path, base_image, DOCKER_HOST=gpu_engine.unix_url, FALEMU_GPU_COUNT="2")
     client = docker.DockerClient(base_url=gpu_engine.unix_url)
     ready: list[dict[str, Any]] = []
     try:

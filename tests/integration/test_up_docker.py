@@ -7,7 +7,6 @@ same user folders) see its runners and their logs. After SIGINT no container mad
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -31,19 +30,6 @@ def falemu(*args: str) -> list[str]:
 
 
 Up = UpProcess
-
-
-@pytest.fixture
-def env(tmp_path: Path, base_image: str) -> dict[str, str]:
-    return dict(
-        os.environ,
-        XDG_CONFIG_HOME=str(tmp_path / "config"),
-        XDG_CACHE_HOME=str(tmp_path / "cache"),
-        XDG_RUNTIME_DIR=str(tmp_path / "run"),
-        FALEMU_DATA_DIR=str(tmp_path / "data"),
-        FALEMU_BUILD_ARG_BASE_IMAGE=base_image,
-        PYTHONUNBUFFERED="1",
-    )
 
 
 @pytest.fixture

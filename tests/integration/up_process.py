@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+
+def user_env(home: Path, base_image: str, drop: tuple[str, ...] = (), **extra: str) -> dict[str, str]:
+    """The environment of a `falemu up` user of their own: config, cache, runtime and data folders in
+    ``home``, the offline base image for builds; this process's environment less the ``drop`` prefixes."""
+    kept = {k: v for k, v in os.environ.items() if not (drop and k.startswith(drop))}
+    return dict(
+        kept,
+        XDG_CONFIG_HOME=str(home / "config"),
+        XDG_CACHE_HOME=str(home / "cache"),
+        XDG_RUNTIME_DIR=str(home / "run"),
+        FALEMU_DATA_DIR=str(home / "data"),
+        FALEMU_BUILD_ARG_BASE_IMAGE=base_image,
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
 
 
 class UpProcess:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from falemu import names, prelaunch
-from falemu.config.model import AppConfig, AppShape
+from falemu.config.model import AppConfig, AppShape, ImageConfig
 
 ARGV = ["falemu", "up", "--port", "0"]
 SOCKET = "/run/engine.sock"
@@ -82,6 +82,23 @@ def planned_run(project: Path, *, alias: str = "app", argv: list[str] = ARGV) ->
     assert prelaunch.save([config], api_dir)
     prelaunch._state = prelaunch._State()  # the next process
     return api_dir
+
+
+def planned_context_run(project: Path) -> bool:
+    """A `falemu up` of a direct app built from ``project`` (its Dockerfile and context) that saved its plan."""
+    image = ImageConfig(dockerfile=project / "Dockerfile", context_dir=project)
+    config = AppConfig(name="app", alias="app", shape=AppShape.DIRECT_SERVER, project_root=project, image=image)
+    prelaunch._state.key = prelaunch.plan_key(ARGV, os.getcwd(), os.environ)
+    prelaunch.record("app", "app-1a2b", request("app-1a2b", "/tmp/x"), SOCKET, "")
+    return prelaunch.save([config], None)
+
+
+def next_process(monkeypatch: pytest.MonkeyPatch) -> Engine:
+    """A fresh process's early-launch state, with a stand-in engine."""
+    prelaunch._state = prelaunch._State()
+    engine = Engine()
+    monkeypatch.setattr(prelaunch, "_call", engine)
+    return engine
 
 
 def test_a_plan_replays_the_recorded_request_with_this_runs_names(
@@ -219,19 +236,11 @@ def test_only_the_plans_written_last_are_kept(project: Path, monkeypatch: pytest
 def test_a_changed_file_of_the_build_context_means_no_early_launch(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from falemu.config.model import ImageConfig
-
     (project / "Dockerfile").write_text("FROM scratch\nCOPY weights /weights\n")
     (project / "weights").mkdir()
     (project / "weights" / "model.bin").write_bytes(b"v1")
-    image = ImageConfig(dockerfile=project / "Dockerfile", context_dir=project)
-    config = AppConfig(name="app", alias="app", shape=AppShape.DIRECT_SERVER, project_root=project, image=image)
-    prelaunch._state.key = prelaunch.plan_key(ARGV, os.getcwd(), os.environ)
-    prelaunch.record("app", "app-1a2b", request("app-1a2b", "/tmp/x"), SOCKET, "")
-    assert prelaunch.save([config], None)
-    prelaunch._state = prelaunch._State()
-    engine = Engine()
-    monkeypatch.setattr(prelaunch, "_call", engine)
+    assert planned_context_run(project)
+    engine = next_process(monkeypatch)
 
     (project / "weights" / "model.bin").write_bytes(b"v2")
     prelaunch.early(ARGV)
@@ -286,20 +295,12 @@ def test_an_engine_that_hangs_up_without_an_answer_is_an_engine_gone(tmp_path: P
 def test_any_change_a_build_would_see_means_no_early_launch(
     project: Path, monkeypatch: pytest.MonkeyPatch, change: str
 ) -> None:
-    from falemu.config.model import ImageConfig
-
     (project / "Dockerfile").write_text("FROM scratch\nCOPY . /app\n")
     for rel in ("dist/app.whl", "build/data.bin", ".config/settings"):  # in the build context, as fal sends it
         (project / rel).parent.mkdir(exist_ok=True)
         (project / rel).write_bytes(b"v1")
-    image = ImageConfig(dockerfile=project / "Dockerfile", context_dir=project)
-    config = AppConfig(name="app", alias="app", shape=AppShape.DIRECT_SERVER, project_root=project, image=image)
-    prelaunch._state.key = prelaunch.plan_key(ARGV, os.getcwd(), os.environ)
-    prelaunch.record("app", "app-1a2b", request("app-1a2b", "/tmp/x"), SOCKET, "")
-    assert prelaunch.save([config], None)
-    prelaunch._state = prelaunch._State()
-    engine = Engine()
-    monkeypatch.setattr(prelaunch, "_call", engine)
+    assert planned_context_run(project)
+    engine = next_process(monkeypatch)
 
     later = time.time_ns() + 5_000_000_000
     (project / change).write_bytes(b"v2!")  # a changed file, or one that was not there
@@ -310,17 +311,11 @@ def test_any_change_a_build_would_see_means_no_early_launch(
 
 
 def test_a_build_context_too_large_to_stamp_is_not_planned(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from falemu.config.model import ImageConfig
-
     monkeypatch.setattr(prelaunch, "MAX_CONTEXT_FILES", 2)
     (project / "Dockerfile").write_text("FROM scratch\nCOPY . /app\n")
     for n in range(3):
         (project / f"weights{n}.bin").write_bytes(b"w")
-    image = ImageConfig(dockerfile=project / "Dockerfile", context_dir=project)
-    config = AppConfig(name="app", alias="app", shape=AppShape.DIRECT_SERVER, project_root=project, image=image)
-    prelaunch._state.key = prelaunch.plan_key(ARGV, os.getcwd(), os.environ)
-    prelaunch.record("app", "app-1a2b", request("app-1a2b", "/tmp/x"), SOCKET, "")
-    assert not prelaunch.save([config], None)
+    assert not planned_context_run(project)
 
 
 def test_falemu_s_own_flag_before_up_still_uses_the_plan(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
